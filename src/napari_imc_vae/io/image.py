@@ -1,0 +1,96 @@
+"""The one in-memory form every reader returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+class ImcReadError(ValueError):
+    """A file could not be read as an IMC image; the message names the file and the problem."""
+
+
+@dataclass
+class ImcImage:
+    """One IMC acquisition: a float32 stack plus what identifies its channels.
+
+    Parameters
+    ----------
+    data : ndarray of shape (C, Y, X)
+        float32 counts (not always integers). Non-finite values are kept as read.
+    channel_names : list of str
+        Display name of each channel: the marker/target where known, else the metal.
+        Unique within an image.
+    metals : list of str or None
+        Metal + mass of each channel (``"Pr141"``) where the file says so.
+    labels : list of str or None
+        Label/target as the file spells it (``"Cytokeratin 5"``) where known.
+    pixel_size_um : float
+        Pixel size in micrometres (IMC: 1.0).
+    source : str
+        Path the image was read from.
+    acquisition : str or None
+        Which acquisition of a multi-acquisition file (``.mcd``) this is.
+    """
+
+    data: np.ndarray
+    channel_names: list[str]
+    metals: list[str | None] = field(default_factory=list)
+    labels: list[str | None] = field(default_factory=list)
+    pixel_size_um: float = 1.0
+    source: str = ""
+    acquisition: str | None = None
+
+    def __post_init__(self) -> None:
+        data = np.asarray(self.data)
+        if data.ndim != 3:
+            raise ValueError(f"ImcImage data must have shape (C, Y, X), got shape {data.shape}")
+        self.data = data.astype(np.float32, copy=False)
+        n = data.shape[0]
+        self.channel_names = [str(c) for c in self.channel_names]
+        if len(self.channel_names) != n:
+            raise ValueError(
+                f"ImcImage has {n} channels but {len(self.channel_names)} channel names"
+            )
+        if len(set(self.channel_names)) != n:
+            dup = sorted({c for c in self.channel_names if self.channel_names.count(c) > 1})
+            raise ValueError(f"ImcImage channel names must be unique; repeated: {dup}")
+        self.metals = list(self.metals) if self.metals else [None] * n
+        self.labels = list(self.labels) if self.labels else [None] * n
+        if len(self.metals) != n or len(self.labels) != n:
+            raise ValueError("ImcImage metals and labels must have one entry per channel")
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.data.shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)  # type: ignore[return-value]
+
+    @property
+    def name(self) -> str:
+        """Short name for layers and output files: file stem plus acquisition."""
+        stem = Path(self.source).name if self.source else "image"
+        for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".mcd", ".txt"):
+            if stem.lower().endswith(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        return f"{stem}_{self.acquisition}" if self.acquisition else stem
+
+    @property
+    def channel_keys(self) -> list[str]:
+        """Identity used to match channels between images and models.
+
+        The metal (``Pr141``) when every channel has one, since the same panel
+        is labelled differently by different exporters; else the channel name.
+        """
+        if all(self.metals):
+            return [str(m) for m in self.metals]
+        return list(self.channel_names)
+
+    @property
+    def nonfinite_count(self) -> int:
+        return int(self.data.size - np.count_nonzero(np.isfinite(self.data)))
