@@ -1,0 +1,165 @@
+"""The critic: MSE + cosine + gradient + free-bits KL + permutation consistency (DESIGN §3).
+
+``loss = mse + cosine_weight·cosine + gradient_weight·gradient + kld_scale·KLD_freebits
++ perm_loss_scale·perm``; every term is returned on its own so it can be logged and plotted.
+NaN pixels of the target are excluded from every term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from napari_imc_vae.engine.d4 import D4_COMPOSE
+
+
+@dataclass
+class CriticConfig:
+    """Loss weights; the defaults are the reference project's."""
+
+    cosine_weight: float = 0.5
+    gradient_weight: float = 1.0
+    kld_scale: float = 0.001
+    free_bits: float = 2.0  # nats per latent dimension
+    perm_loss_scale: float = 0.8
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not isinstance(value, (int, float)) or value < 0 or value != value:
+                raise ValueError(f"CriticConfig.{name} must be a number >= 0, got {value!r}")
+
+
+#: Per-pixel channel vectors with a smaller norm count as "no direction" for the cosine term.
+ZERO_VECTOR_NORM = 1e-3
+
+
+def masked_mse(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over valid elements. recon, target, valid: (B, C, P, P)."""
+    sq = torch.where(valid, (recon - target) ** 2, 0.0)
+    return sq.sum() / valid.sum().clamp_min(1)
+
+
+def cosine_loss(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """1 − cosine similarity of the C-channel vector of each pixel.
+
+    Averaged over pixels whose channels are all valid and whose true vector is not ~0
+    (an all-zero pixel has no direction). Returns 0 when no pixel qualifies.
+    """
+    pixel_valid = valid.all(dim=1)  # (B, P, P)
+    t = torch.where(valid, target, 0.0)
+    keep = pixel_valid & (t.norm(dim=1) > ZERO_VECTOR_NORM)
+    cos = F.cosine_similarity(recon, t, dim=1, eps=1e-8)  # (B, P, P)
+    return torch.where(keep, 1.0 - cos, 0.0).sum() / keep.sum().clamp_min(1)
+
+
+def gradient_loss(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """L1 between horizontal and vertical finite differences of reconstruction and target.
+
+    The mean of the two directions' means; a difference counts only where both pixels are valid.
+    """
+    t = torch.where(valid, target, 0.0)
+    terms = []
+    for dim in (-1, -2):
+        d_recon, d_target = torch.diff(recon, dim=dim), torch.diff(t, dim=dim)
+        n = valid.shape[dim]
+        both = valid.narrow(dim, 0, n - 1) & valid.narrow(dim, 1, n - 1)
+        terms.append(torch.where(both, (d_recon - d_target).abs(), 0.0).sum() / both.sum().clamp_min(1))
+    return 0.5 * (terms[0] + terms[1])
+
+
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) ‖ N(0, 1)) per sample and dimension: ½(μ² + σ² − 1 − log σ²), shape (B, D)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def kld_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw KL (sum over dims of the batch mean) and the free-bits KL ``Σ_j max(λ, mean_b KL_bj)``.
+
+    Free bits (Kingma et al. 2016) act on each dimension's batch-mean KL, so a dimension below
+    λ nats costs a constant and gets no gradient pushing it to the prior.
+    """
+    per_dim = kl_per_dimension(mu, logvar).mean(dim=0)  # (D,)
+    return per_dim.sum(), per_dim.clamp_min(free_bits).sum()
+
+
+def permutation_consistency(
+    view_logits: torch.Tensor, base_logits: torch.Tensor, transforms: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy making the permuter's prediction for a view agree with the view's transform.
+
+    For a patch ``x`` and a view ``g_t x`` the consistent prediction for the view is
+    ``g_t ∘ pred(x)``. Our permuter is equivariant by construction, so this term works as a margin:
+    it drives the chosen orientation's probability up, keeping choices stable under noise and
+    rounding, where a near-tie would flip the canonical frame.
+
+    Parameters
+    ----------
+    view_logits : Tensor of shape (B, 8)
+        Orientation logits for the views.
+    base_logits : Tensor of shape (B, 8)
+        Orientation logits for the untransformed patches.
+    transforms : LongTensor of shape (B,)
+        D4 element that made each view.
+    """
+    compose = D4_COMPOSE.to(transforms.device)
+    target = compose[transforms, base_logits.argmax(dim=1)]
+    return F.cross_entropy(view_logits.float(), target.detach())
+
+
+@dataclass
+class CriticTerms:
+    """Every term of one evaluation of the critic (0-d tensors)."""
+
+    loss: torch.Tensor
+    mse: torch.Tensor
+    cosine_loss: torch.Tensor
+    gradient_loss: torch.Tensor
+    kld_loss: torch.Tensor  # raw KL: what the latent actually carries
+    kld_floored: torch.Tensor
+    perm_loss: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        return {k: float(v.detach()) for k, v in vars(self).items()}
+
+
+def critic(
+    recon: torch.Tensor,
+    target: torch.Tensor,
+    mu: torch.Tensor,
+    logvar: torch.Tensor,
+    config: CriticConfig,
+    *,
+    valid: torch.Tensor | None = None,
+    perm_loss: torch.Tensor | None = None,
+) -> CriticTerms:
+    """Evaluate the full critic.
+
+    Parameters
+    ----------
+    recon, target : Tensor of shape (B, C, P, P)
+        Reconstruction and target in normalized units (target may hold NaN: excluded).
+    mu, logvar : Tensor of shape (B, D)
+    config : CriticConfig
+    valid : BoolTensor of shape (B, C, P, P), optional
+        Defaults to the finite elements of ``target``.
+    perm_loss : Tensor, optional
+        The permutation-consistency term (0 when not given).
+    """
+    recon, target = recon.float(), target.float()
+    if valid is None:
+        valid = torch.isfinite(target)
+    mse = masked_mse(recon, target, valid)
+    cos = cosine_loss(recon, target, valid)
+    grad = gradient_loss(recon, target, valid)
+    kld_raw, kld_floored = kld_free_bits(mu.float(), logvar.float(), config.free_bits)
+    perm = perm_loss if perm_loss is not None else torch.zeros((), device=recon.device)
+    loss = (
+        mse
+        + config.cosine_weight * cos
+        + config.gradient_weight * grad
+        + config.kld_scale * kld_floored
+        + config.perm_loss_scale * perm
+    )
+    return CriticTerms(loss, mse, cos, grad, kld_raw, kld_floored, perm)

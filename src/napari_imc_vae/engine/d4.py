@@ -1,0 +1,81 @@
+"""The dihedral group D4: the 8 rotations/flips of a square patch.
+
+Element ``k`` rotates by ``90° * (k % 4)`` (``torch.rot90`` over the last two axes), then,
+for ``k >= 4``, flips the last axis. Transforms are applied as index permutations of the
+flattened P×P grid, so a whole batch with a different element per patch is one ``gather``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+N_ELEMENTS = 8
+
+
+def _apply_reference(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Element ``k`` applied to ``x`` (..., P, P) the slow, obvious way (defines the convention)."""
+    y = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(y, dims=(-1,)) if k >= 4 else y
+
+
+def _tables() -> tuple[list[list[int]], list[int]]:
+    # Composition and inverse from the action on a generic 3×3 grid (no symmetric ambiguity).
+    probe = torch.arange(9.0).reshape(3, 3)
+    views = [_apply_reference(probe, k) for k in range(N_ELEMENTS)]
+
+    def index_of(t: torch.Tensor) -> int:
+        return next(i for i, v in enumerate(views) if torch.equal(v, t))
+
+    compose = [[index_of(_apply_reference(views[b], a)) for b in range(N_ELEMENTS)] for a in range(N_ELEMENTS)]
+    inverse = [next(b for b in range(N_ELEMENTS) if compose[a][b] == 0) for a in range(N_ELEMENTS)]
+    return compose, inverse
+
+
+_COMPOSE, _INVERSE = _tables()
+#: ``D4_COMPOSE[a, b]`` is the index of ``g_a ∘ g_b`` (apply b first, then a).
+D4_COMPOSE = torch.tensor(_COMPOSE, dtype=torch.long)
+#: ``D4_INVERSE[a]`` is the index of ``g_a⁻¹``.
+D4_INVERSE = torch.tensor(_INVERSE, dtype=torch.long)
+
+
+@functools.lru_cache(maxsize=32)
+def _permutations_cpu(patch_size: int) -> torch.Tensor:
+    grid = torch.arange(patch_size * patch_size).reshape(patch_size, patch_size)
+    return torch.stack([_apply_reference(grid, k).reshape(-1) for k in range(N_ELEMENTS)])
+
+
+def d4_permutations(patch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Index permutations (8, P*P): ``g_k(x).flatten()[i] == x.flatten()[perm[k, i]]``."""
+    return _permutations_cpu(int(patch_size)).to(device)
+
+
+def d4_apply(x: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
+    """Apply element ``k`` (one per patch, or one for all) to patches.
+
+    Parameters
+    ----------
+    x : Tensor of shape (B, C, P, P)
+    k : LongTensor of shape (B,) or int
+
+    Returns
+    -------
+    Tensor of shape (B, C, P, P)
+    """
+    b, c, p, q = x.shape
+    if p != q:
+        raise ValueError(f"d4_apply needs square patches, got {p}×{q}")
+    perms = d4_permutations(p, x.device)
+    if isinstance(k, int):
+        return x.reshape(b, c, p * p)[:, :, perms[k]].reshape(b, c, p, p)
+    index = perms[k].unsqueeze(1).expand(b, c, p * p)  # (B, C, P*P)
+    return x.reshape(b, c, p * p).gather(2, index).reshape(b, c, p, p)
+
+
+def d4_orbit(x: torch.Tensor) -> torch.Tensor:
+    """All 8 views of each patch: (B, C, P, P) → (B, 8, C, P, P), view k = g_k(x)."""
+    b, c, p, _ = x.shape
+    perms = d4_permutations(p, x.device)  # (8, P*P)
+    flat = x.reshape(b, c, p * p)
+    return flat[:, :, perms].permute(0, 2, 1, 3).reshape(b, N_ELEMENTS, c, p, p)

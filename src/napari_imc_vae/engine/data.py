@@ -1,0 +1,156 @@
+"""Patches from normalized images, packed on the device for sampling without per-sample Python.
+
+Every image is flattened into one (C, total_pixels) tensor; a patch is a gather at
+``base + dy·width + dx``. The validation split is by region: the last rows of each image
+(a band at least one patch high) hold the validation patches, and no training patch reaches
+into that band, so no validation pixel is ever seen in training.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from napari_imc_vae.engine.d4 import N_ELEMENTS, d4_apply
+
+
+class PatchSizeError(ValueError):
+    """The images are too small, or the patch too large, to cut a single patch."""
+
+
+@dataclass
+class _Positions:
+    base: torch.Tensor  # (N,) flat offset of each patch's top-left pixel
+    width: torch.Tensor  # (N,) width of the image the patch lies in
+
+
+def _grid(y0: int, y1: int, x1: int, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-left corners on a stride grid with rows in [y0, y1] and columns in [0, x1]."""
+    ys, xs = np.arange(y0, y1 + 1, stride), np.arange(0, x1 + 1, stride)
+    yy, xx = np.meshgrid(ys, xs, indexing="ij")
+    return yy.ravel(), xx.ravel()
+
+
+class PatchSampler:
+    """Random training patches and fixed validation patches from normalized images.
+
+    Parameters
+    ----------
+    images : sequence of ndarray of shape (C, Y, X)
+        Normalized images with the same channels (NaN marks missing pixels).
+    patch_size : int
+    val_fraction : float
+        Height of each image's validation band as a fraction of its rows (at least one patch).
+    device : torch.device or str
+    max_positions : int
+        Training positions are taken on a stride grid coarse enough to stay under this count,
+        so very large images do not need a position table of their pixel count.
+
+    Raises
+    ------
+    PatchSizeError
+        When no image is at least one patch in each direction.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        patch_size: int,
+        *,
+        val_fraction: float = 0.15,
+        device: torch.device | str = "cpu",
+        max_positions: int = 4_000_000,
+    ):
+        if not images:
+            raise ValueError("PatchSampler needs at least one image, got none")
+        channels = {np.shape(im)[0] for im in images}
+        if len(channels) != 1 or any(np.ndim(im) != 3 for im in images):
+            raise ValueError(f"all images must be (C, Y, X) with the same C, got shapes {[np.shape(im) for im in images]}")
+        p = int(patch_size)
+        usable = [im for im in images if im.shape[1] >= p and im.shape[2] >= p]
+        if not usable:
+            sizes = ", ".join(f"{im.shape[1]}×{im.shape[2]}" for im in images)
+            raise PatchSizeError(
+                f"patch size {p} is larger than every image ({sizes} px); choose a patch size of at most "
+                f"{max(min(im.shape[1], im.shape[2]) for im in images)}"
+            )
+        self.patch_size, self.device = p, torch.device(device)
+        self.n_channels = channels.pop()
+        flat, offset = [], 0
+        train, val = [], []
+        total_train = sum((im.shape[1] - p + 1) * (im.shape[2] - p + 1) for im in usable)
+        stride = max(1, int(np.ceil(np.sqrt(total_train / max_positions))))
+        for im in usable:
+            _, h, w = im.shape
+            flat.append(np.ascontiguousarray(im, dtype=np.float32).reshape(self.n_channels, -1))
+            band = max(p, int(round(val_fraction * h)))
+            if val_fraction > 0 and h - band >= p:  # room for a training patch above the band
+                ty, tx = _grid(0, h - band - p, w - p, stride)
+                vy, vx = _grid(h - band, h - p, w - p, max(1, p // 2))
+                val.append((offset + vy * w + vx, np.full(vy.size, w)))
+            else:  # too small to split: training only
+                ty, tx = _grid(0, h - p, w - p, stride)
+            train.append((offset + ty * w + tx, np.full(ty.size, w)))
+            offset += h * w
+        self._pixels = torch.from_numpy(np.concatenate(flat, axis=1)).to(self.device)  # (C, total)
+        self._train = self._positions(train)
+        self._val = self._positions(val)
+        dy, dx = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+        self._dy = torch.from_numpy(dy.ravel()).to(self.device)
+        self._dx = torch.from_numpy(dx.ravel()).to(self.device)
+
+    def _positions(self, parts: list[tuple[np.ndarray, np.ndarray]]) -> _Positions:
+        if not parts:
+            empty = torch.zeros(0, dtype=torch.long, device=self.device)
+            return _Positions(empty, empty)
+        base = torch.from_numpy(np.concatenate([b for b, _ in parts]).astype(np.int64))
+        width = torch.from_numpy(np.concatenate([w for _, w in parts]).astype(np.int64))
+        return _Positions(base.to(self.device), width.to(self.device))
+
+    @property
+    def n_train(self) -> int:
+        return int(self._train.base.numel())
+
+    @property
+    def n_val(self) -> int:
+        return int(self._val.base.numel())
+
+    def _gather(self, pos: _Positions, index: torch.Tensor) -> torch.Tensor:
+        p = self.patch_size
+        flat = pos.base[index, None] + self._dy[None] * pos.width[index, None] + self._dx[None]  # (B, P*P)
+        patches = self._pixels.index_select(1, flat.reshape(-1))  # (C, B*P*P)
+        return patches.view(self.n_channels, -1, p, p).transpose(0, 1).contiguous()  # (B, C, P, P)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A random batch: untransformed patches, D4 views of them, and the elements used.
+
+        Returns
+        -------
+        base : Tensor of shape (B, C, P, P)
+        views : Tensor of shape (B, C, P, P)
+            ``views[i] = g_{transforms[i]}(base[i])``.
+        transforms : LongTensor of shape (B,)
+        """
+        index = torch.randint(self.n_train, (batch_size,), device=self.device, generator=generator)
+        transforms = torch.randint(N_ELEMENTS, (batch_size,), device=self.device, generator=generator)
+        base = self._gather(self._train, index)
+        return base, d4_apply(base, transforms), transforms
+
+    def validation_patches(self, max_patches: int | None = None) -> torch.Tensor:
+        """Validation patches (N, C, P, P), a fixed evenly spaced subset when capped."""
+        return self._fixed(self._val, max_patches)
+
+    def training_patches(self, max_patches: int | None = None) -> torch.Tensor:
+        """Training patches (N, C, P, P), a fixed evenly spaced subset (for baselines such as PCA)."""
+        return self._fixed(self._train, max_patches)
+
+    def _fixed(self, pos: _Positions, max_patches: int | None) -> torch.Tensor:
+        n = int(pos.base.numel())
+        if max_patches is not None and n > max_patches:
+            index = torch.linspace(0, n - 1, max_patches, device=self.device).round().long()
+        else:
+            index = torch.arange(n, device=self.device)
+        return self._gather(pos, index)

@@ -1,0 +1,206 @@
+"""The Normalizer: values, constant channels, NaN, inverse, storage, bad input."""
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+from napari_imc_vae.io import ImcImage
+from napari_imc_vae.preprocessing import NormalizationParams, Normalizer
+
+
+def _image(rng, n=4, size=(20, 30)):
+    data = rng.poisson(3.0, size=(n, *size)).astype(np.float32)
+    data *= np.array([1, 10, 100, 1000], dtype=np.float32)[:n, None, None]
+    return data
+
+
+def test_zscore_hand_computed():
+    data = np.array([1, 2, 3, 4], dtype=np.float32).reshape(1, 2, 2)
+    norm = Normalizer.fit(data)
+    expected = (np.array([1, 2, 3, 4]) - 2.5) / math.sqrt(1.25)
+    np.testing.assert_allclose(norm(data).ravel(), expected, rtol=1e-6)
+    assert norm.mean == [2.5] and norm.std == [pytest.approx(math.sqrt(1.25))]
+
+
+def test_full_pipeline_matches_manual_computation(rng):
+    data = _image(rng)
+    data[1, 3, 4] = 5000.0  # a hot pixel
+    norm = Normalizer.fit(data, hot_pixel_threshold=50, arcsinh_cofactor=5, clip_percentile=99)
+    out = norm(data)
+    from napari_imc_vae.preprocessing import clip_percentile, filter_hot_pixels
+
+    x = np.arcsinh(filter_hot_pixels(data, 50).astype(np.float64) / 5)
+    x = clip_percentile(x, 99).astype(np.float64)
+    expected = (x - x.mean(axis=(1, 2), keepdims=True)) / x.std(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(out.std(axis=(1, 2)), 1, atol=1e-4)
+
+
+def test_steps_are_optional():
+    data = np.arange(12, dtype=np.float32).reshape(1, 3, 4)
+    norm = Normalizer.fit(data, zscore=False)
+    np.testing.assert_array_equal(norm(data), data)
+    assert norm.params == NormalizationParams(zscore=False)
+    np.testing.assert_allclose(Normalizer.fit(data, arcsinh_cofactor=1, zscore=False)(data),
+                               np.arcsinh(data), rtol=1e-6)
+
+
+def test_constant_and_all_zero_channels_map_to_zero(rng):
+    data = _image(rng, n=3)
+    data[1] = 0.0
+    data[2] = 7.0
+    norm = Normalizer.fit(data, arcsinh_cofactor=5, clip_percentile=99.9)
+    out = norm(data)
+    assert not np.isnan(out).any()
+    np.testing.assert_array_equal(out[1:], 0)
+    assert norm.constant_channels == ["ch1", "ch2"]
+    assert norm.constant == [False, True, True]
+    # the inverse gives the constant back
+    np.testing.assert_allclose(norm.inverse(out)[1:], data[1:], rtol=1e-5)
+
+
+def test_channel_with_no_finite_pixel():
+    data = np.ones((2, 3, 3), dtype=np.float32)
+    data[0] = np.arange(9).reshape(3, 3)
+    data[1] = np.nan
+    norm = Normalizer.fit(data, clip_percentile=99)
+    assert norm.constant_channels == ["ch1"] and norm.n_finite == [9, 0]
+    assert norm.clip_high[1] is None
+    assert np.isnan(norm(data)[1]).all()
+    json.dumps(norm.to_dict(), allow_nan=False)
+
+
+def test_nan_masked_from_statistics_and_kept_in_output():
+    data = np.array([1, 2, 3, 4, np.nan, np.inf], dtype=np.float32).reshape(1, 2, 3)
+    norm = Normalizer.fit(data, clip_percentile=100)
+    assert norm.mean == [2.5] and norm.n_finite == [4]
+    out = norm(data)
+    assert math.isnan(out[0, 1, 1])
+    # +Inf is clipped to the limit (the largest finite value at p100)
+    assert out[0, 1, 2] == pytest.approx(out[0, 1, 0])
+    assert np.isfinite(np.delete(out.ravel(), 4)).all()
+
+
+def test_round_trip_normalize_inverse(rng):
+    data = _image(rng)
+    data[0, 0, :3] = np.nan
+    norm = Normalizer.fit(data, arcsinh_cofactor=5)
+    back = norm.inverse(norm(data))
+    np.testing.assert_allclose(back, data, rtol=1e-4, atol=1e-3)
+    assert np.isnan(back[0, 0, :3]).all()
+
+
+def test_pooled_fit_equals_fit_on_concatenation(rng):
+    a, b = _image(rng), _image(rng, size=(11, 7))
+    b[2, 0, 0] = np.nan
+    pooled = Normalizer.fit([a, b], arcsinh_cofactor=5, clip_percentile=99.5)
+    joined = np.concatenate([a.reshape(4, 1, -1), b.reshape(4, 1, -1)], axis=2)
+    single = Normalizer.fit(joined, arcsinh_cofactor=5, clip_percentile=99.5)
+    np.testing.assert_allclose(pooled.mean, single.mean, rtol=1e-12)
+    np.testing.assert_allclose(pooled.std, single.std, rtol=1e-12)
+    np.testing.assert_allclose(pooled.clip_high, single.clip_high, rtol=1e-12)
+    total = a[0].size + b[0].size
+    assert pooled.n_finite == [total, total, total - 1, total]
+
+
+def test_pooled_imc_images_are_matched_by_channel(rng):
+    a, b = _image(rng), _image(rng)
+    names, metals = ["CK5", "Lam", "YBX1", "H3"], ["Pr141", "Sm147", "Eu153", "Yb172"]
+    img_a = ImcImage(a, names, metals=metals)
+    order = [2, 0, 3, 1]
+    img_b = ImcImage(b[order], [names[i] for i in order], metals=[metals[i] for i in order])
+    pooled = Normalizer.fit([img_a, img_b])
+    reference = Normalizer.fit([a, b], channel_names=names)
+    np.testing.assert_allclose(pooled.mean, reference.mean)
+    assert pooled.channel_names == names and pooled.channel_keys == metals
+    # applying to the reordered image returns the normalizer's channel order
+    np.testing.assert_allclose(pooled(img_b), reference(b), atol=1e-6)
+    other = ImcImage(a[:3], names[:3], metals=metals[:3])
+    with pytest.raises(ValueError, match=r"missing \['H3'\], extra \[\]"):
+        pooled(other)
+
+
+def test_to_dict_from_dict_round_trip_json_and_torch(rng):
+    data = _image(rng)
+    data[3] = 0
+    norm = Normalizer.fit(data, hot_pixel_threshold=50, arcsinh_cofactor=5, clip_percentile=99.9)
+    d = norm.to_dict()
+    assert d["format_version"] == 1
+    text = json.dumps(d, allow_nan=False)
+    again = Normalizer.from_dict(json.loads(text))
+    np.testing.assert_array_equal(again(data), norm(data))
+    assert again.to_dict() == d
+
+    torch = pytest.importorskip("torch")
+    buf = io.BytesIO()
+    torch.save({"normalizer": d}, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)["normalizer"]
+    assert loaded == d
+    np.testing.assert_array_equal(Normalizer.from_dict(loaded)(data), norm(data))
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda d: d.pop("channels"), r"missing keys \['channels'\]"),
+        (lambda d: d.update(format="other"), "format must be"),
+        (lambda d: d.update(format_version=99), "format_version must be an int from 1 to 1"),
+        (lambda d: d["channels"].update(std=[1.0]), r"channels.std must have 2 entries .*got 1"),
+        (lambda d: d["channels"]["std"].__setitem__(0, 0.0),
+         r"channels.std\[0\] must be a finite number > 0"),
+        (lambda d: d["channels"]["mean"].__setitem__(1, float("nan")), r"channels.mean\[1\]"),
+        (lambda d: d["params"].update(arcsinh_cofactor=-1.0),
+         "params: arcsinh_cofactor must be > 0"),
+        (lambda d: d["params"].update(bogus=1), r"unknown keys \['bogus'\]"),
+        (lambda d: d.update(channel_names=["a", "a"]), "unique"),
+    ],
+)
+def test_from_dict_validation(mutate, match):
+    d = Normalizer.fit(np.arange(8, dtype=np.float32).reshape(2, 2, 2)).to_dict()
+    mutate(d)
+    with pytest.raises(ValueError, match=match):
+        Normalizer.from_dict(d)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"arcsinh_cofactor": 0}, r"arcsinh_cofactor must be > 0 .*got 0.0"),
+        ({"arcsinh_cofactor": -5}, r"arcsinh_cofactor must be > 0 .*got -5.0"),
+        ({"clip_percentile": 0}, r"clip_percentile must be in \(0, 100\] .*got 0.0"),
+        ({"clip_percentile": 101}, r"clip_percentile must be in \(0, 100\] .*got 101.0"),
+        ({"hot_pixel_threshold": -1}, r"hot_pixel_threshold must be >= 0 .*got -1.0"),
+        ({"channel_names": ["a"]}, r"channel_names must have one name per channel \(2\), got 1"),
+    ],
+)
+def test_fit_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        Normalizer.fit(np.zeros((2, 3, 3), dtype=np.float32), **kwargs)
+
+
+def test_wrong_channel_count_and_shapes():
+    norm = Normalizer.fit(np.random.default_rng(1).random((3, 4, 4)))
+    with pytest.raises(ValueError, match=r"data must have 3 channels .*got 2"):
+        norm(np.zeros((2, 4, 4)))
+    with pytest.raises(ValueError, match=r"normalized must have 3 channels .*got 4"):
+        norm.inverse(np.zeros((4, 4, 4)))
+    with pytest.raises(ValueError, match=r"images\[1\] has 2 channels, expected 3"):
+        Normalizer.fit([np.zeros((3, 2, 2)), np.zeros((2, 2, 2))])
+    with pytest.raises(ValueError, match="non-empty sequence"):
+        Normalizer.fit([])
+    with pytest.raises(TypeError, match="zscore must be True or False"):
+        Normalizer.fit(np.zeros((1, 2, 2)), zscore="yes")
+
+
+def test_input_not_modified(rng):
+    data = _image(rng)
+    before = data.copy()
+    norm = Normalizer.fit(data, hot_pixel_threshold=0, arcsinh_cofactor=1, clip_percentile=90)
+    norm(data)
+    np.testing.assert_array_equal(data, before)
