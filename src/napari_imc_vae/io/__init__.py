@@ -1,5 +1,35 @@
-"""Readers for IMC files: every format becomes one :class:`ImcImage`."""
+"""Readers for IMC files: every format becomes one :class:`ImcImage` per acquisition.
 
-from napari_imc_vae.io.image import ImcImage, ImcReadError
+Formats (the reader is chosen by suffix; see :data:`SUPPORTED_FORMATS`):
 
-__all__ = ["ImcImage", "ImcReadError"]
+- ``.ome.tiff`` / ``.ome.tif``: OME-TIFF; channel names from the OME-XML, in the styles of
+  steinbock ``export ome`` (``Pr141_Cytokeratin 5``) and imctools (``Fluor="Pr141"``);
+  pixel size from ``PhysicalSizeX``.
+- ``.tiff`` / ``.tif``: a stack with a steinbock ``panel.csv`` beside it (rows with
+  ``keep=1``, in order) or a same-stem ``.csv`` listing one channel per line
+  (ImcSegmentationPipeline); else a plain 2-D or multi-page TIFF, channels ``ch0, ch1, ...``.
+- a folder of single-channel TIFFs, the file name being the marker (histoCAT, MIBI).
+- ``.mcd`` (several acquisitions) and ``.txt`` (one), read by readimc: these need the
+  ``mcd`` extra, ``pip install "napari-imc-vae[mcd]"``; it is imported only when used.
+
+Every failure to read raises :class:`ImcReadError` (a ``ValueError``) naming the file and
+the problem. NaN/Inf pixel values are kept and reported with a :class:`NonFiniteWarning`.
+"""
+
+from napari_imc_vae.io._registry import (
+    SUPPORTED_FORMATS,
+    list_acquisitions,
+    read_imc,
+    read_imc_all,
+)
+from napari_imc_vae.io.image import ImcImage, ImcReadError, NonFiniteWarning
+
+__all__ = [
+    "SUPPORTED_FORMATS",
+    "ImcImage",
+    "ImcReadError",
+    "NonFiniteWarning",
+    "list_acquisitions",
+    "read_imc",
+    "read_imc_all",
+]

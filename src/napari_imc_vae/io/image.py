@@ -8,8 +8,21 @@ from pathlib import Path
 import numpy as np
 
 
+def source_stem(source: str | Path) -> str:
+    """File (or folder) name without its IMC suffix: ``a/b.ome.tiff`` -> ``b``."""
+    stem = Path(source).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".mcd", ".txt"):
+        if stem.lower().endswith(suffix):
+            return stem[: -len(suffix)]
+    return stem
+
+
 class ImcReadError(ValueError):
     """A file could not be read as an IMC image; the message names the file and the problem."""
+
+
+class NonFiniteWarning(UserWarning):
+    """An image holds NaN/Inf pixel values; they are kept as read, not replaced."""
 
 
 @dataclass
@@ -73,11 +86,7 @@ class ImcImage:
     @property
     def name(self) -> str:
         """Short name for layers and output files: file stem plus acquisition."""
-        stem = Path(self.source).name if self.source else "image"
-        for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".mcd", ".txt"):
-            if stem.lower().endswith(suffix):
-                stem = stem[: -len(suffix)]
-                break
+        stem = source_stem(self.source) if self.source else "image"
         return f"{stem}_{self.acquisition}" if self.acquisition else stem
 
     @property

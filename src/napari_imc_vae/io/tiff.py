@@ -1,0 +1,210 @@
+"""TIFF readers: OME-TIFF, plain stacks with a panel, 2-D/multi-page TIFFs, folders of TIFFs.
+
+Channel identity of one stack, in order of preference: the OME-XML channel names
+(:mod:`~napari_imc_vae.io.ometiff`), a same-stem ``.csv`` or ``panel.csv`` beside the file
+(:mod:`~napari_imc_vae.io.panel`), else ``ch0, ch1, ...``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from napari_imc_vae.io._common import MAX_NBYTES, as_stack, build_image, check_file, parse_metal
+from napari_imc_vae.io.image import ImcImage, ImcReadError, source_stem
+from napari_imc_vae.io.ometiff import parse_ome_channels
+from napari_imc_vae.io.panel import find_panel
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+_COLOUR = {tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR, tifffile.PHOTOMETRIC.SEPARATED}
+
+
+def _series_array(tf: tifffile.TiffFile, path: Path) -> np.ndarray:
+    """Pixels of the file's image as (C, Y, X) or (Y, X), refusing colour images."""
+    if not tf.series:
+        raise ImcReadError(f"{path}: TIFF holds no image")
+    series = tf.series
+    planes = [s for s in series if len([n for n in s.shape if n != 1]) <= 2]
+    if len(series) > 1 and not tf.is_ome and len(planes) == len(series):
+        # Pages written one by one (one series each) are the channels of one stack.
+        shapes = {s.shape for s in series}
+        if len(shapes) > 1:
+            raise ImcReadError(f"{path}: pages have different shapes {sorted(shapes)}")
+        return np.stack([_one_series(tf, s, path).reshape(s.shape[-2:]) for s in series])
+    return _one_series(tf, series[0], path)
+
+
+def _one_series(tf: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path) -> np.ndarray:
+    page = series.keyframe
+    axes = series.axes
+    n_samples = series.shape[axes.index("S")] if "S" in axes else 1
+    interleaved = axes.endswith("S") and n_samples in (3, 4)
+    # Planar RGB with non-8-bit pixels is how tifffile tags any 3-plane stack by default:
+    # those planes are channels. Interleaved samples and 8-bit colour are pictures.
+    colour = page.photometric in _COLOUR and (
+        page.photometric != tifffile.PHOTOMETRIC.RGB or series.dtype == np.uint8
+    )
+    if interleaved or colour:
+        raise ImcReadError(
+            f"{path}: RGB/colour image ({page.photometric.name}, {n_samples} samples per pixel); "
+            "IMC readers expect one intensity per channel, shape (C, Y, X)"
+        )
+    nbytes = int(np.prod(series.shape, dtype=np.float64)) * series.dtype.itemsize
+    if nbytes > MAX_NBYTES:
+        raise ImcReadError(
+            f"{path}: header claims an image of {nbytes} bytes, shape {series.shape}"
+        )
+    _check_complete(tf, series, path)
+    data = series.asarray()
+    if "S" in axes and data.ndim == 3 and n_samples > 1:
+        # Extra non-colour samples (planar or interleaved) are channels.
+        data = np.moveaxis(data, axes.index("S"), 0)
+    return data
+
+
+def _check_complete(tf: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path) -> None:
+    # tifffile zero-fills what a truncated file lacks; a silently blank channel is worse
+    # than an error, so every page and every strip must lie inside the file.
+    size = tf.filehandle.size
+    for i, page in enumerate(series.pages):
+        if page is None:
+            raise ImcReadError(f"{path}: truncated TIFF, image page {i} is missing")
+        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts)]
+        if ends and max(ends) > size:
+            raise ImcReadError(
+                f"{path}: truncated TIFF, page {i} needs {max(ends)} bytes, file has {size}"
+            )
+
+
+def load_tiff(path: Path) -> tuple[np.ndarray, str | None]:
+    """Pixels and OME-XML (or None) of a TIFF file; library errors become ImcReadError.
+
+    Parameters
+    ----------
+    path : Path
+        A ``.tif``/``.tiff``/``.ome.tiff`` file.
+
+    Returns
+    -------
+    data : ndarray
+        As stored, usually of shape (C, Y, X) or (Y, X).
+    ome_xml : str or None
+        The OME-XML document when the file is an OME-TIFF.
+
+    Raises
+    ------
+    ImcReadError
+        Missing, empty, truncated or corrupt files and colour images.
+    """
+    check_file(path)
+    try:
+        with tifffile.TiffFile(path) as tf:
+            data = _series_array(tf, path)
+            ome_xml = tf.ome_metadata if tf.is_ome else None
+    except ImcReadError:
+        raise
+    except Exception as e:  # tifffile signals corruption through many exception types
+        raise ImcReadError(f"{path}: not a readable TIFF (truncated or corrupt?): {e}") from e
+    return data, ome_xml
+
+
+def read_tiff(path: Path) -> ImcImage:
+    """Read a TIFF or OME-TIFF stack with its channel names.
+
+    Parameters
+    ----------
+    path : Path
+        The file. The OME-XML is used whenever present, whatever the suffix.
+
+    Returns
+    -------
+    ImcImage
+        ``data`` of shape (C, Y, X); a 2-D image is one channel. Pixel size from
+        ``PhysicalSizeX`` when the OME-XML gives it, else 1.0 µm (IMC's native size).
+
+    Raises
+    ------
+    ImcReadError
+        Unreadable files, colour images, data that is not 2-D/3-D, and panel files whose
+        row count differs from the stack's.
+    """
+    data, ome_xml = load_tiff(path)
+    data = as_stack(data, path)
+    n = data.shape[0]
+    ome = parse_ome_channels(ome_xml, n) if ome_xml else None
+    if ome is not None:
+        return build_image(
+            data, path, metals=ome.metals, labels=ome.labels, pixel_size_um=ome.pixel_size_um or 1.0
+        )
+    panel = find_panel(path, n)
+    if panel is not None:
+        return build_image(data, path, metals=panel.metals, labels=panel.labels)
+    return build_image(
+        data, path, metals=[None] * n, labels=[None] * n, names=[f"ch{i}" for i in range(n)]
+    )
+
+
+def _identity_from_stem(stem: str) -> tuple[str | None, str | None]:
+    """``"Pr141_CD45"``, ``"CD45_Pr141"``, ``"Pr141"`` or ``"CD45"`` -> (metal, label)."""
+    metal = parse_metal(stem)
+    if metal:
+        return metal, None
+    head, _, tail = stem.partition("_")
+    if tail and parse_metal(head):
+        return parse_metal(head), tail
+    head, _, tail = stem.rpartition("_")
+    if head and parse_metal(tail):
+        return parse_metal(tail), head
+    return None, stem
+
+
+def read_tiff_folder(path: Path) -> ImcImage:
+    """Read a folder of single-channel TIFFs (histoCAT, MIBI exports) as one stack.
+
+    Parameters
+    ----------
+    path : Path
+        The folder. Every ``.tif``/``.tiff`` in it (not hidden), sorted by name, is one
+        channel named after its file stem; a metal in the stem (``Pr141_CD45.tiff``,
+        ``CD45_Pr141.tiff``) is recorded as the channel's metal.
+
+    Returns
+    -------
+    ImcImage
+        ``data`` of shape (C, Y, X), pixel size 1.0 µm.
+
+    Raises
+    ------
+    ImcReadError
+        An empty folder, unreadable files, files with more than one channel, or files
+        whose shapes differ.
+    """
+    if not path.is_dir():
+        raise ImcReadError(f"{path}: folder does not exist")
+    files = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in TIFF_SUFFIXES
+    )
+    if not files:
+        raise ImcReadError(f"{path}: folder holds no .tif/.tiff files")
+    planes, metals, labels = [], [], []
+    for file in files:
+        data, _ = load_tiff(file)
+        if data.ndim == 3 and data.shape[0] == 1:
+            data = data[0]
+        if data.ndim != 2:
+            raise ImcReadError(
+                f"{file}: a folder of single-channel TIFFs needs 2-D images, got shape {data.shape}"
+            )
+        if planes and data.shape != planes[0].shape:
+            raise ImcReadError(
+                f"{file}: shape {data.shape} differs from {files[0].name}'s {planes[0].shape}"
+            )
+        metal, label = _identity_from_stem(source_stem(file))
+        planes.append(data.astype(np.float32, copy=False))
+        metals.append(metal)
+        labels.append(label)
+    return build_image(np.stack(planes), path, metals=metals, labels=labels)
