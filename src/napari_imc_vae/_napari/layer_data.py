@@ -1,0 +1,150 @@
+"""ImcImage → napari layer data, and the metadata that lets us find the image again.
+
+Conventions (DESIGN §2):
+
+- one Image layer per channel (``channel_axis=0``), additive blending,
+  contrast limits p1–p99.5 of the finite pixels, ``scale`` = pixel size in µm;
+- layer name = channel (marker) name; when a file holds several acquisitions
+  (``.mcd``) the acquisition is appended in brackets: ``"Yb172 [ROI_001]"``;
+  derived layers append their kind: ``"H3K27Ac [normalized]"``;
+- every layer carries ``metadata["imc"]`` (see :func:`channel_metadata`), so
+  the per-channel layers of one image can be grouped again whatever their names.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_imc_vae.io import ImcImage
+
+IMC_KEY = "imc"
+RAW = "raw"
+NORMALIZED = "normalized"
+# Colours that stay distinguishable when added; napari's CMYBGR plus a few more.
+COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue", "bop orange", "bop purple")
+# With dozens of channels additively blended everything turns white: show the first few.
+MAX_VISIBLE = 8
+LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.5
+
+
+def contrast_limits(channel: np.ndarray) -> tuple[float, float]:
+    """Display range of one channel from percentiles of its finite pixels.
+
+    Hot pixels make min–max useless, so the range is p1–p99.5. Sparse markers
+    have p99.5 = p1 (often 0): then the max is used; an empty or constant
+    channel gets ``(v, v + 1)`` so napari has a valid, non-degenerate range.
+
+    Parameters
+    ----------
+    channel : ndarray of shape (Y, X)
+
+    Returns
+    -------
+    tuple of float
+        ``(low, high)`` with ``low < high``.
+    """
+    values = np.asarray(channel)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (0.0, 1.0)
+    lo, hi = (float(v) for v in np.percentile(values, [LOW_PERCENTILE, HIGH_PERCENTILE]))
+    if hi <= lo:
+        hi = float(values.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    return (lo, hi)
+
+
+def layer_name(image: ImcImage, index: int, *, with_acquisition: bool = False,
+               kind: str = RAW) -> str:
+    """Name of the layer of channel ``index`` (see the module conventions)."""
+    name = image.channel_names[index]
+    if with_acquisition and image.acquisition:
+        name = f"{name} [{image.acquisition}]"
+    if kind != RAW:
+        name = f"{name} [{kind}]"
+    return name
+
+
+def channel_metadata(image: ImcImage, index: int, *, kind: str = RAW, **extra) -> dict:
+    """``layer.metadata`` for channel ``index`` of ``image``.
+
+    Returns
+    -------
+    dict
+        ``{"imc": {...}}`` with ``image`` (the image's short name), ``source``,
+        ``acquisition``, ``kind`` (``"raw"``, ``"normalized"``, …),
+        ``channel_index``, ``channel_name``, ``metal``, ``label``,
+        ``channel_names`` (all channels of the image, in order),
+        ``pixel_size_um``, plus any ``extra`` items.
+    """
+    info = {
+        "image": image.name,
+        "source": image.source,
+        "acquisition": image.acquisition,
+        "kind": kind,
+        "channel_index": int(index),
+        "channel_name": image.channel_names[index],
+        "metal": image.metals[index],
+        "label": image.labels[index],
+        "channel_names": list(image.channel_names),
+        "metals": list(image.metals),
+        "labels": list(image.labels),
+        "pixel_size_um": float(image.pixel_size_um),
+    }
+    info.update(extra)
+    return {IMC_KEY: info}
+
+
+def image_layer_data(
+    image: ImcImage,
+    *,
+    with_acquisition: bool = False,
+    kind: str = RAW,
+    colormaps=None,
+    contrast: list[tuple[float, float]] | None = None,
+    translate: tuple[float, float] = (0.0, 0.0),
+    **extra_metadata,
+) -> tuple:
+    """One napari layer-data tuple for ``image``, split into channels by napari.
+
+    Parameters
+    ----------
+    image : ImcImage
+    with_acquisition : bool
+        Append the acquisition to layer names (files with several acquisitions).
+    kind : str
+        ``"raw"`` for read data; derived layers name their kind.
+    colormaps : sequence, optional
+        One colormap per channel; default cycles :data:`COLORMAPS`.
+    contrast : sequence of (low, high), optional
+        Per-channel contrast limits; default from :func:`contrast_limits`.
+    translate : tuple of float
+        ``(ty, tx)`` in world units, e.g. to sit exactly on the raw layers.
+    **extra_metadata
+        Added to each layer's ``metadata["imc"]``.
+
+    Returns
+    -------
+    tuple
+        ``(data (C, Y, X), kwargs, "image")`` with ``channel_axis=0``.
+    """
+    n = image.n_channels
+    if colormaps is None:
+        colormaps = [COLORMAPS[i % len(COLORMAPS)] for i in range(n)]
+    if contrast is None:
+        contrast = [contrast_limits(image.data[i]) for i in range(n)]
+    px = float(image.pixel_size_um)
+    kwargs = {
+        "channel_axis": 0,
+        "name": [layer_name(image, i, with_acquisition=with_acquisition, kind=kind)
+                 for i in range(n)],
+        "blending": "additive",
+        "colormap": list(colormaps),
+        "contrast_limits": [tuple(c) for c in contrast],
+        "scale": (px, px),
+        "translate": tuple(float(t) for t in translate),
+        "visible": [i < MAX_VISIBLE for i in range(n)],
+        "metadata": [channel_metadata(image, i, kind=kind, **extra_metadata) for i in range(n)],
+    }
+    return (image.data, kwargs, "image")

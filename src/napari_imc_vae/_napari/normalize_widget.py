@@ -1,0 +1,216 @@
+"""Dock widget "Normalize channels": statistics, histograms and normalized layers.
+
+A thin adapter: :func:`.normalize_task.run_normalization` does the work in a
+napari worker thread; this widget collects parameters, shows the diagnosis and
+adds ``"<raw layer> [normalized]"`` layers beside the raw ones. Raw layers'
+data and display settings are never modified (only hidden, if asked).
+"""
+
+from __future__ import annotations
+
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_imc_vae._napari.layer_data import NORMALIZED, image_layer_data
+from napari_imc_vae._napari.layers import LayerImage, imc_info
+from napari_imc_vae._napari.normalize_task import NormalizationResult, run_normalization
+from napari_imc_vae._napari.picker import ImagePicker
+from napari_imc_vae._napari.stats_view import HistogramView, StatsTable
+from napari_imc_vae.preprocessing import NormalizationParams
+
+
+def _spin(value: float, lo: float, hi: float, *, decimals: int = 2, step: float = 1.0,
+          tip: str = "") -> QDoubleSpinBox:
+    box = QDoubleSpinBox()
+    box.setRange(lo, hi)
+    box.setDecimals(decimals)
+    box.setSingleStep(step)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box
+
+
+class NormalizeWidget(QWidget):
+    """Normalize the channels of an IMC image and show what changed.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        Injected by napari when docked from Plugins > IMC VAE.
+
+    Attributes
+    ----------
+    result : NormalizationResult or None
+        The last successful run.
+    finished : Signal(object)
+        Emitted after a run: the result, or None when it failed.
+    """
+
+    finished = Signal(object)
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.result: NormalizationResult | None = None
+        self._worker = None
+
+        self.picker = ImagePicker(napari_viewer)
+        self.hot_on = QCheckBox("Hot-pixel filter, T")
+        self.hot_on.setChecked(True)
+        self.hot_threshold = _spin(50.0, 0.0, 1e6, decimals=1, step=5.0,
+                                   tip="steinbock's rule: a pixel more than T counts above "
+                                       "all 8 neighbours is replaced by their max")
+        self.arcsinh_on = QCheckBox("arcsinh, cofactor")
+        self.arcsinh_on.setChecked(True)
+        self.cofactor = _spin(5.0, 0.01, 1e6, step=1.0, tip="arcsinh(x / cofactor); 1 or 5 for IMC")
+        self.clip_on = QCheckBox("Clip at percentile")
+        self.clip_percentile = _spin(99.9, 50.0, 100.0, decimals=3, step=0.1,
+                                     tip="per channel, after arcsinh")
+        self.zscore = QCheckBox("z-score each channel")
+        self.zscore.setChecked(True)
+        self.hide_raw = QCheckBox("Hide the raw layers afterwards")
+        self.hide_raw.setChecked(True)
+        for check, box in ((self.hot_on, self.hot_threshold), (self.arcsinh_on, self.cofactor),
+                           (self.clip_on, self.clip_percentile)):
+            check.toggled.connect(box.setEnabled)
+            box.setEnabled(check.isChecked())
+
+        form = QFormLayout()
+        form.addRow(self.hot_on, self.hot_threshold)
+        form.addRow(self.arcsinh_on, self.cofactor)
+        form.addRow(self.clip_on, self.clip_percentile)
+        form.addRow(self.zscore)
+        form.addRow(self.hide_raw)
+        settings = QGroupBox("Normalization (applied in this order)")
+        settings.setLayout(form)
+
+        self.run_button = QPushButton("Normalize and add layers")
+        self.run_button.clicked.connect(self.normalize)
+        self.status = QLabel("Pick an image and press Normalize.")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.table = StatsTable()
+        self.histograms = HistogramView()
+        self.table.channelSelected.connect(self.histograms.channel.setCurrentIndex)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.table)
+        split.addWidget(self.histograms)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.picker)
+        layout.addWidget(settings)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.status)
+        layout.addWidget(split, 1)
+
+    def params(self) -> NormalizationParams:
+        """The normalization chosen in the widget."""
+        return NormalizationParams(
+            hot_pixel_threshold=self.hot_threshold.value() if self.hot_on.isChecked() else None,
+            arcsinh_cofactor=self.cofactor.value() if self.arcsinh_on.isChecked() else None,
+            clip_percentile=(self.clip_percentile.value() if self.clip_on.isChecked() else None),
+            zscore=self.zscore.isChecked(),
+        )
+
+    def normalize(self):
+        """Start normalizing the picked image in a worker thread.
+
+        Returns
+        -------
+        napari worker or None
+            None when the input is unusable: an error notification names the
+            problem and nothing in the viewer changes.
+        """
+        try:
+            source = self.picker.current()
+            params = self.params()
+            image = source.image  # copied here, on the main thread, from the layers
+        except (ValueError, TypeError) as e:
+            show_error(f"Normalize channels: {e}")
+            return None
+        self.run_button.setEnabled(False)
+        self.status.setText(f"Normalizing {source.name} ({params.describe()}) …")
+        # Errors go to _on_errored (a notification), not re-raised in the event loop.
+        worker = create_worker(run_normalization, image, params, _start_thread=False,
+                               _ignore_errors=True)
+        worker.returned.connect(lambda result: self._on_returned(source, params, result))
+        worker.errored.connect(self._on_errored)
+        worker.finished.connect(lambda: self.run_button.setEnabled(True))
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def _on_errored(self, exc: Exception) -> None:
+        self.status.setText(f"Failed: {exc}")
+        show_error(f"Normalize channels failed: {exc}")
+        self.finished.emit(None)
+
+    def _on_returned(self, source: LayerImage, params: NormalizationParams,
+                     result: NormalizationResult) -> None:
+        try:
+            layers = self._add_layers(source, params, result)
+        except Exception as e:  # noqa: BLE001 - a Qt slot must not raise; report instead
+            self._on_errored(e)
+            return
+        self.result = result
+        d = result.diagnosis
+        self.table.set_stats(d.before, d.after)
+        self.histograms.set_histograms(result.raw.channel_names, result.before, result.after)
+        verdicts = [line for line in d.format_text().splitlines() if line.startswith("[")]
+        self.status.setText(
+            f"Added {len(layers)} layers '… [{NORMALIZED}]' ({params.describe()}).\n"
+            + "\n".join(verdicts)
+        )
+        self.finished.emit(result)
+
+    def _add_layers(self, source: LayerImage, params: NormalizationParams,
+                    result: NormalizationResult) -> list:
+        """Add the normalized channels above the raw ones, replacing an earlier run's."""
+        raw = result.raw
+        key = (raw.source, raw.acquisition, source.name)
+        for layer in list(self.viewer.layers):
+            info = imc_info(layer)
+            if layer not in source.layers and info and info.get("kind") == NORMALIZED and (
+                    info.get("source"), info.get("acquisition"), info.get("image")) == key:
+                self.viewer.layers.remove(layer)
+
+        per_channel = not source.is_multichannel_layer
+        base = ([layer.name for layer in source.layers] if per_channel else raw.channel_names)
+        normalization = {
+            "parameters": params.to_dict(),
+            "normalizer": result.normalizer.to_dict(),
+            "raw_layers": [layer.name for layer in source.layers],
+        }
+        data, kwargs, _ = image_layer_data(
+            result.normalized,
+            kind=NORMALIZED,
+            colormaps=[layer.colormap for layer in source.layers] if per_channel else None,
+            translate=source.translate,
+            normalization=normalization,
+        )
+        kwargs["name"] = [f"{name} [{NORMALIZED}]" for name in base]
+        kwargs["metadata"] = [{**m, "imc": {**m["imc"], "image": source.name}}
+                              for m in kwargs["metadata"]]
+        kwargs["scale"] = tuple(float(s) for s in source.layers[0].scale[-2:])
+        new = self.viewer.add_image(data, **kwargs)
+        new = new if isinstance(new, list) else [new]
+
+        top = max(self.viewer.layers.index(layer) for layer in source.layers)
+        indices = [self.viewer.layers.index(layer) for layer in new]
+        self.viewer.layers.move_multiple(indices, top + 1)
+        if self.hide_raw.isChecked():
+            for layer in source.layers:
+                layer.visible = False
+        return new

@@ -1,0 +1,93 @@
+"""napari reader contribution: every format of :mod:`napari_imc_vae.io` as channel layers.
+
+Each image becomes one Image layer per channel (``channel_axis=0``), named by
+marker, additive blending, percentile contrast limits and ``scale`` = pixel
+size (see :mod:`.layer_data`). An ``.mcd`` opens every acquisition: layer
+names get the acquisition in brackets (``"H3K27Ac [ROI_001]"``) and the
+acquisitions are laid out left to right, :data:`GAP_UM` apart, so that none
+hides another.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from napari.utils.notifications import show_warning
+
+from napari_imc_vae._napari.layer_data import image_layer_data
+from napari_imc_vae.io import ImcReadError, read_imc_all
+
+GAP_UM = 10.0
+_TIFF_SUFFIXES = (".tif", ".tiff")
+# Also the manifest's filename patterns; ".ome.tif(f)" ends in ".tif(f)".
+SUFFIXES = (*_TIFF_SUFFIXES, ".mcd", ".txt")
+
+
+def _looks_readable(path: Path) -> bool:
+    """Cheap check that ``path`` is worth handing to :func:`read_imc_all` (never raises)."""
+    try:
+        if path.is_dir():
+            return any(p.suffix.lower() in _TIFF_SUFFIXES for p in path.iterdir())
+        suffix = path.suffix.lower()
+        if suffix not in SUFFIXES or not path.is_file() or path.stat().st_size == 0:
+            return False
+        if suffix == ".txt":
+            # "*.txt" matches every text file: take only IMC exports, whose header
+            # starts with the push columns and X/Y.
+            with open(path, "rb") as f:
+                head = f.read(512)
+            return b"Start_push" in head or (b"\tX\t" in head and b"\tY\t" in head)
+        return True
+    except OSError:
+        return False
+
+
+def napari_get_reader(path: str | os.PathLike | list):
+    """Return :func:`read_layers` if ``path`` looks like IMC data, else None.
+
+    Parameters
+    ----------
+    path : str, PathLike or list of them
+        A file or folder (or several) chosen in napari.
+
+    Returns
+    -------
+    callable or None
+        None for anything this plugin cannot read; never raises.
+    """
+    paths = path if isinstance(path, (list, tuple)) else [path]
+    if not paths:
+        return None
+    if all(_looks_readable(Path(p)) for p in paths):
+        return read_layers
+    return None
+
+
+def read_layers(path: str | os.PathLike | list) -> list[tuple] | None:
+    """Read IMC file(s) into napari layer data tuples.
+
+    Parameters
+    ----------
+    path : str, PathLike or list of them
+
+    Returns
+    -------
+    list of tuple or None
+        One ``(data (C, Y, X), kwargs, "image")`` tuple per acquisition, or
+        None (with a warning notification saying why) when a file cannot be read.
+    """
+    paths = path if isinstance(path, (list, tuple)) else [path]
+    layer_data = []
+    for p in paths:
+        try:
+            images = read_imc_all(p)
+        except ImcReadError as e:
+            show_warning(f"napari-imc-vae could not read {p}: {e}")
+            return None
+        many = len(images) > 1
+        x = 0.0
+        for image in images:
+            layer_data.append(image_layer_data(image, with_acquisition=many, translate=(0.0, x)))
+            x += image.data.shape[-1] * image.pixel_size_um + GAP_UM
+    return layer_data
