@@ -79,3 +79,56 @@ def d4_orbit(x: torch.Tensor) -> torch.Tensor:
     perms = d4_permutations(p, x.device)  # (8, P*P)
     flat = x.reshape(b, c, p * p)
     return flat[:, :, perms].permute(0, 2, 1, 3).reshape(b, N_ELEMENTS, c, p, p)
+
+
+class _OrientByChoice(torch.autograd.Function):
+    """``g_e(y)`` per patch, with ``e`` the argmax of the logits (or its inverse).
+
+    Forward is one gather. Backward gives ``y`` the exact (permuted) gradient and the logits a
+    straight-through softmax gradient: the loss's slope towards each of the 8 orientations,
+    ``<∂L/∂out, g_j(y)>``, weighted by the softmax Jacobian. This equals differentiating
+    ``Σ_j (hard_j + p_j − sg(p_j)) g_j(y)`` without materialising the 8 views in the autograd graph.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, logits: torch.Tensor, inverse: bool) -> torch.Tensor:
+        b, c, p, _ = y.shape
+        inv = D4_INVERSE.to(y.device)
+        k = logits.argmax(dim=1)
+        element = inv[k] if inverse else k
+        ctx.save_for_backward(y, logits, element)
+        ctx.inverse = inverse
+        return d4_apply(y, element)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        y, logits, element = ctx.saved_tensors
+        inv = D4_INVERSE.to(y.device)
+        grad_y = d4_apply(grad, inv[element]) if ctx.needs_input_grad[0] else None
+        grad_logits = None
+        if ctx.needs_input_grad[1]:
+            b, c, p, _ = y.shape
+            perms = d4_permutations(p, y.device)
+            g, yy = grad.reshape(b, c, p * p).float(), y.reshape(b, c, p * p).float()
+            slopes = torch.stack(
+                [(g * yy.index_select(2, perms[int(inv[j]) if ctx.inverse else j])).sum(dim=(1, 2)) for j in range(N_ELEMENTS)],
+                dim=1,
+            )  # (B, 8): <∂L/∂out, view j>
+            prob = logits.float().softmax(dim=1)
+            grad_logits = (prob * (slopes - (prob * slopes).sum(dim=1, keepdim=True))).to(logits.dtype)
+        return grad_y, grad_logits, None
+
+
+def orient_by_choice(y: torch.Tensor, logits: torch.Tensor, *, inverse: bool = False) -> torch.Tensor:
+    """Move each patch by the orientation its logits choose (``g_k``, or ``g_k⁻¹`` when ``inverse``).
+
+    Parameters
+    ----------
+    y : Tensor of shape (B, C, P, P)
+    logits : Tensor of shape (B, 8)
+
+    Returns
+    -------
+    Tensor of shape (B, C, P, P), with a straight-through gradient for ``logits``.
+    """
+    return _OrientByChoice.apply(y, logits, inverse)

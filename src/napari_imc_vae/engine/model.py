@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_imc_vae.engine.d4 import D4_INVERSE, N_ELEMENTS, d4_orbit
+from napari_imc_vae.engine.d4 import d4_orbit, orient_by_choice
 
 # -- blocks ---------------------------------------------------------------------------------------
 
@@ -56,23 +56,73 @@ class PixelMixer(nn.Module):
 class FrameSelector(nn.Module):
     """Scores the 8 orientations of a patch, exactly D4-equivariantly.
 
-    ``score_k(x) = s(g_k⁻¹ x)`` with one shared scorer ``s`` (a per-pixel MLP, then learned
-    templates over the P×P grid). For a transformed patch ``h x`` the scores are the same numbers
+    ``score_k(x) = s(g_k⁻¹ x)`` with one shared scorer ``s``: a per-pixel MLP ``φ`` (which commutes
+    with rotations and flips), learned templates ``T`` over the P×P grid, a readout. Since
+    ``⟨φ(g_k⁻¹ x), T⟩ = ⟨φ(x), g_k T⟩``, the 8 views are taken of the templates (parameter-sized)
+    rather than of the batch. For a transformed patch ``h x`` the scores are the same numbers
     permuted, so ``argmax`` moves with ``h`` and the canonical view ``g_{k*}⁻¹ x`` is invariant.
     """
 
     def __init__(self, in_channels: int, patch_size: int, features: int = 16, templates: int = 32):
         super().__init__()
+        self.patch_size, self.features = patch_size, features
         self.pixel = nn.Sequential(nn.Linear(in_channels, features), nn.GELU(), nn.Linear(features, features))
-        self.templates = nn.Linear(patch_size * patch_size * features, templates)
+        self.templates = nn.Parameter(torch.randn(templates, features, patch_size, patch_size) / (patch_size * features**0.5))
+        self.bias = nn.Parameter(torch.zeros(templates))
         self.readout = nn.Linear(templates, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Orientation logits (B, 8) for patches (B, C, P, P)."""
-        phi = self.pixel(x.movedim(1, -1)).movedim(-1, 1)  # (B, F, P, P); commutes with D4
-        views = d4_orbit(phi)[:, D4_INVERSE.to(x.device)]  # (B, 8, F, P, P); view k = g_k⁻¹ φ
-        h = F.gelu(self.templates(views.flatten(2)))  # (B, 8, T)
+        phi = self.pixel(x.movedim(1, -1)).movedim(-1, 1).flatten(1)  # (B, F*P*P)
+        n_templates = self.templates.shape[0]
+        views = d4_orbit(self.templates).transpose(0, 1).reshape(8 * n_templates, -1)  # (8*T, F*P*P): g_k T
+        h = F.gelu((phi @ views.to(phi.dtype).t()).view(-1, 8, n_templates) + self.bias)  # (B, 8, T)
         return self.readout(h).squeeze(-1)  # (B, 8)
+
+
+def _halvings(patch_size: int) -> int:
+    """How often a patch can be halved while staying even and at least 2 px."""
+    n, size = 0, patch_size
+    while size % 2 == 0 and size // 2 >= 2:
+        n, size = n + 1, size // 2
+    return n
+
+
+class ConvEncoder(nn.Module):
+    """3×3 convolutions with stride-2 downsampling, then a linear layer to ``width``."""
+
+    def __init__(self, in_channels: int, patch_size: int, channels: int, width: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1), nn.GELU()]
+        c, size = channels, patch_size
+        for _ in range(_halvings(patch_size)):
+            layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.GELU()]
+            c, size = 2 * c, size // 2
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(c * size * size, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, P, P) → (B, W)
+        return self.head(self.body(x).flatten(1))
+
+
+class ConvDecoder(nn.Module):
+    """A linear layer to a coarse grid, then nearest upsampling + 3×3 convolutions up to P×P."""
+
+    def __init__(self, out_channels: int, patch_size: int, channels: int, width: int):
+        super().__init__()
+        levels = _halvings(patch_size)
+        self.size, self.c = patch_size >> levels, channels << levels
+        self.head = nn.Linear(width, self.c * self.size * self.size)
+        layers: list[nn.Module] = []
+        c = self.c
+        for _ in range(levels):
+            layers += [nn.GELU(), nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c, c // 2, 3, padding=1)]
+            c //= 2
+        layers += [nn.GELU(), nn.Conv2d(c, out_channels, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, W) → (B, C, P, P)
+        return self.body(self.head(h).view(-1, self.c, self.size, self.size))
 
 
 # -- config and model -----------------------------------------------------------------------------
@@ -91,6 +141,9 @@ class ModelConfig:
     pixel_features: int = 0
     frame_features: int = 16
     frame_templates: int = 32
+    #: "mlp": flattened patch through residual MLPs; "conv": 3×3 convolutions around the MLP.
+    arch: str = "mlp"
+    conv_channels: int = 32
 
     def __post_init__(self) -> None:
         for name in ("in_channels", "patch_size", "latent_dim", "width"):
@@ -101,6 +154,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.patch_size must be at least 2, got {self.patch_size}")
         if self.depth < 0:
             raise ValueError(f"ModelConfig.depth must be >= 0, got {self.depth}")
+        if self.arch not in ("mlp", "conv"):
+            raise ValueError(f"ModelConfig.arch must be 'mlp' or 'conv', got {self.arch!r}")
 
     @property
     def features(self) -> int:
@@ -124,54 +179,46 @@ class PatchVAE(nn.Module):
         self.config = config
         c, p, f, w, d = config.in_channels, config.patch_size, config.features, config.width, config.latent_dim
         self.frame = FrameSelector(c, p, config.frame_features, config.frame_templates)
+        conv = config.arch == "conv"
         self.mix_in = PixelMixer(c, f)
-        self.encoder = nn.Sequential(
-            nn.Linear(f * p * p, w), *[ResidualMLP(w) for _ in range(config.depth)], nn.LayerNorm(w)
-        )
+        stem = ConvEncoder(f, p, config.conv_channels, w) if conv else nn.Linear(f * p * p, w)
+        self.encoder = nn.Sequential(stem, *[ResidualMLP(w) for _ in range(config.depth)], nn.LayerNorm(w))
         # The bottleneck is linear: an activation here (the reference's SiLU) floors sigma and blurs.
         self.to_latent = nn.Linear(w, 2 * d)
         self.decoder = nn.Sequential(nn.Linear(d, w), *[ResidualMLP(w) for _ in range(config.depth)], nn.LayerNorm(w))
-        self.to_pixels = nn.Linear(w, f * p * p)
+        self.to_pixels = ConvDecoder(f, p, config.conv_channels, w) if conv else nn.Linear(w, f * p * p)
         self.mix_out = nn.Identity() if self.mix_in.identity else nn.Linear(f, c)
 
-    # canonical frame ----------------------------------------------------------------------------
-    def _choice_weights(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hard one-hot choice in the forward pass, softmax gradient in the backward (straight-through)."""
-        k = logits.argmax(dim=1)  # (B,)
-        hard = F.one_hot(k, N_ELEMENTS).to(logits.dtype)
-        if not torch.is_grad_enabled():
-            return hard, k
-        soft = logits.softmax(dim=1)
-        return hard + soft - soft.detach(), k
-
+    # canonical frame ---------------------------------------------------------------------------
     def _decode_canonical(self, z: torch.Tensor) -> torch.Tensor:
         c, p, f = self.config.in_channels, self.config.patch_size, self.config.features
-        h = self.to_pixels(self.decoder(z)).view(-1, f, p, p)  # (B, F, P, P)
+        h = self.to_pixels(self.decoder(z)).reshape(-1, f, p, p)  # (B, F, P, P)
         if isinstance(self.mix_out, nn.Identity):
             return h
         return self.mix_out(F.gelu(h).movedim(1, -1)).movedim(-1, 1).reshape(-1, c, p, p)
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Patches (B, C, P, P) → mu (B, D), logvar (B, D), choice weights (B, 8), orientation (B,)."""
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Patches (B, C, P, P) → mu (B, D), logvar (B, D), orientation logits (B, 8)."""
         logits = self.frame(x)
-        weights, k = self._choice_weights(logits)
-        views = d4_orbit(x)[:, D4_INVERSE.to(x.device)]  # (B, 8, C, P, P); view k = g_k⁻¹ x
-        canonical = torch.einsum("bk,bkcij->bcij", weights, views)  # exactly g_{k*}⁻¹ x forward
-        stats = self.to_latent(self.encoder(self.mix_in(canonical).flatten(1)))
+        # g_{k*}⁻¹ x: the same canonical patch for every view of x (straight-through for the logits)
+        canonical = orient_by_choice(x, logits, inverse=True)
+        features = self.mix_in(canonical)  # (B, F, P, P)
+        if self.config.arch == "mlp":
+            features = features.flatten(1)
+        stats = self.to_latent(self.encoder(features))
         mu, logvar = stats.chunk(2, dim=1)
-        return mu, logvar, weights, logits
+        return mu, logvar, logits
 
-    def decode(self, z: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """Latents (B, D) and orientation choice (B, 8) → patches (B, C, P, P) in that orientation."""
-        canonical = self._decode_canonical(z)
-        return torch.einsum("bk,bkcij->bcij", weights, d4_orbit(canonical))
+    def decode(self, z: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Latents (B, D) and orientation logits (B, 8) → patches (B, C, P, P) in the chosen orientation."""
+        return orient_by_choice(self._decode_canonical(z), logits)
 
     def forward(self, x: torch.Tensor, *, sample: bool | None = None) -> VAEOutput:
         """Reconstruct patches; samples z in training mode, uses mu otherwise (or as ``sample`` says)."""
-        mu, logvar, weights, logits = self.encode(x)
+        mu, logvar, logits = self.encode(x)
         sample = self.training if sample is None else sample
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar) if sample else mu
-        recon = self.decode(z, weights)
+        recon = self.decode(z, logits)
         return VAEOutput(recon, mu, logvar, logits, logits.argmax(dim=1))
 
     @torch.no_grad()

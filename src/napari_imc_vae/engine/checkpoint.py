@@ -1,0 +1,191 @@
+"""Model files: one file, plain data only, loadable with ``torch.load(..., weights_only=True)``.
+
+A file holds the format version, the package version, the configs as plain dicts, the weights,
+the optimizer state, the step, the ordered channel names and keys, the normalizer's per-channel
+parameters and the training history (DESIGN §6). It is written atomically (temp file, then
+``os.replace``) so an interrupted save never leaves a broken model where a good one was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from napari_imc_vae import __version__
+from napari_imc_vae.engine.critic import CriticConfig
+from napari_imc_vae.engine.model import ModelConfig, PatchVAE
+from napari_imc_vae.engine.trainer import TrainConfig
+from napari_imc_vae.preprocessing import Normalizer
+
+FORMAT = "napari-imc-vae/model"
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A model file could not be read; the message names the file and the problem."""
+
+
+class ChannelMismatchError(ValueError):
+    """A model was applied to an image of another panel."""
+
+
+@dataclass
+class TrainedModel:
+    """A model with everything needed to apply it to new images and to resume training."""
+
+    model: PatchVAE
+    normalizer: Normalizer
+    critic_config: CriticConfig = field(default_factory=CriticConfig)
+    train_config: TrainConfig = field(default_factory=TrainConfig)
+    step: int = 0
+    optimizer_state: dict | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    validation_history: list[dict[str, float]] = field(default_factory=list)
+    source_file: str | None = None
+    file_sha256: str | None = None
+
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self.normalizer.channel_names)
+
+    @property
+    def channel_keys(self) -> list[str]:
+        return list(self.normalizer.channel_keys)
+
+    def channel_order(self, names: list[str], keys: list[str] | None = None) -> list[int]:
+        """Indices into an image's channels that give this model's channel order.
+
+        Channels are matched by key (metal) when both sides have them, else by name, so the
+        same panel in another order works.
+
+        Raises
+        ------
+        ChannelMismatchError
+            Naming the channels the image lacks and those it has in excess.
+        """
+        for mine, theirs in ((self.channel_keys, keys), (self.channel_names, names)):
+            if theirs is not None and set(mine) <= set(theirs) and len(theirs) == len(mine):
+                position = {k: i for i, k in enumerate(theirs)}
+                return [position[k] for k in mine]
+        use_keys = keys is not None and any(k in set(self.channel_keys) for k in keys)
+        mine, theirs = (self.channel_keys, keys) if use_keys else (self.channel_names, names)
+        missing = [c for c in mine if c not in set(theirs)]
+        extra = [c for c in theirs if c not in set(mine)]
+        raise ChannelMismatchError(
+            f"the image's channels do not match the model's panel: missing {missing or 'none'}, "
+            f"extra {extra or 'none'} (the model expects {len(mine)} channels: {', '.join(mine)})"
+        )
+
+    # saving ----------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "package_version": __version__,
+            "model_config": asdict(self.model.config),
+            "critic_config": asdict(self.critic_config),
+            "train_config": asdict(self.train_config),
+            "state_dict": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer_state": _to_cpu(self.optimizer_state),
+            "step": int(self.step),
+            "channel_names": self.channel_names,
+            "channel_keys": self.channel_keys,
+            "normalizer": self.normalizer.to_dict(),
+            "history": [dict(h) for h in self.history],
+            "validation_history": [dict(h) for h in self.validation_history],
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the model file atomically; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(self.to_dict(), f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.source_file, self.file_sha256 = str(path), file_sha256(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> TrainedModel:
+        """Read a model file written by :meth:`save`.
+
+        Raises
+        ------
+        ModelFileError
+            Missing, truncated or corrupt files, files that are not model files, files from a
+            newer format, and files carrying pickled code (refused by weights-only loading).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise ModelFileError(f"model file {path} does not exist")
+        try:
+            d = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as e:
+            raise ModelFileError(
+                f"model file {path} was refused: it holds pickled objects or code, not plain data "
+                f"(only files saved by napari-imc-vae can be loaded) [{str(e).splitlines()[0]}]"
+            ) from e
+        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+            raise ModelFileError(f"model file {path} is truncated or corrupt: {e}") from e
+        return cls.from_dict(d, source=str(path), sha256=file_sha256(path))
+
+    @classmethod
+    def from_dict(cls, d: object, *, source: str = "<dict>", sha256: str | None = None) -> TrainedModel:
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise ModelFileError(f"{source} is not a napari-imc-vae model file")
+        version = d.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise ModelFileError(
+                f"{source} has model format version {version!r}; this napari-imc-vae "
+                f"({__version__}) reads versions up to {FORMAT_VERSION}: upgrade the package"
+            )
+        try:
+            model = PatchVAE(ModelConfig(**d["model_config"]))
+            model.load_state_dict(d["state_dict"])
+            normalizer = Normalizer.from_dict(d["normalizer"])
+            critic_config = CriticConfig(**_known(CriticConfig, d["critic_config"]))
+            train_config = TrainConfig(**_known(TrainConfig, d["train_config"]))
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ModelFileError(f"{source} is damaged: {e}") from e
+        model.eval()
+        return cls(
+            model, normalizer, critic_config, train_config, int(d.get("step", 0)), d.get("optimizer_state"),
+            list(d.get("history", [])), list(d.get("validation_history", [])), source, sha256,
+        )
+
+
+def _known(cls, values: dict) -> dict:
+    """Fields this version knows (a newer file may carry more)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+def _to_cpu(state):
+    if isinstance(state, torch.Tensor):
+        return state.detach().cpu()
+    if isinstance(state, dict):
+        return {k: _to_cpu(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_to_cpu(v) for v in state)
+    return state
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file, for provenance in layer metadata and reports."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,284 @@
+"""Whole-image reconstruction from overlapping tiles, streamed in bands (DESIGN §5).
+
+The image is processed in horizontal bands of tile rows: only one band of raw
+input is read and normalized at a time, its tiles go to the device in batches,
+and :class:`~napari_imc_vae.engine.tiling.BandStitcher` returns the image rows
+no later tile touches, which are written to the outputs straight away. Memory
+therefore stays bounded by a band whatever the image height; pass np.memmaps as
+``out`` to keep the (C, Y, X) outputs on disk too (see :func:`memmap_outputs`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from napari_imc_vae.engine.tiling import BandStitcher, TileGrid
+
+__all__ = ["Reconstruction", "reconstruct_image", "memmap_outputs", "OUTPUT_NAMES"]
+
+OUTPUT_NAMES = ("normalized", "raw", "error", "channel_error", "latent")
+# rows read beyond a band on each side before normalizing, so a 3×3 neighbourhood step
+# (the hot-pixel filter) sees the same neighbours as on the whole image
+_NORMALIZER_HALO = 1
+# tiles per band at least: large enough to amortise Python overhead, small enough (~40 MB
+# of float32 tiles at 40 channels, 8×8) to keep memory bounded
+_MIN_BAND_TILES = 4096
+
+
+@dataclass
+class Reconstruction:
+    """Outputs of :func:`reconstruct_image`.
+
+    Attributes
+    ----------
+    normalized : ndarray of shape (C, Y, X), float32
+        Reconstruction in normalized units.
+    raw : ndarray of shape (C, Y, X), float32
+        Reconstruction mapped back to raw units by ``normalizer.inverse``.
+    error : ndarray of shape (Y, X), float32
+        Mean over channels of the squared error in normalized (variance-stabilized)
+        units; channels whose input pixel is NaN/Inf are left out of the mean, and a
+        pixel with no finite channel is NaN.
+    channel_error : ndarray of shape (C, Y, X), float32
+        Squared error per channel in normalized units; NaN where the input is not finite.
+    latent : ndarray of shape (D, ny, nx), float32
+        ``mu`` of the tile centred on image pixel ``(i*stride, j*stride)``; show it over
+        the image with ``scale=(stride, stride)``.
+    patch_size, stride : int
+    """
+
+    normalized: np.ndarray
+    raw: np.ndarray
+    error: np.ndarray
+    channel_error: np.ndarray
+    latent: np.ndarray
+    patch_size: int
+    stride: int
+
+    @property
+    def latent_scale(self) -> tuple[int, int]:
+        """napari ``scale`` that puts the latent map over the image (translate 0)."""
+        return self.stride, self.stride
+
+
+def _output_shapes(image_shape, grid: TileGrid, latent_dim: int) -> dict[str, tuple[int, ...]]:
+    c, y, x = image_shape
+    return {"normalized": (c, y, x), "raw": (c, y, x), "error": (y, x), "channel_error": (c, y, x),
+            "latent": (latent_dim, *grid.n_tiles)}
+
+
+def memmap_outputs(directory, image_shape, model, *, stride: int | None = None) -> dict[str, np.memmap]:
+    """Float32 np.memmaps in ``directory`` for every output, to pass as ``out``.
+
+    Parameters
+    ----------
+    directory : path-like
+        Existing folder; files are named ``<output>.f32``.
+    image_shape : tuple of int
+        ``(C, Y, X)`` of the image to reconstruct.
+    model : nn.Module
+        Supplies ``config.patch_size`` and ``config.latent_dim``.
+
+    Returns
+    -------
+    dict of str to np.memmap
+    """
+    grid = TileGrid.create(image_shape[1:], model.config.patch_size, stride)
+    shapes = _output_shapes(image_shape, grid, model.config.latent_dim)
+    return {name: np.lib.format.open_memmap(os.path.join(directory, f"{name}.npy"), mode="w+",
+                                            dtype=np.float32, shape=shape)
+            for name, shape in shapes.items()}
+
+
+def _get_out(out, name: str):
+    if out is None:
+        return None
+    return out.get(name) if isinstance(out, Mapping) else getattr(out, name, None)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+class _NormalizedRows:
+    """Normalized image rows on demand, reusing the rows the previous band already had."""
+
+    def __init__(self, image, normalizer) -> None:
+        self.image, self.normalizer = image, normalizer
+        self.start, self.block = 0, None
+
+    def _compute(self, lo: int, hi: int) -> np.ndarray:
+        n = self.image.shape[1]
+        a, b = max(lo - _NORMALIZER_HALO, 0), min(hi + _NORMALIZER_HALO, n)
+        raw = np.asarray(self.image[:, a:b], dtype=np.float32)
+        norm = raw if self.normalizer is None else np.asarray(self.normalizer(raw), dtype=np.float32)
+        return norm[:, lo - a : hi - a]
+
+    def get(self, lo: int, hi: int) -> np.ndarray:
+        """Normalized rows ``[lo, hi)`` as a (C, hi - lo, X) float32 array."""
+        blk = self.block
+        if blk is not None and self.start <= lo and hi <= self.start + blk.shape[1]:
+            return blk[:, lo - self.start : hi - self.start]
+        if blk is not None and self.start <= lo < self.start + blk.shape[1]:
+            end = self.start + blk.shape[1]
+            blk = np.concatenate([blk[:, lo - self.start :], self._compute(end, hi)], axis=1)
+        else:
+            blk = self._compute(lo, hi)
+        self.start, self.block = lo, blk
+        return blk
+
+
+def _check_args(model, image, batch_size):
+    shape = getattr(image, "shape", None)
+    if shape is None:
+        image = np.asarray(image)
+        shape = image.shape
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"image must have shape (C, Y, X) with all sizes >= 1, got shape {tuple(shape)}")
+    dtype = np.dtype(getattr(image, "dtype", np.float32))
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise TypeError(f"image must hold real numbers, got dtype {dtype}")
+    cfg = model.config
+    if shape[0] != cfg.in_channels:
+        raise ValueError(f"image has {shape[0]} channels, the model expects in_channels={cfg.in_channels}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    return image, tuple(int(s) for s in shape)
+
+
+def reconstruct_image(
+    model: torch.nn.Module,
+    image,
+    normalizer=None,
+    *,
+    stride: int | None = None,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    out=None,
+) -> Reconstruction:
+    """Reconstruct a whole image from overlapping, smoothly blended tiles.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Has ``config.patch_size``, ``config.in_channels``, ``config.latent_dim`` and
+        ``reconstruct(x) -> (recon, mu)`` on (B, C, P, P) tensors. Run in eval mode;
+        its train/eval mode is restored afterwards.
+    image : array-like of shape (C, Y, X)
+        Raw image, any size >= 1×1 px; a np.memmap is read one band at a time.
+    normalizer : callable, optional
+        ``normalizer(raw) -> normalized`` on (C, rows, X) blocks and
+        ``normalizer.inverse(normalized) -> raw`` (a
+        :class:`~napari_imc_vae.preprocessing.Normalizer`). It must work pixel by
+        pixel or within a 3×3 neighbourhood (the hot-pixel filter): bands are read
+        with one extra row on each side. None: the image is already normalized and
+        ``raw`` equals ``normalized``.
+    stride : int, optional
+        Step between tiles, 1..P; default ``P // 2``.
+    batch_size : int
+        Tiles per model call.
+    device : str or torch.device, optional
+        Where the model runs; default the device of its parameters. The model is
+        moved there (``nn.Module.to`` works in place).
+    on_progress : callable, optional
+        Called as ``on_progress(done_tiles, total_tiles)`` after every batch.
+    out : mapping or object with attributes, optional
+        Preallocated arrays (or np.memmaps) for any of ``normalized``, ``raw``,
+        ``error``, ``channel_error``, ``latent``, with the shapes of
+        :class:`Reconstruction`; missing ones are allocated in memory.
+
+    Returns
+    -------
+    Reconstruction
+
+    Raises
+    ------
+    ValueError
+        If the image is not (C, Y, X), its channel count differs from the model's,
+        ``stride`` or ``batch_size`` are out of range, or an ``out`` array has the
+        wrong shape.
+
+    Notes
+    -----
+    NaN/Inf input pixels are fed to the model as 0 (the channel mean after z-score)
+    and are NaN in ``channel_error``.
+    """
+    image, shape = _check_args(model, image, batch_size)
+    c, y_size, x_size = shape
+    cfg = model.config
+    grid = TileGrid.create((y_size, x_size), cfg.patch_size, stride)
+    outputs = {}
+    for name, oshape in _output_shapes(shape, grid, cfg.latent_dim).items():
+        arr = _get_out(out, name)
+        if arr is None:
+            arr = np.empty(oshape, dtype=np.float32)
+        elif tuple(arr.shape) != oshape:
+            raise ValueError(f"out[{name!r}] must have shape {oshape}, got {tuple(arr.shape)}")
+        outputs[name] = arr
+
+    device = _model_device(model) if device is None else torch.device(device)
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    ny, nx = grid.n_tiles
+    band = max(1, math.ceil(max(batch_size, _MIN_BAND_TILES) / nx))
+    stitcher = BandStitcher(grid, c)
+    rows = _NormalizedRows(image, normalizer)
+    cols = grid.source_index(0, grid.padded_shape[1], 1)
+    done, total = 0, grid.total
+    try:
+        with torch.inference_mode():
+            for i0 in range(0, ny, band):
+                i1 = min(ny, i0 + band)
+                r0, r1 = grid.band_rows(i0, i1)
+                src = grid.source_index(r0, r1, 0)
+                lo, hi = int(src.min()), int(src.max()) + 1
+                norm = rows.get(lo, hi)  # (C, hi - lo, X)
+                padded = norm[:, src - lo][:, :, cols]  # (C, r1 - r0, Xp)
+                np.nan_to_num(padded, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+                tiles = grid.extract_padded(padded)  # (n, C, P, P)
+                recon = np.empty_like(tiles)
+                mus = []
+                for b0 in range(0, len(tiles), batch_size):
+                    xb = torch.from_numpy(tiles[b0 : b0 + batch_size]).to(device)
+                    rb, mu = model.reconstruct(xb)
+                    recon[b0 : b0 + len(xb)] = rb.float().cpu().numpy()
+                    mus.append(mu.float().cpu())
+                    done += len(xb)
+                    if on_progress is not None:
+                        on_progress(done, total)
+                mu = torch.cat(mus).numpy().reshape(i1 - i0, nx, -1)  # (rows, nx, D)
+                outputs["latent"][:, i0:i1] = mu.transpose(2, 0, 1)
+                y0, y1, rec = stitcher.add(i0, i1, recon)
+                if y1 > y0:
+                    _write_rows(outputs, normalizer, rec, rows.get(y0, y1), y0, y1)
+    finally:
+        model.train(was_training)
+    return Reconstruction(**outputs, patch_size=grid.patch_size, stride=grid.stride)
+
+
+def _write_rows(outputs: dict, normalizer, rec: np.ndarray, target: np.ndarray, y0: int, y1: int) -> None:
+    """Write finished rows ``[y0, y1)``: rec and target are (C, y1 - y0, X) in normalized units."""
+    outputs["normalized"][:, y0:y1] = rec
+    outputs["raw"][:, y0:y1] = rec if normalizer is None else normalizer.inverse(rec)
+    sq = rec - target
+    np.square(sq, out=sq)
+    finite = np.isfinite(target)
+    if finite.all():  # the usual case: no mask arithmetic
+        outputs["channel_error"][:, y0:y1] = sq
+        outputs["error"][y0:y1] = sq.mean(axis=0)
+        return
+    sq[~finite] = np.nan  # an Inf input gives Inf - rec; both count as missing
+    outputs["channel_error"][:, y0:y1] = sq
+    n = finite.sum(axis=0)
+    total = np.where(finite, sq, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):  # no finite channel: NaN, said in the docs
+        outputs["error"][y0:y1] = np.where(n > 0, total / np.maximum(n, 1), np.nan)

@@ -1,0 +1,162 @@
+"""The user-level steps shared by the command line and the napari widgets.
+
+``TrainingRun`` normalizes images, builds (or resumes) a model and trains it with a callback
+and ``stop()``; ``apply_model`` reconstructs a whole image with a trained model; ``assess``
+computes the quality report on an image's held-out region.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+
+import numpy as np
+
+from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.critic import CriticConfig
+from napari_imc_vae.engine.data import PatchSampler
+from napari_imc_vae.engine.device import resolve_device
+from napari_imc_vae.engine.model import ModelConfig, PatchVAE
+from napari_imc_vae.engine.trainer import Trainer, TrainConfig, TrainProgress
+from napari_imc_vae.io import ImcImage
+from napari_imc_vae.preprocessing import NormalizationParams, Normalizer
+
+#: What the train command and widget use unless told otherwise: steinbock's hot-pixel
+#: threshold and the usual IMC arcsinh cofactor, then z-score.
+DEFAULT_NORMALIZATION = NormalizationParams(hot_pixel_threshold=50.0, arcsinh_cofactor=5.0, zscore=True)
+
+
+def _as_images(images: ImcImage | Sequence[ImcImage]) -> list[ImcImage]:
+    if isinstance(images, ImcImage):
+        return [images]
+    images = list(images)
+    if not images or not all(isinstance(im, ImcImage) for im in images):
+        raise TypeError(f"images must be an ImcImage or a non-empty list of them, got {images!r:.80}")
+    return images
+
+
+class TrainingRun:
+    """One training run: fit (or reuse) the normalizer, build (or resume) the model, train.
+
+    Parameters
+    ----------
+    images : ImcImage or list of ImcImage
+        Raw images of one panel (channels matched by metal/name across images).
+    normalization : NormalizationParams, optional
+        Ignored when resuming (the model's own normalizer is reused).
+    model_config : dict, optional
+        ModelConfig fields other than ``in_channels`` (patch_size, latent_dim, width, depth...).
+    critic_config, train_config : optional
+    resume : TrainedModel, optional
+        Continue this model: same normalizer, weights, optimizer state and step count.
+    """
+
+    def __init__(
+        self,
+        images: ImcImage | Sequence[ImcImage],
+        *,
+        normalization: NormalizationParams | None = None,
+        model_config: dict | None = None,
+        critic_config: CriticConfig | None = None,
+        train_config: TrainConfig | None = None,
+        resume: TrainedModel | None = None,
+    ):
+        images = _as_images(images)
+        self.train_config = train_config or TrainConfig()
+        self.critic_config = critic_config or (resume.critic_config if resume else CriticConfig())
+        self.device = resolve_device(self.train_config.device)
+        if resume is not None:
+            self.normalizer = resume.normalizer
+            for im in images:  # fail early, naming missing/extra channels
+                resume.channel_order(im.channel_names, im.channel_keys)
+            config = resume.model.config
+            if model_config:
+                changed = {k: v for k, v in model_config.items() if getattr(config, k) != v}
+                if changed:
+                    raise ValueError(f"cannot change the architecture when resuming: {changed}")
+            self.model = resume.model
+        else:
+            params = normalization or DEFAULT_NORMALIZATION
+            self.normalizer = Normalizer.fit(images, **asdict(params))
+            options = dict(model_config or {})
+            options.pop("in_channels", None)
+            config = ModelConfig(in_channels=self.normalizer.n_channels, **options)
+            import torch
+
+            torch.manual_seed(self.train_config.seed)
+            self.model = PatchVAE(config)
+        self.resume = resume
+        normalized = [self.normalizer(im) for im in images]
+        self.sampler = PatchSampler(
+            normalized, config.patch_size, val_fraction=self.train_config.val_fraction, device=self.device
+        )
+        self.trainer = Trainer(
+            self.model,
+            self.sampler,
+            self.critic_config,
+            replace(self.train_config),
+            step=resume.step if resume else 0,
+            optimizer_state=resume.optimizer_state if resume else None,
+            history=resume.history if resume else None,
+        )
+
+    def stop(self) -> None:
+        """End training after the current step; :meth:`run` then returns the model so far."""
+        self.trainer.stop()
+
+    def run(self, on_progress: Callable[[TrainProgress], None] | None = None) -> tuple[TrainedModel, bool]:
+        """Train; returns the trained model (best validation state) and whether it was stopped."""
+        result = self.trainer.fit(on_progress)
+        previous = self.resume.validation_history if self.resume else []
+        trained = TrainedModel(
+            model=result.model,
+            normalizer=self.normalizer,
+            critic_config=self.critic_config,
+            train_config=self.train_config,
+            step=result.step,
+            optimizer_state=self.trainer.optimizer.state_dict(),
+            history=result.history,
+            validation_history=list(previous) + result.validation_history,
+        )
+        return trained, result.stopped
+
+
+def ordered_data(trained: TrainedModel, image: ImcImage) -> np.ndarray:
+    """The image's data (C, Y, X) in the model's channel order (matched by metal, then name)."""
+    order = trained.channel_order(image.channel_names, image.channel_keys)
+    return image.data if order == list(range(image.n_channels)) else image.data[order]
+
+
+def apply_model(
+    trained: TrainedModel,
+    image: ImcImage,
+    *,
+    stride: int | None = None,
+    batch_size: int = 512,
+    device: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    out=None,
+):
+    """Reconstruct a whole image with a trained model (channels matched by name).
+
+    Returns
+    -------
+    Reconstruction
+        See :func:`napari_imc_vae.engine.inference.reconstruct_image`.
+
+    Raises
+    ------
+    ChannelMismatchError
+        When the image's panel differs from the model's; names missing and extra channels.
+    """
+    from napari_imc_vae.engine.inference import reconstruct_image
+
+    data = ordered_data(trained, image)
+    dev = resolve_device(device) if device is not None else None
+    return reconstruct_image(
+        trained.model, data, trained.normalizer, stride=stride, batch_size=batch_size,
+        device=dev, on_progress=on_progress, out=out,
+    )
+
+
+__all__ = ["DEFAULT_NORMALIZATION", "TrainingRun", "apply_model", "ordered_data", "PatchVAE"]
