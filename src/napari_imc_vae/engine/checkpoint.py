@@ -74,8 +74,11 @@ class TrainedModel:
             if theirs is not None and set(mine) <= set(theirs) and len(theirs) == len(mine):
                 position = {k: i for i, k in enumerate(theirs)}
                 return [position[k] for k in mine]
-        use_keys = keys is not None and any(k in set(self.channel_keys) for k in keys)
-        mine, theirs = (self.channel_keys, keys) if use_keys else (self.channel_names, names)
+        # report against whichever identity (metal or name) the image matches best, so an image
+        # without metals is not told that its named channels are all "extra"
+        pairs = [(self.channel_keys, keys)] if keys is not None else []
+        pairs.append((self.channel_names, names))
+        mine, theirs = min(pairs, key=lambda pair: len(set(pair[0]) ^ set(pair[1])))
         missing = [c for c in mine if c not in set(theirs)]
         extra = [c for c in theirs if c not in set(mine)]
         raise ChannelMismatchError(

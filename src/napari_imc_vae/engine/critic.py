@@ -37,8 +37,9 @@ ZERO_VECTOR_NORM = 1e-3
 
 def masked_mse(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """Mean squared error over valid elements. recon, target, valid: (B, C, P, P)."""
-    sq = torch.where(valid, (recon - target) ** 2, 0.0)
-    return sq.sum() / valid.sum().clamp_min(1)
+    # mask the difference, not its square: d(x²)/dx at a NaN/Inf target is NaN, and 0·NaN = NaN
+    diff = torch.where(valid, recon - target, 0.0)
+    return diff.square().sum() / valid.sum().clamp_min(1)
 
 
 def cosine_loss(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,226 @@
+"""Model files: plain-data round trip, atomic writes, refused pickles, corrupt files, panel matching."""
+
+import os
+import pathlib
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from napari_imc_vae.engine import checkpoint
+from napari_imc_vae.engine.checkpoint import ChannelMismatchError, ModelFileError, TrainedModel
+from napari_imc_vae.engine.trainer import TrainConfig
+from napari_imc_vae.engine.workflow import TrainingRun, apply_model
+from napari_imc_vae.io import ImcImage
+
+METALS = ["Ag107", "Pr141", "Sm147", "Eu153"]
+NAMES = ["Ag107", "Cytokeratin 5", "Laminin", "YBX1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def imc_image(seed: int = 0, size: int = 24, names=NAMES, metals=METALS) -> ImcImage:
+    rng = np.random.default_rng(seed)
+    data = rng.poisson(5.0, size=(len(names), size, size)).astype(np.float32)
+    return ImcImage(data, list(names), metals=list(metals), labels=list(names), source=f"img{seed}.ome.tiff")
+
+
+@pytest.fixture(scope="module")
+def trained() -> TrainedModel:
+    torch.set_num_threads(1)
+    run = TrainingRun(
+        [imc_image(0), imc_image(1)],
+        model_config={"patch_size": 4, "latent_dim": 4, "width": 32, "depth": 1},
+        train_config=TrainConfig(steps=8, batch_size=16, device="cpu", val_every=4, max_val_patches=32),
+    )
+    model, stopped = run.run()
+    assert not stopped
+    return model
+
+
+def test_round_trip_gives_identical_outputs(trained, tmp_path):
+    path = trained.save(tmp_path / "m.pt")
+    loaded = TrainedModel.load(path)
+    x = torch.randn(5, 4, 4, 4)
+    r1, m1 = trained.model.eval().reconstruct(x)
+    r2, m2 = loaded.model.reconstruct(x)
+    assert torch.equal(r1, r2) and torch.equal(m1, m2)
+    assert loaded.model.config == trained.model.config
+    assert loaded.critic_config == trained.critic_config and loaded.train_config == trained.train_config
+    assert loaded.step == trained.step == 8
+    assert loaded.channel_names == NAMES and loaded.channel_keys == METALS
+    assert loaded.normalizer.to_dict() == trained.normalizer.to_dict()
+    assert loaded.history == trained.history and len(loaded.history) == 8
+    assert loaded.validation_history == trained.validation_history
+    assert loaded.optimizer_state is not None
+    assert loaded.source_file == str(path) and len(loaded.file_sha256) == 64
+    assert not loaded.model.training
+
+
+def test_file_is_plain_data_for_weights_only_loading(trained, tmp_path):
+    path = trained.save(tmp_path / "m.pt")
+    d = torch.load(path, weights_only=True)
+    assert d["format"] == "napari-imc-vae/model" and d["format_version"] == checkpoint.FORMAT_VERSION
+    for key in ("package_version", "model_config", "critic_config", "train_config", "state_dict",
+                "optimizer_state", "step", "channel_names", "normalizer", "history"):
+        assert key in d, key
+    assert isinstance(d["model_config"], dict) and d["model_config"]["patch_size"] == 4
+
+    def plain(v) -> bool:
+        if isinstance(v, dict):
+            return all(isinstance(k, (str, int)) and plain(x) for k, x in v.items())
+        if isinstance(v, (list, tuple)):
+            return all(plain(x) for x in v)
+        return v is None or isinstance(v, (str, int, float, bool, torch.Tensor))
+
+    assert plain(d)
+
+
+def test_atomic_write_leaves_no_temp_files(trained, tmp_path):
+    trained.save(tmp_path / "m.pt")
+    trained.save(tmp_path / "m.pt")  # overwrite
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+
+
+def test_failed_save_keeps_the_existing_file(trained, tmp_path, monkeypatch):
+    path = trained.save(tmp_path / "m.pt")
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"half a model")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        trained.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]
+    monkeypatch.undo()
+    TrainedModel.load(path)
+
+
+def test_missing_truncated_and_corrupt_files(trained, tmp_path):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        TrainedModel.load(tmp_path / "nope.pt")
+    good = trained.save(tmp_path / "m.pt").read_bytes()
+    cases = {"truncated.pt": good[: len(good) // 2], "garbage.pt": os.urandom(2000), "empty.pt": b"",
+             "text.pt": b"not a model\n" * 10}
+    for name, content in cases.items():
+        bad = tmp_path / name
+        bad.write_bytes(content)
+        with pytest.raises(ModelFileError, match=rf"{name}.*(truncated or corrupt|refused)"):
+            TrainedModel.load(bad)
+
+
+def test_a_flipped_byte_inside_the_weights_is_caught_or_harmless(trained, tmp_path):
+    path = trained.save(tmp_path / "m.pt")
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+    assert any("data.pkl" in n for n in names)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 3] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    try:
+        TrainedModel.load(path)
+    except ModelFileError:
+        pass  # zip CRC or unpickling noticed: a clean error, not a crash
+
+
+def test_other_data_is_not_a_model_file(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+    with pytest.raises(ModelFileError, match="not a napari-imc-vae model file"):
+        TrainedModel.load(path)
+    torch.save([1, 2, 3], path)
+    with pytest.raises(ModelFileError, match="not a napari-imc-vae model file"):
+        TrainedModel.load(path)
+
+
+def test_newer_format_asks_for_an_upgrade(trained, tmp_path):
+    d = trained.to_dict()
+    d["format_version"] = checkpoint.FORMAT_VERSION + 1
+    torch.save(d, tmp_path / "new.pt")
+    with pytest.raises(ModelFileError, match="upgrade"):
+        TrainedModel.load(tmp_path / "new.pt")
+
+
+def test_damaged_contents_are_a_model_file_error(trained, tmp_path):
+    d = trained.to_dict()
+    d["state_dict"] = {k: v[..., :1] if v.ndim else v for k, v in d["state_dict"].items()}
+    torch.save(d, tmp_path / "bad.pt")
+    with pytest.raises(ModelFileError, match="damaged"):
+        TrainedModel.load(tmp_path / "bad.pt")
+    d = trained.to_dict()
+    del d["normalizer"]
+    torch.save(d, tmp_path / "bad.pt")
+    with pytest.raises(ModelFileError, match="damaged"):
+        TrainedModel.load(tmp_path / "bad.pt")
+
+
+class Payload:
+    """Unpickling this runs code: it creates a marker file."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_pickled_code_is_refused_and_never_run(trained, tmp_path):
+    marker = tmp_path / "pwned"
+    d = trained.to_dict()
+    d["history"] = [Payload(str(marker))]
+    torch.save(d, tmp_path / "evil.pt")
+    with pytest.raises(ModelFileError, match="refused.*pickled objects or code"):
+        TrainedModel.load(tmp_path / "evil.pt")
+    assert not marker.exists()
+    # a file holding a class instance (not code that runs) is refused too
+    torch.save({"format": "napari-imc-vae/model", "x": zipfile.ZipInfo("a")}, tmp_path / "obj.pt")
+    with pytest.raises(ModelFileError, match="refused"):
+        TrainedModel.load(tmp_path / "obj.pt")
+    # and a reference to a function
+    torch.save({"format": "napari-imc-vae/model", "f": os.system}, tmp_path / "fn.pt")
+    with pytest.raises(ModelFileError, match="refused"):
+        TrainedModel.load(tmp_path / "fn.pt")
+
+
+def test_model_for_another_panel_names_missing_and_extra(trained):
+    other = imc_image(2, metals=["Ag107", "Pr141", "Gd155", "Yb172"], names=["Ag107", "CK5", "CD3", "H3"])
+    with pytest.raises(ChannelMismatchError, match=r"missing \['Sm147', 'Eu153'\], extra \['Gd155', 'Yb172'\]"):
+        apply_model(trained, other)
+    # without metals, names are compared
+    plain = ImcImage(np.zeros((3, 8, 8), np.float32), ["Ag107", "Laminin", "CD45"])
+    with pytest.raises(ChannelMismatchError) as e:
+        trained.channel_order(plain.channel_names, plain.channel_keys)
+    assert "missing ['Cytokeratin 5', 'YBX1']" in str(e.value) and "extra ['CD45']" in str(e.value)
+    # a subset: missing only
+    with pytest.raises(ChannelMismatchError, match=r"missing \['YBX1'\], extra none"):
+        trained.channel_order(NAMES[:3], None)
+    assert issubclass(ChannelMismatchError, ValueError)
+
+
+def test_same_channels_in_another_order_matched_by_name(trained):
+    image = imc_image(5, size=13)
+    order = [2, 0, 3, 1]
+    shuffled = ImcImage(image.data[order], [NAMES[i] for i in order], metals=[METALS[i] for i in order],
+                        labels=[NAMES[i] for i in order], source=image.source)
+    assert trained.channel_order(shuffled.channel_names, shuffled.channel_keys) == [1, 3, 0, 2]
+    a = apply_model(trained, image, stride=2)
+    b = apply_model(trained, shuffled, stride=2)
+    np.testing.assert_array_equal(a.raw, b.raw)
+    np.testing.assert_array_equal(a.latent, b.latent)
+    np.testing.assert_array_equal(a.error, b.error)
+    # matched by name when the image has no metals
+    by_name = ImcImage(shuffled.data, shuffled.channel_names, source=image.source)
+    np.testing.assert_array_equal(apply_model(trained, by_name, stride=2).raw, a.raw)
+    # and by metal when the labels differ (another exporter's naming)
+    relabelled = ImcImage(shuffled.data, [f"x{i}" for i in range(4)], metals=shuffled.metals, source=image.source)
+    np.testing.assert_array_equal(apply_model(trained, relabelled, stride=2).raw, a.raw)

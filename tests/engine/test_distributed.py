@@ -1,0 +1,82 @@
+"""Two gloo processes on CPU under torchrun: the ranks end with identical weights; only rank 0 writes."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+# Runs the real command line under torchrun, recording what each rank ends with.
+HELPER = textwrap.dedent(
+    """
+    import json, os, sys
+    import torch
+    from napari_imc_vae.engine import checkpoint, trainer
+
+    OUT = os.environ["RANK_STATE_DIR"]
+    rank = int(os.environ["RANK"])
+    _fit, _save = trainer.Trainer.fit, checkpoint.TrainedModel.save
+
+    def fit(self, *args, **kwargs):
+        result = _fit(self, *args, **kwargs)
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        torch.save(state, os.path.join(OUT, f"rank{rank}.pt"))
+        info = {"rank": self.dist.rank, "world": self.dist.world_size, "step": self.step,
+                "losses": [h["loss"] for h in result.history]}
+        with open(os.path.join(OUT, f"rank{rank}.json"), "w") as f:
+            json.dump(info, f)
+        return result
+
+    def save(self, path):
+        open(os.path.join(OUT, f"saved_by_rank{rank}"), "w").close()
+        return _save(self, path)
+
+    trainer.Trainer.fit, checkpoint.TrainedModel.save = fit, save
+    from napari_imc_vae.cli import main
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_two_gloo_ranks_end_identical_and_only_rank0_writes(imc_testdata, tmp_path):
+    import json
+
+    helper = tmp_path / "helper.py"
+    helper.write_text(HELPER)
+    states = tmp_path / "states"
+    states.mkdir()
+    model = tmp_path / "out" / "model.pt"
+    images = sorted((imc_testdata / "steinbock_img").glob("*_00[12].ome.tiff"))[:2]
+    env = dict(os.environ, RANK_STATE_DIR=str(states), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", str(helper), "train", *map(str, images), "-o", str(model),
+           "--steps", "8", "--patch", "4", "--latent", "4", "--width", "32", "--depth", "1", "--batch", "16",
+           "--device", "cpu", "--seed", "3"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+    infos = [json.loads((states / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [(i["rank"], i["world"], i["step"]) for i in infos] == [(0, 2, 8), (1, 2, 8)]
+    # each rank samples its own patches (their losses differ), yet the weights are the same
+    assert infos[0]["losses"] != infos[1]["losses"]
+    w0, w1 = (torch.load(states / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+
+    # only rank 0 wrote the model file and printed the summary
+    assert sorted(p.name for p in states.iterdir() if p.name.startswith("saved_by")) == ["saved_by_rank0"]
+    assert sorted(p.name for p in model.parent.iterdir()) == ["model.pt"]
+    assert out.stdout.count("model written to") == 1 and out.stdout.count("training on cpu") == 1
+    from napari_imc_vae.engine.checkpoint import TrainedModel
+
+    saved = TrainedModel.load(model)
+    assert saved.step == 8 and all(torch.equal(saved.model.state_dict()[k], w0[k]) for k in w0)
