@@ -212,6 +212,18 @@ class Trainer:
         finally:
             self.model.train(was_training)
 
+    def _should_end(self, elapsed: float) -> bool:
+        """Stop requested or time up; under DDP every rank ends at the same step (or they would hang)."""
+        limit = self.config.time_limit_s
+        end = self._stop.is_set() or (limit is not None and elapsed >= limit)
+        if self.dist.active:
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(end)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            end = bool(flag.item())
+        return end
+
     # the loop --------------------------------------------------------------------------------------
     def fit(self, on_progress: Callable[[TrainProgress], None] | None = None) -> TrainResult:
         """Run ``config.steps`` steps (or until :meth:`stop`), keep the best validation state."""
@@ -227,7 +239,7 @@ class Trainer:
         run_start, tick = self.step, time.perf_counter()
         for run_step in range(cfg.steps):
             elapsed = time.perf_counter() - tick
-            if self._stop.is_set() or (cfg.time_limit_s is not None and elapsed >= cfg.time_limit_s):
+            if self._should_end(elapsed):
                 break
             progress = None
             if cfg.time_limit_s is not None:
@@ -264,6 +276,14 @@ class Trainer:
                 elapsed = time.perf_counter() - tick
                 rate = (run_step + 1) * cfg.batch_size * self.dist.world_size / max(elapsed, 1e-9)
                 on_progress(TrainProgress(self.step, run_step + 1, cfg.steps, metrics, validation, rate, str(self.device)))
+        validated = self.validation_history and self.validation_history[-1].get("step") == float(self.step)
+        if self.step > run_start and not validated:  # stopped from the callback after its step
+            validation = self.validate()
+            if validation is not None:
+                validation["step"] = float(self.step)
+                self.validation_history.append(validation)
+                if validation["val_loss"] < best_loss:
+                    best_loss, best_val, best_state = validation["val_loss"], validation, None
         if best_state is not None:
             self.model.load_state_dict(best_state)
         self.model.eval()
