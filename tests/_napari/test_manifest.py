@@ -50,5 +50,5 @@ def test_contributions(manifest):
         assert pattern in reader.filename_patterns
     (writer,) = c.writers
     assert ".ome.tiff" in writer.filename_extensions
-    assert [w.display_name for w in c.widgets] == ["Normalize channels"]
+    assert [w.display_name for w in c.widgets] == ["Normalize channels", "Train VAE", "Reconstruct"]
     assert [s.key for s in c.sample_data] == ["synthetic_tissue"]

@@ -1,0 +1,98 @@
+"""Screenshot of a real acquisition with its reconstruction and error overlaid (docs/overlay.png).
+
+Opens an IMC file with the plugin's reader, docks "Train VAE" and "Reconstruct", trains
+for about a minute, reconstructs, and shows the raw channels with the per-pixel error on
+top, the reconstruction beside them (napari's grid view), then saves the whole window.
+Without a display, run it under Xvfb::
+
+    xvfb-run -a -s "-screen 0 1920x1200x24" python scripts/screenshot_overlay.py [PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "imc-testdata"
+DEFAULT_PATH = DATA / "steinbock_img" / "20210305_NE_mockData5_003.ome.tiff"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("path", nargs="?", type=Path, default=DEFAULT_PATH,
+                        help=f"IMC file (default: {DEFAULT_PATH.name})")
+    parser.add_argument("--seconds", type=float, default=60.0, help="training time (60 s)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "overlay.png")
+    args = parser.parse_args(argv)
+
+    import napari
+
+    from napari_imc_vae._napari.launch import raise_dock, wait_for
+
+    viewer = napari.Viewer(title="napari-imc-vae: reconstruction and error overlay")
+    viewer.window.resize(1800, 1080)
+    viewer.open(str(args.path), plugin="napari-imc-vae")
+    raw = list(viewer.layers)
+    _, train = viewer.window.add_plugin_dock_widget("napari-imc-vae", "Train VAE")
+    _, recon = viewer.window.add_plugin_dock_widget("napari-imc-vae", "Reconstruct", tabify=True)
+    for widget in (train, recon):
+        widget.setMinimumWidth(520)
+    f = train.form
+    f.patch.setValue(8)
+    f.latent.setValue(16)
+    f.width.setValue(256)
+    f.batch.setValue(256)
+    f.steps.setValue(100_000)  # stopped by the clock below
+    train.activity.setChecked(False)  # napari's animated indicator is costly under Xvfb
+
+    from qtpy.QtCore import QTimer
+
+    def start():
+        worker = train.train()
+        QTimer.singleShot(int(args.seconds * 1000), train.stop)
+        return worker
+
+    outcome = wait_for(train.finished, start, timeout_s=args.seconds + 600)
+    if outcome is None:
+        return 1
+    print(f"trained {outcome.trained.step} steps in {outcome.seconds:.0f} s")
+    if outcome.report is not None:
+        print("\n".join(outcome.report.verdicts()))
+    recon.k.setValue(5)
+    if wait_for(recon.finished, recon.reconstruct) is None:
+        return 1
+
+    # Raw channels + error overlay on the left, the reconstruction on the right.
+    name = recon.picker.current().name
+    error = viewer.layers[f"{name}_error"]
+    for layer in viewer.layers:
+        layer.visible = layer in raw or layer.name.endswith(" [recon]") or layer is error
+    grid = viewer.canvas.grid
+    grid.enabled = True
+    grid.stride = len(raw) + 1  # one cell: the raw channels and the error; one: recon
+    grid.shape = (1, 2)
+    # Grid cells take `stride` layers each from the top of the list: [error + raw], [recon + latent]
+    order = [*[viewer.layers.index(lay) for lay in raw], viewer.layers.index(error)]
+    viewer.layers.move_multiple(order, len(viewer.layers))
+    extra = [viewer.layers.index(viewer.layers[f"{name}_{kind}"]) for kind in ("motifs", "latent")]
+    viewer.layers.move_multiple(extra, 0)
+    viewer.layers.selection = {error}
+    text = viewer.canvas.overlays.text
+    text.visible, text.font_size, text.color, text.position = True, 11, "white", "top_left"
+    text.text = (f"{name}\nleft: reconstruction ([recon] layers, raw units)\n"
+                 "right: raw channels + per-pixel error on top (magma)")
+    raise_dock(train)
+    viewer.reset_view()
+    app = napari.qt.get_qapp()
+    for _ in range(20):
+        app.processEvents()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(path=str(args.out), canvas_only=False, flash=False)
+    print(f"saved {args.out}")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""Live plot of every critic term during training (pyqtgraph, log y axis).
+
+Records are appended as they arrive; the curves are redrawn by a timer at most
+:data:`REDRAW_INTERVAL_MS` apart, so a fast trainer cannot make the GUI stutter.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import pyqtgraph as pg
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+#: Training terms (metrics dict keys) and their colours; validation loss drawn as points.
+TERMS = {
+    "loss": (255, 255, 255),
+    "mse": (80, 180, 255),
+    "cosine_loss": (255, 170, 60),
+    "gradient_loss": (120, 220, 120),
+    "kld_loss": (230, 90, 200),
+    "kld_floored": (160, 100, 230),
+    "perm_loss": (240, 220, 80),
+}
+VALIDATION_TERM = "val_loss"
+REDRAW_INTERVAL_MS = 100
+#: Log axes cannot show 0 (perm_loss is exactly 0 when all views agree): floor for display.
+LOG_FLOOR = 1e-6
+
+
+class LossPlot(QWidget):
+    """Curves of the critic terms against the training step."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.plot = pg.PlotWidget()
+        self.plot.setMinimumHeight(200)
+        self.plot.setLogMode(x=False, y=True)
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.plot.setLabel("bottom", "step")
+        self.plot.setLabel("left", "critic term")
+        self.plot.addLegend(offset=(-5, 5), labelTextSize="8pt", colCount=2)
+        self.plot.setClipToView(True)
+        self.plot.setDownsampling(auto=True, mode="peak")
+        self.curves = {name: self.plot.plot([], [], name=name, pen=pg.mkPen(color, width=1.5))
+                       for name, color in TERMS.items()}
+        self.curves[VALIDATION_TERM] = self.plot.plot(
+            [], [], name="validation loss", pen=None, symbol="o", symbolSize=6,
+            symbolBrush=(255, 255, 255), symbolPen=None)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.plot)
+        self._data: dict[str, tuple[list[float], list[float]]] = {}
+        self._dirty = False
+        self.redraws = 0
+        self._timer = QTimer(self)
+        self._timer.setInterval(REDRAW_INTERVAL_MS)
+        self._timer.timeout.connect(self.redraw)
+        self._timer.start()
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget all points (a new run)."""
+        self._data = {name: ([], []) for name in self.curves}
+        self._dirty = True
+
+    def add(self, step: int, metrics: dict, validation: dict | None = None) -> None:
+        """Append one step's terms (cheap; drawn on the next timer tick)."""
+        for name in TERMS:
+            value = metrics.get(name)
+            if value is not None and math.isfinite(value):
+                xs, ys = self._data[name]
+                xs.append(float(step))
+                ys.append(max(float(value), LOG_FLOOR))
+        if validation and validation.get(VALIDATION_TERM) is not None:
+            xs, ys = self._data[VALIDATION_TERM]
+            xs.append(float(step))
+            ys.append(max(float(validation[VALIDATION_TERM]), LOG_FLOOR))
+        self._dirty = True
+
+    def add_history(self, history: Iterable[dict], validation: Iterable[dict] = ()) -> None:
+        """Plot a model's stored history (when resuming): dicts with a ``"step"`` key."""
+        for h in history:
+            self.add(int(h.get("step", 0)), h)
+        for v in validation:
+            self.add(int(v.get("step", 0)), {}, v)
+
+    def redraw(self) -> None:
+        """Push new points to the curves (called by the timer)."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        self.redraws += 1
+        for name, curve in self.curves.items():
+            xs, ys = self._data[name]
+            curve.setData(np.asarray(xs), np.asarray(ys))
+
+    def n_points(self, name: str) -> int:
+        return len(self._data[name][0])

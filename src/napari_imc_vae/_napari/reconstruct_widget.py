@@ -1,0 +1,252 @@
+"""Dock widget "Reconstruct": apply a model to a whole image and overlay what it explains.
+
+Uses the model just trained in "Train VAE" (the viewer's model store) or one loaded from
+a file. Adds, beside the raw layers and never changing them:
+
+- ``"<raw layer> [recon]"`` per channel (raw units, the raw layer's colormap, contrast
+  limits, scale, translate, additive blending);
+- ``<image>_error`` on top (per-pixel error, magma, partly transparent);
+- optionally ``"<raw layer> [error]"`` per channel; ``<image>_latent`` (D, ny, nx) on the
+  stride grid; ``<image>_motifs``, k-means clusters of the latent map as Labels.
+
+Running again replaces the layers of the same names; every layer's ``metadata["imc"]
+["provenance"]`` records model hash (or "unsaved"), normalization, training step, stride.
+"""
+
+from __future__ import annotations
+
+from napari.layers import Layer
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_imc_vae._napari.layer_data import COLORMAPS, RAW, contrast_limits
+from napari_imc_vae._napari.layers import LayerImage, imc_info
+from napari_imc_vae._napari.model_store import RunState, RunStatus, model_label, model_store
+from napari_imc_vae._napari.picker import ImagePicker
+from napari_imc_vae._napari.reconstruct_task import (
+    ReconstructResult,
+    reconstruct_updates,
+    reconstruction_layers,
+)
+from napari_imc_vae._napari.train_form import ispin
+from napari_imc_vae._napari.train_widget import MODEL_FILTER
+from napari_imc_vae.engine.checkpoint import ModelFileError, TrainedModel
+
+
+class ReconstructWidget(QWidget):
+    """Reconstruct an IMC image with a trained model and add the overlay layers.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+
+    Attributes
+    ----------
+    result : ReconstructResult or None
+    finished : Signal(object)
+        The list of layers added, or None when the run failed.
+    """
+
+    finished = Signal(object)
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.status = RunStatus()
+        self.result: ReconstructResult | None = None
+        self.worker = None
+        self._pbar = None
+        self.store = model_store(napari_viewer)
+        self.store.changed.connect(self._show_model)
+
+        self.model_label = QLabel()
+        self.model_label.setWordWrap(True)
+        self.model_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.load_button = QPushButton("Load model…")
+        self.load_button.clicked.connect(lambda: self.load_model())
+        self.picker = ImagePicker(napari_viewer)
+        self.k = ispin(6, 1, 64, tip="number of tissue motifs (k-means clusters of the latent map)")
+        self.stride = ispin(0, 0, 256, tip="tile step in pixels; auto = half the patch")
+        self.stride.setSpecialValueText("auto (patch / 2)")
+        self.channel_errors = QCheckBox("Per-channel error layers")
+        self.show_recon = QCheckBox("Show the reconstruction, hide the raw layers")
+        form = QFormLayout()
+        form.addRow("Tissue motifs, k", self.k)
+        form.addRow("Stride", self.stride)
+        form.addRow(self.channel_errors)
+        form.addRow(self.show_recon)
+        self.run_button = QPushButton("Reconstruct")
+        self.run_button.clicked.connect(self.reconstruct)
+        self.progress_bar = QProgressBar()
+        self.message = QLabel("Train a model (Train VAE) or load one, pick an image, press Reconstruct.")
+        self.message.setWordWrap(True)
+
+        row = QHBoxLayout()
+        row.addWidget(self.model_label, 1)
+        row.addWidget(self.load_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(row)
+        layout.addWidget(self.picker)
+        layout.addLayout(form)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.message)
+        layout.addStretch(1)
+        self.status.changed.connect(self._update_buttons)
+        self._show_model(self.store.model)
+
+    @property
+    def model(self) -> TrainedModel | None:
+        return self.store.model
+
+    def _show_model(self, trained) -> None:
+        try:
+            self.model_label.setText("Model: " + (model_label(trained) if trained else "none yet"))
+        except RuntimeError:  # the widget was closed; the store outlives it
+            return
+        self._update_buttons(self.status.state)
+
+    def _update_buttons(self, state: RunState) -> None:
+        self.run_button.setEnabled(not state.busy and self.model is not None)
+        self.load_button.setEnabled(not state.busy)
+
+    def load_model(self, path: str | None = None) -> TrainedModel | None:
+        """Load a model file (asks for one when ``path`` is None) and use it from now on."""
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Load model", "", MODEL_FILTER)
+            if not path:
+                return None
+        try:
+            trained = TrainedModel.load(path)
+        except ModelFileError as e:
+            show_error(f"Reconstruct: {e}")
+            return None
+        self.store.set(trained)
+        return trained
+
+    def reconstruct(self):
+        """Start reconstructing the picked image in a worker thread.
+
+        Returns
+        -------
+        napari worker or None
+            None when the input is unusable (no model, no image, another panel): an
+            error notification names the problem and nothing in the viewer changes.
+        """
+        trained = self.model
+        try:
+            if trained is None:
+                raise ValueError("no model: train one in 'Train VAE' or use 'Load model…'")
+            source = self.picker.current()
+            image = source.image
+            try:
+                trained.channel_order(image.channel_names, image.channel_keys)
+            except ValueError as e:
+                raise ValueError(f"the model does not fit {source.name}: {e}") from e
+        except (ValueError, TypeError) as e:
+            show_error(f"Reconstruct: {e}")
+            return None
+        k, stride = self.k.value(), self.stride.value() or None
+        worker = create_worker(reconstruct_updates, trained, image, k=k, stride=stride,
+                               _start_thread=False, _ignore_errors=True)
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(lambda result: self._on_returned(source, result))
+        worker.errored.connect(self._on_errored)
+        self.worker = worker
+        self._pbar = progress(total=0, desc=f"Reconstructing {source.name}")
+        self.progress_bar.setRange(0, 0)
+        self.message.setText(f"Reconstructing {source.name} …")
+        self.status.state = RunState.TRAINING
+        worker.start()
+        return worker
+
+    def _on_yielded(self, done_total: tuple[int, int]) -> None:
+        done, total = done_total
+        self.progress_bar.setRange(0, total)
+        self.progress_bar.setValue(done)
+        if self._pbar is not None:
+            self._pbar.total = total
+            self._pbar.update(done - self._pbar.n)
+
+    def _close_progress(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    def _on_errored(self, exc: Exception) -> None:
+        self._close_progress()
+        self.status.state = RunState.FAILED
+        self.progress_bar.setRange(0, 1)
+        self.message.setText(f"Failed: {exc}")
+        show_error(f"Reconstruct failed: {exc}")
+        self.finished.emit(None)
+
+    def _on_returned(self, source: LayerImage, result: ReconstructResult) -> None:
+        self._close_progress()
+        try:
+            layers = self._add_layers(source, result)
+        except Exception as e:  # noqa: BLE001 - a Qt slot must not raise; report instead
+            self._on_errored(e)
+            return
+        self.result = result
+        self.status.state = RunState.DONE
+        self.progress_bar.setRange(0, 1)
+        self.progress_bar.setValue(1)
+        err = result.error[result.error == result.error]
+        self.message.setText(
+            f"Added {len(layers)} layers for {source.name}: '… [recon]', "
+            f"'{source.name}_error' (mean {err.mean() if err.size else float('nan'):.3g}, "
+            f"normalized units), '{source.name}_latent' ({result.latent.shape[0]} dims, "
+            f"stride {result.stride}) and '{source.name}_motifs' (k = {result.k}).")
+        self.finished.emit(layers)
+
+    def _add_layers(self, source: LayerImage, result: ReconstructResult) -> list:
+        """Add the reconstruction layers, replacing an earlier run's of the same names."""
+        per_channel = not source.is_multichannel_layer
+        raw = result.image
+        if per_channel:
+            names = [layer.name for layer in source.layers]
+            colormaps = [layer.colormap for layer in source.layers]
+            contrast = [tuple(layer.contrast_limits) for layer in source.layers]
+            visible = [layer.visible for layer in source.layers]
+        else:
+            names = list(raw.channel_names)
+            colormaps = [COLORMAPS[i % len(COLORMAPS)] for i in range(raw.n_channels)]
+            contrast = [contrast_limits(c) for c in raw.data]
+            visible = [i < len(COLORMAPS) for i in range(raw.n_channels)]
+        show = self.show_recon.isChecked()
+        tuples = reconstruction_layers(
+            result, base_names=names, image_name=source.name, colormaps=colormaps,
+            contrast=contrast, visible=[v and show for v in visible],
+            scale=tuple(source.layers[0].scale[-2:]), translate=source.translate,
+            channel_errors=self.channel_errors.isChecked())
+        new_names = {kw["name"] for _, kw, _ in tuples}
+        for layer in list(self.viewer.layers):
+            info = imc_info(layer)
+            if layer.name in new_names and layer not in source.layers and (
+                    info is None or info.get("kind") != RAW):
+                self.viewer.layers.remove(layer)
+        layers = [Layer.create(data, kwargs, kind) for data, kwargs, kind in tuples]
+        top = max(self.viewer.layers.index(layer) for layer in source.layers)
+        n_recon = len(names)
+        for offset, layer in enumerate(layers[:n_recon]):  # recon right above the raw layers
+            self.viewer.layers.insert(top + 1 + offset, layer)
+        for layer in layers[n_recon:]:  # errors, latent, motifs; the per-pixel error on top
+            self.viewer.layers.append(layer)
+        if show:
+            for layer in source.layers:
+                layer.visible = False
+        return layers

@@ -1,0 +1,240 @@
+"""The work behind the "Train VAE" widget, as plain functions (no Qt).
+
+:func:`training_updates` is the body of the widget's napari ``thread_worker``: it runs a
+:class:`~napari_imc_vae.engine.workflow.TrainingRun` in a helper thread and yields
+:class:`TrainUpdate` batches of progress records at most every :data:`YIELD_INTERVAL_S`
+seconds (a fast GPU does hundreds of steps a second; one Qt signal per step would flood
+the event loop). It returns a :class:`TrainOutcome` with the model and the quality report.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
+
+# Imported here, on the main thread, not lazily in the worker: a first import holds the
+# GIL for ~100 ms, which would freeze the GUI while the worker starts.
+from napari_imc_vae.engine import metrics as _metrics  # noqa: F401 - see above
+from napari_imc_vae.engine import quality as _quality  # noqa: F401
+from napari_imc_vae.engine import workflow as _workflow  # noqa: F401
+from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.critic import CriticConfig
+from napari_imc_vae.engine.device import resolve_device
+from napari_imc_vae.engine.trainer import TrainConfig, TrainProgress
+from napari_imc_vae.io import ImcImage
+from napari_imc_vae.preprocessing import NormalizationParams
+
+__all__ = ["TrainRequest", "TrainUpdate", "TrainOutcome", "TrainJob", "check_request",
+           "training_updates", "quality_report", "stream_calls", "describe_device",
+           "format_report"]
+
+YIELD_INTERVAL_S = 0.1
+#: Held-out and training patches for the quality report (bounds its time on big images).
+QUALITY_VAL_PATCHES, QUALITY_TRAIN_PATCHES = 2048, 4096
+
+
+@dataclass
+class TrainRequest:
+    """Everything one training run needs; built by the widget on the main thread."""
+
+    images: list[ImcImage]
+    normalization: NormalizationParams | None
+    model_config: dict
+    critic_config: CriticConfig
+    train_config: TrainConfig
+    resume: TrainedModel | None = None
+
+
+@dataclass
+class TrainUpdate:
+    """Progress records gathered since the last update (at least one)."""
+
+    records: list[TrainProgress]
+
+    @property
+    def last(self) -> TrainProgress:
+        return self.records[-1]
+
+
+@dataclass
+class TrainOutcome:
+    """What a finished run hands back: the model, whether it was stopped, its quality."""
+
+    trained: TrainedModel
+    stopped: bool
+    report: object | None = None  # engine.quality.QualityReport
+    report_error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainJob:
+    """Stop handle shared between the GUI thread and the worker (thread-safe)."""
+
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _run: object | None = None
+
+    def stop(self) -> None:
+        """End training after the current step; the model so far is kept."""
+        self._stop.set()
+        if self._run is not None:
+            self._run.stop()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+
+def check_request(request: TrainRequest) -> None:
+    """Fail fast, on the main thread, for input the engine would reject later.
+
+    Raises
+    ------
+    ValueError
+        An image smaller than the patch in either direction, or (when resuming) an
+        image whose channels are not the model's panel (names missing and extra ones).
+    """
+    if request.resume is not None:
+        for im in request.images:
+            try:
+                request.resume.channel_order(im.channel_names, im.channel_keys)
+            except ValueError as e:
+                raise ValueError(f"cannot resume on {im.name}: {e}") from e
+        patch = request.resume.model.config.patch_size
+    else:
+        patch = int(request.model_config.get("patch_size", 8))
+    for im in request.images:
+        _, h, w = im.shape
+        if min(h, w) < patch:
+            raise ValueError(f"image {im.name} is {h} × {w} px, smaller than the {patch} × {patch} px "
+                             f"patch; choose a patch size of at most {min(h, w)}")
+
+
+def quality_report(run, trained: TrainedModel):
+    """The DESIGN §4 quality report of ``trained`` on the run's held-out patches.
+
+    Returns
+    -------
+    QualityReport or None
+        None when the images were too small to hold out validation patches.
+    """
+    from napari_imc_vae.engine.quality import evaluate
+
+    val = run.sampler.validation_patches(QUALITY_VAL_PATCHES)
+    if val.shape[0] == 0:
+        return None
+    train = run.sampler.training_patches(QUALITY_TRAIN_PATCHES)
+    return evaluate(trained.model, val, train)
+
+
+def training_updates(request: TrainRequest, job: TrainJob) -> Iterator[TrainUpdate]:
+    """Train, yielding progress batches; return a :class:`TrainOutcome`.
+
+    Training runs in a helper thread so that this generator can yield on a clock
+    rather than once per step; :meth:`TrainJob.stop` ends it within one step.
+
+    Raises
+    ------
+    Exception
+        Whatever the engine raised (bad parameters, out of memory, a diverging loss).
+    """
+    from napari_imc_vae.engine.workflow import TrainingRun
+
+    start = time.perf_counter()
+    run = TrainingRun(
+        request.images, normalization=request.normalization, model_config=request.model_config,
+        critic_config=request.critic_config, train_config=request.train_config, resume=request.resume,
+    )
+    job._run = run
+    if job.stop_requested:  # Stop pressed while the data were being prepared
+        run.stop()
+    trained, stopped = yield from stream_calls(run.run, wrap=TrainUpdate, on_close=run.stop)
+    report, report_error = None, None
+    try:
+        report = quality_report(run, trained)
+    except Exception as e:  # noqa: BLE001 - the model is still good; say why there is no report
+        report_error = f"{type(e).__name__}: {e}"
+    return TrainOutcome(trained, stopped, report, report_error, time.perf_counter() - start)
+
+
+def stream_calls(fn: Callable[[Callable], object], *, wrap: Callable[[list], object] = list,
+                 on_close: Callable[[], None] | None = None,
+                 interval: float = YIELD_INTERVAL_S) -> Generator[object, None, object]:
+    """Run ``fn(callback)`` in a helper thread; yield what the callback got, in batches.
+
+    A generator cannot yield from inside a callback, so the work runs beside it and
+    the callback's arguments go through a queue; every ``interval`` seconds the
+    arguments gathered so far are yielded as ``wrap(list)``.
+
+    Returns
+    -------
+    object
+        What ``fn`` returned (``yield from`` hands it to the caller).
+
+    Raises
+    ------
+    Exception
+        What ``fn`` raised. If the generator is closed early (the worker was quit),
+        ``on_close`` is called and the helper thread joined before it exits.
+    """
+    records: queue.SimpleQueue = queue.SimpleQueue()
+    result: dict = {}
+
+    def target() -> None:
+        try:
+            result["value"] = fn(records.put)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the generator
+            result["error"] = e
+
+    thread = threading.Thread(target=target, name="imc-vae-worker", daemon=True)
+    thread.start()
+    done = False
+    try:
+        while thread.is_alive() or not records.empty():
+            thread.join(interval)
+            batch = []
+            while not records.empty():
+                batch.append(records.get_nowait())
+            if batch:
+                yield wrap(batch)
+        done = True
+    finally:
+        if not done and on_close is not None:
+            on_close()
+        thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def describe_device(name: str) -> str:
+    """'cuda:0 (NVIDIA H100 …)' / 'cpu (16 threads)' for the device a choice resolves to."""
+    import torch
+
+    try:
+        dev = resolve_device(name)
+    except ValueError as e:
+        return str(e)
+    if dev.type == "cuda":
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    if dev.type == "cpu":
+        return f"cpu ({torch.get_num_threads()} threads)"
+    return str(dev)
+
+
+def format_report(outcome: TrainOutcome) -> str:
+    """The quality report in plain language, verdicts first."""
+    report = outcome.report
+    if report is not None:
+        verdicts = "\n".join(f"• {v}" for v in report.verdicts())
+        return f"{verdicts}\n\n{report.format_text()}"
+    lines = [f"No quality report: {outcome.report_error or 'no held-out patches (image too small)'}"]
+    val = outcome.trained.validation_history[-1] if outcome.trained.validation_history else None
+    if val:
+        lines.append("Last validation: " + ", ".join(
+            f"{k} {val[k]:.3f}" for k in ("r2", "sharpness_ratio", "diversity_ratio",
+                                          "active_units", "perm_accuracy") if k in val))
+    return "\n".join(lines)

@@ -1,0 +1,336 @@
+"""Dock widget "Train VAE": train the patch VAE on IMC images, watch it, judge it, save it.
+
+A thin adapter over :func:`.train_task.training_updates`, which runs in a napari
+``thread_worker`` and yields batches of progress records; this widget turns them into a
+progress bar, a line of text, the activity dock's progress and a live plot of the critic
+terms. Closing the widget or the viewer stops training (the model so far is kept).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from napari.qt.threading import create_worker
+from napari.utils import progress
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtGui import QFontDatabase
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_imc_vae._napari.checklist import ImageChecklist
+from napari_imc_vae._napari.loss_plot import LossPlot
+from napari_imc_vae._napari.model_store import RunState, RunStatus, model_store
+from napari_imc_vae._napari.train_form import TrainForm
+from napari_imc_vae._napari.train_task import (
+    TrainJob,
+    TrainOutcome,
+    TrainRequest,
+    TrainUpdate,
+    check_request,
+    describe_device,
+    format_report,
+    training_updates,
+)
+from napari_imc_vae.engine.checkpoint import ModelFileError, TrainedModel
+from napari_imc_vae.engine.device import available_devices
+from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION
+
+MODEL_FILTER = "napari-imc-vae model (*.pt);;All files (*)"
+
+
+class _Shutdown:
+    """Stops a run when the widget goes away; holds no reference to the widget itself."""
+
+    def __init__(self) -> None:
+        self.job: TrainJob | None = None
+        self.worker = None
+
+    def __call__(self, *_) -> None:
+        if self.job is not None:
+            self.job.stop()
+        if self.worker is not None:
+            self.worker.quit()
+
+
+class TrainWidget(QWidget):
+    """Train a D4-invariant patch VAE on the checked IMC images.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        Injected by napari when docked from Plugins > IMC VAE.
+
+    Attributes
+    ----------
+    status : RunStatus
+        IDLE → TRAINING → DONE / STOPPED / FAILED; drives the buttons.
+    trained : TrainedModel or None
+        The last model trained (also put in the viewer's model store for "Reconstruct").
+    outcome : TrainOutcome or None
+    finished : Signal(object)
+        Emitted at the end of a run: the :class:`TrainOutcome`, or None when it failed.
+    """
+
+    finished = Signal(object)
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.status = RunStatus()
+        self.trained: TrainedModel | None = None
+        self.outcome: TrainOutcome | None = None
+        self.resume: TrainedModel | None = None
+        self.worker = None
+        self._pbar = None
+        self._device = None
+        self._shutdown = _Shutdown()
+        self.destroyed.connect(self._shutdown)
+
+        self.images = ImageChecklist(napari_viewer)
+        self.form = TrainForm(DEFAULT_NORMALIZATION, available_devices())
+        self.device_label = QLabel()
+        self.form.device.currentTextChanged.connect(self._show_device)
+        self._show_device(self.form.device.currentText())
+        self.resume_label = QLabel("New model")
+        self.resume_label.setWordWrap(True)
+
+        self.train_button = QPushButton("Train")
+        self.train_button.clicked.connect(self.train)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        self.save_button = QPushButton("Save model…")
+        self.save_button.clicked.connect(lambda: self.save_model())
+        self.resume_button = QPushButton("Resume from…")
+        self.resume_button.clicked.connect(lambda: self.resume_from())
+        self.fresh_button = QPushButton("New model")
+        self.fresh_button.setToolTip("Forget the model to resume; train a new one")
+        self.fresh_button.clicked.connect(self.clear_resume)
+        row1, row2 = QHBoxLayout(), QHBoxLayout()
+        for b in (self.train_button, self.stop_button):
+            row1.addWidget(b)
+        for b in (self.save_button, self.resume_button, self.fresh_button):
+            row2.addWidget(b)
+
+        self.activity = QCheckBox("Also show progress in napari's activity dock")
+        self.activity.setChecked(True)
+        self.activity.setToolTip(
+            "napari animates an indicator while a task runs; with software OpenGL (remote "
+            "desktops, Xvfb) every frame repaints the window and slows training down")
+        self.progress_bar = QProgressBar()
+        self.progress_text = QLabel("Check an image and press Train.")
+        self.progress_text.setWordWrap(True)
+        # room for three lines up front: a label that grows re-lays out the whole window
+        self.progress_text.setMinimumHeight(3 * self.progress_text.fontMetrics().lineSpacing() + 4)
+        self.progress_text.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.progress_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.plot = LossPlot()
+        self.report = QPlainTextEdit()
+        self.report.setReadOnly(True)
+        self.report.setPlaceholderText("The quality report appears here when training ends.")
+        self.report.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.plot)
+        split.addWidget(self.report)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel("Images (one panel)"))
+        layout.addWidget(self.images)
+        layout.addWidget(self.form)
+        layout.addWidget(self.device_label)
+        layout.addWidget(self.resume_label)
+        layout.addLayout(row1)
+        layout.addLayout(row2)
+        layout.addWidget(self.activity)
+        layout.addWidget(self.progress_bar)
+        layout.addWidget(self.progress_text)
+        layout.addWidget(split, 1)
+        self.status.changed.connect(self._update_buttons)
+        self._update_buttons(self.status.state)
+
+    # state --------------------------------------------------------------------------------------
+    def _update_buttons(self, state: RunState) -> None:
+        busy = state.busy
+        self.train_button.setEnabled(not busy)
+        self.stop_button.setEnabled(busy)
+        self.save_button.setEnabled(not busy and self.trained is not None)
+        self.resume_button.setEnabled(not busy)
+        self.fresh_button.setEnabled(not busy and self.resume is not None)
+        self.form.setEnabled(not busy)
+        self.images.setEnabled(not busy)
+
+    def _show_device(self, name: str) -> None:
+        self.device_label.setText(f"Device in use: {describe_device(name)}")
+
+    # actions ------------------------------------------------------------------------------------
+    def request(self) -> TrainRequest:
+        """The run the widget describes (images copied from the layers, on the main thread).
+
+        Raises
+        ------
+        ValueError
+            No usable image, bad parameters, or an image the run cannot use.
+        """
+        sources = self.images.checked()
+        form = self.form
+        request = TrainRequest(
+            images=[s.image for s in sources], normalization=form.normalization(),
+            model_config=None if self.resume else form.model_config(),
+            critic_config=form.critic_config(), train_config=form.train_config(),
+            resume=self.resume,
+        )
+        check_request(request)
+        return request
+
+    def train(self):
+        """Start training in a worker thread.
+
+        Returns
+        -------
+        napari worker or None
+            None when the input is unusable: an error notification names the problem
+            and nothing in the viewer changes.
+        """
+        if self.status.state.busy:
+            return None
+        try:
+            request = self.request()
+        except (ValueError, TypeError) as e:
+            show_error(f"Train VAE: {e}")
+            return None
+        job = TrainJob()
+        worker = create_worker(training_updates, request, job, _start_thread=False,
+                               _ignore_errors=True)
+        worker.yielded.connect(self._on_yielded)
+        worker.returned.connect(self._on_returned)
+        worker.errored.connect(self._on_errored)
+        self._shutdown.job, self._shutdown.worker = job, worker
+        self.worker, self.job = worker, job
+        self.plot.clear()
+        if request.resume is not None:
+            self.plot.add_history(request.resume.history, request.resume.validation_history)
+        steps = request.train_config.steps
+        self.progress_bar.setRange(0, steps)
+        self.progress_bar.setValue(0)
+        self.progress_text.setText(f"Preparing {len(request.images)} image(s) …")
+        self.report.clear()
+        if self.activity.isChecked():
+            self._pbar = progress(total=steps, desc="Training VAE")
+        self.status.state = RunState.TRAINING
+        worker.start()
+        return worker
+
+    def stop(self) -> None:
+        """Stop after the current step; the model so far is kept (state STOPPED)."""
+        if self.status.state.busy and self._shutdown.job is not None:
+            self._shutdown.job.stop()
+            self.progress_text.setText("Stopping after this step; then the quality report …")
+
+    def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        self._shutdown()
+        super().closeEvent(event)
+
+    # worker callbacks (main thread) ------------------------------------------------------------
+    def _on_yielded(self, update: TrainUpdate) -> None:
+        for r in update.records:
+            self.plot.add(r.step, r.metrics, r.validation)
+        r = update.last
+        self.progress_bar.setValue(r.run_step)
+        if self._pbar is not None:
+            self._pbar.update(r.run_step - self._pbar.n)
+        m = r.metrics
+        self.progress_text.setText(
+            f"Step {r.run_step} / {r.run_steps} (model step {r.step}) · loss {m['loss']:.4f} · "
+            f"mse {m['mse']:.4f} · {r.patches_per_s:,.0f} patches/s on {r.device}")
+        if r.device != self._device:
+            self._device = r.device
+            self.device_label.setText(f"Device in use: {describe_device(r.device)}")
+
+    def _finish_progress(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+        self._shutdown.job = self._shutdown.worker = None
+
+    def _on_returned(self, outcome: TrainOutcome) -> None:
+        self._finish_progress()
+        self.outcome, self.trained = outcome, outcome.trained
+        self.status.state = RunState.STOPPED if outcome.stopped else RunState.DONE
+        done = self.progress_bar.value()
+        self.progress_bar.setRange(0, max(done, 1))  # a stopped run is complete too
+        self.progress_bar.setValue(max(done, 1))
+        how = "Stopped" if outcome.stopped else "Done"
+        self.progress_text.setText(f"{how} at model step {outcome.trained.step} after "
+                                   f"{outcome.seconds:.1f} s. The model is ready in Reconstruct.")
+        self.report.setPlainText(format_report(outcome))
+        model_store(self.viewer).set(outcome.trained)
+        self.finished.emit(outcome)
+
+    def _on_errored(self, exc: Exception) -> None:
+        self._finish_progress()
+        self.status.state = RunState.FAILED
+        self.progress_text.setText(f"Failed: {exc}")
+        show_error(f"Train VAE failed: {exc}")
+        self.finished.emit(None)
+
+    # files --------------------------------------------------------------------------------------
+    def save_model(self, path: str | None = None):
+        """Save the trained model (atomic write); asks for a file when ``path`` is None.
+
+        Returns
+        -------
+        pathlib.Path or None
+        """
+        if self.trained is None:
+            show_error("Train VAE: no model to save yet; train one first")
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Save model", "imc_vae_model.pt", MODEL_FILTER)
+            if not path:
+                return None
+        try:
+            saved = self.trained.save(path)
+        except OSError as e:
+            show_error(f"Train VAE: could not save the model to {path}: {e}")
+            return None
+        model_store(self.viewer).set(self.trained)  # its label now names the file
+        show_info(f"Model saved to {saved}")
+        return saved
+
+    def resume_from(self, path: str | None = None) -> TrainedModel | None:
+        """Load a model file to continue training (same normalization and architecture)."""
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(self, "Resume from model", "", MODEL_FILTER)
+            if not path:
+                return None
+        try:
+            trained = TrainedModel.load(path)
+        except ModelFileError as e:
+            show_error(f"Train VAE: {e}")
+            return None
+        self.resume = trained
+        self.form.set_values(model_config=asdict(trained.model.config), critic=trained.critic_config,
+                             train=trained.train_config)
+        self.form.set_architecture_locked(True)
+        self.resume_label.setText(f"Resuming {path} at step {trained.step} "
+                                  f"({len(trained.channel_names)} channels: "
+                                  f"{', '.join(trained.channel_names)})")
+        self._update_buttons(self.status.state)
+        return trained
+
+    def clear_resume(self) -> None:
+        self.resume = None
+        self.form.set_architecture_locked(False)
+        self.resume_label.setText("New model")
+        self._update_buttons(self.status.state)
+

@@ -1,0 +1,281 @@
+"""The "Train VAE" and "Reconstruct" dock widgets, docked through the manifest."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from napari.utils.notifications import notification_manager
+from qtpy.QtCore import QTimer
+
+from napari_imc_vae._napari.layer_data import IMC_KEY, image_layer_data
+from napari_imc_vae._napari.model_store import RunState, model_store
+from napari_imc_vae._napari.picker import SELECTED_LAYERS
+from napari_imc_vae._napari.reconstruct_widget import ReconstructWidget
+from napari_imc_vae._napari.train_widget import TrainWidget
+from napari_imc_vae.datasets import synthetic_tissue
+from napari_imc_vae.engine.checkpoint import TrainedModel
+
+FILE = "steinbock_img/20210305_NE_mockData5_003.ome.tiff"
+IMAGE = "20210305_NE_mockData5_003"
+PANEL = ["Ag107", "Cytokeratin 5", "Laminin", "YBX1", "H3K27Ac"]
+PLUGIN = "napari-imc-vae"
+
+
+def _state(layer) -> dict:
+    return {"data": np.array(layer.data, copy=True), "name": layer.name,
+            "contrast_limits": tuple(layer.contrast_limits), "colormap": layer.colormap.name,
+            "scale": tuple(layer.scale), "translate": tuple(layer.translate),
+            "blending": layer.blending, "metadata": copy.deepcopy(layer.metadata)}
+
+
+def _assert_unchanged(layers, states):
+    assert len(layers) == len(states)
+    for layer, state in zip(layers, states):
+        now = _state(layer)
+        np.testing.assert_array_equal(now.pop("data"), state["data"])
+        assert now == {k: v for k, v in state.items() if k != "data"}, layer.name
+
+
+def _messages(n_before: int) -> list[str]:
+    return [str(r.message) for r in notification_manager.records[n_before:]]
+
+
+def _tiny(widget: TrainWidget, steps: int = 30) -> None:
+    """A model small enough to train in a few seconds on two CPU cores."""
+    f = widget.form
+    f.patch.setValue(8)
+    f.latent.setValue(4)
+    f.width.setValue(32)
+    f.depth.setValue(1)
+    f.steps.setValue(steps)
+    f.batch.setValue(64)
+    f.device.setCurrentText("cpu")
+
+
+@pytest.fixture
+def docked(make_napari_viewer, imc_testdata):
+    viewer = make_napari_viewer()
+    viewer.open(str(imc_testdata / FILE), plugin=PLUGIN)
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train VAE")
+    _, recon = viewer.window.add_plugin_dock_widget(PLUGIN, "Reconstruct")
+    assert isinstance(train, TrainWidget) and isinstance(recon, ReconstructWidget)
+    return viewer, train, recon
+
+
+def _train(qtbot, widget, timeout=120_000):
+    with qtbot.waitSignal(widget.finished, timeout=timeout) as blocker:
+        assert widget.train() is not None
+    return blocker.args[0]
+
+
+def _reconstruct(qtbot, widget):
+    with qtbot.waitSignal(widget.finished, timeout=60_000) as blocker:
+        assert widget.reconstruct() is not None
+    return blocker.args[0]
+
+
+def test_normalize_train_reconstruct(docked, qtbot):
+    viewer, train, recon = docked
+    _, norm = viewer.window.add_plugin_dock_widget(PLUGIN, "Normalize channels")
+    norm.hide_raw.setChecked(False)
+    with qtbot.waitSignal(norm.finished, timeout=60_000):
+        norm.normalize()
+    raw_layers = [viewer.layers[name] for name in PANEL]
+    before = [_state(layer) for layer in raw_layers]
+    # Only raw images are offered for training; the first one is checked.
+    assert [im.label for im in train.images.images] == [f"{IMAGE} (5 channels)"]
+    assert recon.model is None and not recon.run_button.isEnabled()
+    _tiny(train)
+    assert "Device in use: cpu" in train.device_label.text()
+
+    ticks = []
+    timer = QTimer()
+    timer.setInterval(10)
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start()
+    outcome = _train(qtbot, train)
+    timer.stop()
+    # The event loop kept running while the worker trained (the test waits ≥ a few seconds).
+    assert len(ticks) > 20, len(ticks)
+    assert train.status.state is RunState.DONE and not outcome.stopped
+    assert outcome.trained.step == 30 and train.save_button.isEnabled()
+    assert train.plot.n_points("loss") == 30 and train.plot.n_points("kld_loss") == 30
+    assert train.plot.n_points("val_loss") >= 1
+    assert train.progress_bar.value() == 30
+    text = train.report.toPlainText()
+    assert "PCA" in text and ("Blurry" in text or "Sharpness ratio" in text), text
+    assert model_store(viewer).model is outcome.trained and recon.run_button.isEnabled()
+    assert "unsaved" in recon.model_label.text()
+
+    recon.k.setValue(3)
+    recon.channel_errors.setChecked(True)
+    layers = _reconstruct(qtbot, recon)
+    names = [layer.name for layer in viewer.layers]
+    assert names[-1] == f"{IMAGE}_error"  # on top
+    raw0 = raw_layers[0]
+    for name, raw in zip(PANEL, raw_layers):
+        layer = viewer.layers[f"{name} [recon]"]
+        assert layer.data.shape == raw.data.shape == (81, 91)
+        assert tuple(layer.scale) == tuple(raw.scale) and tuple(layer.translate) == tuple(raw.translate)
+        assert layer.blending == "additive" and layer.colormap.name == raw.colormap.name
+        assert tuple(layer.contrast_limits) == tuple(raw.contrast_limits)
+        info = layer.metadata[IMC_KEY]
+        assert info["kind"] == "recon" and info["image"] == f"{IMAGE}_recon"
+        prov = info["provenance"]
+        assert prov["model_sha256"] == "unsaved" and prov["training_step"] == 30 and prov["stride"] == 4
+        assert prov["normalization"]["channel_names"] == PANEL
+        assert viewer.layers[f"{name} [error]"].data.shape == (81, 91)
+    # Recon layers sit right above the raw ones.
+    top = max(names.index(n) for n in PANEL)
+    assert names[top + 1 : top + 6] == [f"{n} [recon]" for n in PANEL]
+    error = viewer.layers[f"{IMAGE}_error"]
+    assert error.data.shape == (81, 91) and error.colormap.name == "magma"
+    assert 0 < error.opacity < 1 and tuple(error.scale) == tuple(raw0.scale)
+    latent = viewer.layers[f"{IMAGE}_latent"]
+    assert latent.data.shape == (4, 21, 23)
+    np.testing.assert_allclose(latent.scale[-2:], np.asarray(raw0.scale) * 4)
+    motifs = viewer.layers[f"{IMAGE}_motifs"]
+    assert type(motifs).__name__ == "Labels" and motifs.data.shape == (81, 91)
+    assert set(np.unique(motifs.data)) <= {1, 2, 3} and motifs.data.min() == 1
+    assert len(layers) == 5 + 5 + 3
+    # Raw units: the reconstruction is on the scale of the raw counts, not z-scores.
+    assert np.nanmax(viewer.layers["H3K27Ac [recon]"].data) > 5
+    _assert_unchanged(raw_layers, before)
+
+    # Running again replaces layers of the same name.
+    recon.channel_errors.setChecked(False)
+    _reconstruct(qtbot, recon)
+    again = [layer.name for layer in viewer.layers]
+    assert again.count(f"{IMAGE}_error") == 1 and again.count("YBX1 [recon]") == 1
+    assert len(again) == len(names)  # the per-channel error layers of the last run stay
+    _assert_unchanged(raw_layers, before)
+
+
+def test_stop_save_load_reconstruct(docked, qtbot, tmp_path):
+    viewer, train, recon = docked
+    _tiny(train, steps=100_000)
+    worker = train.train()
+    assert train.status.state is RunState.TRAINING and train.stop_button.isEnabled()
+    assert not train.train_button.isEnabled()
+    qtbot.waitUntil(lambda: train.plot.n_points("loss") >= 3, timeout=60_000)
+    with qtbot.waitSignal(train.finished, timeout=60_000) as blocker:
+        train.stop()
+    outcome = blocker.args[0]
+    assert worker is not None and outcome.stopped and train.status.state is RunState.STOPPED
+    assert 3 <= outcome.trained.step < 100_000
+    assert train.train_button.isEnabled() and not train.stop_button.isEnabled()
+
+    first = _reconstruct(qtbot, recon)
+    expected = {layer.name: np.array(layer.data) for layer in first}
+    path = train.save_model(str(tmp_path / "model.pt"))
+    assert path.is_file()
+    loaded = recon.load_model(str(path))
+    assert loaded is recon.model and loaded.step == outcome.trained.step
+    assert str(path) in recon.model_label.text()
+    second = _reconstruct(qtbot, recon)
+    for layer in second:
+        np.testing.assert_allclose(layer.data, expected[layer.name], rtol=1e-5, atol=1e-5)
+        if IMC_KEY in layer.metadata:
+            assert layer.metadata[IMC_KEY]["provenance"]["model_sha256"] == loaded.file_sha256
+
+    # Resume from the file: same step count continues.
+    assert train.resume_from(str(path)) is not None
+    assert not train.form.patch.isEnabled()
+    train.form.steps.setValue(5)
+    resumed = _train(qtbot, train)
+    assert resumed.trained.step == outcome.trained.step + 5
+
+
+def test_closing_the_widget_stops_training(docked, qtbot):
+    viewer, train, _ = docked
+    _tiny(train, steps=100_000)
+    train.train()
+    qtbot.waitUntil(lambda: train.plot.n_points("loss") >= 2, timeout=60_000)
+    job = train.job
+    viewer.window.remove_dock_widget(train.parent() if train.parent() else train)
+    train.close()
+    assert job.stop_requested
+    qtbot.waitUntil(lambda: job._run.trainer.stopped, timeout=10_000)
+
+
+@pytest.mark.parametrize(
+    ("setup", "problem"),
+    [
+        (lambda v, r: None, "No layer selected"),
+        (lambda v, r: v.add_image(r.random((16, 16, 3)), rgb=True, name="photo"),
+         "'photo' is an RGB image"),
+        (lambda v, r: v.add_labels(np.zeros((16, 16), int), name="cells"),
+         "'cells' is a Labels layer"),
+    ],
+)
+def test_bad_input_notifies_and_changes_nothing(make_napari_viewer, rng, setup, problem):
+    viewer = make_napari_viewer()
+    _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train VAE")
+    _, recon = viewer.window.add_plugin_dock_widget(PLUGIN, "Reconstruct")
+    setup(viewer, rng)
+    viewer.layers.selection = set(viewer.layers)
+    train.images.set_checked([SELECTED_LAYERS])
+    recon.picker.select(SELECTED_LAYERS)
+    model_store(viewer).set(SimpleNamespace(source_file=None, step=0, channel_names=[]))
+    before = [(layer.name, np.array(layer.data)) for layer in viewer.layers]
+    n = len(notification_manager.records)
+    assert train.train() is None and recon.reconstruct() is None
+    messages = _messages(n)
+    assert sum(problem in m for m in messages) == 2, messages
+    assert [layer.name for layer in viewer.layers] == [b[0] for b in before]
+    assert train.status.state is RunState.IDLE and train.train_button.isEnabled()
+
+
+def test_nothing_checked_and_small_image(docked, rng):
+    viewer, train, _ = docked
+    train.images.set_checked([])
+    n = len(notification_manager.records)
+    assert train.train() is None
+    assert any("No image checked" in m for m in _messages(n))
+    train.images.set_checked([f"{IMAGE} (5 channels)"])
+    train.form.patch.setValue(128)
+    assert train.train() is None
+    assert any("smaller than the 128 × 128 px patch" in m for m in _messages(n))
+
+
+def test_model_for_other_channels(docked, qtbot, tmp_path):
+    viewer, train, recon = docked
+    _tiny(train, steps=3)
+    outcome = _train(qtbot, train)
+    path = outcome.trained.save(tmp_path / "model.pt")
+    # An image of another panel: 5 channels, but not these (the test files share one panel).
+    viewer.layers.clear()
+    data, kwargs, _ = image_layer_data(synthetic_tissue(shape=(40, 40), n_channels=5))
+    viewer.add_image(data, **kwargs)
+    before = [_state(layer) for layer in viewer.layers]
+    n = len(notification_manager.records)
+    recon.load_model(str(path))
+    assert recon.reconstruct() is None
+    assert any("missing" in m and "extra" in m for m in _messages(n)), _messages(n)
+    assert train.resume_from(str(path)) is not None
+    assert train.train() is None
+    assert any("cannot resume" in m and "missing" in m for m in _messages(n))
+    _assert_unchanged(list(viewer.layers), before)
+    assert isinstance(recon.model, TrainedModel)
+
+
+def test_kmeans_finds_separated_clusters(rng):
+    from napari_imc_vae._napari.reconstruct_task import kmeans, upsample_grid
+
+    centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    truth = np.repeat([0, 1, 2], [50, 30, 20])
+    points = centers[truth] + rng.normal(0, 0.5, (100, 2))
+    labels, found = kmeans(points, 3, seed=1)
+    assert np.bincount(labels).tolist() == [50, 30, 20]  # ordered by size
+    for j in range(3):
+        assert len(set(labels[truth == j])) == 1
+    np.testing.assert_allclose(found, centers, atol=0.5)
+    assert kmeans(points[:2], 5)[0].max() <= 1  # k > N: at most N clusters
+    with pytest.raises(ValueError, match="k must be"):
+        kmeans(points, 0)
+    grid = np.arange(6).reshape(2, 3)
+    up = upsample_grid(grid, 4, (7, 11))
+    assert up.shape == (7, 11) and up[0, 0] == 0 and up[6, 10] == 5 and up[1, 1] == 0 and up[1, 2] == 1 and up[2, 0] == 3
