@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "imc-testdata"
+from _screenshots import DATA, ROOT, save_window
+
 DEFAULT_PATH = DATA / "raw" / "20210305_NE_mockData1.mcd"
 
 
@@ -51,14 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     row = names.index(args.channel) if args.channel in names else 0
     widget.histograms.channel.setCurrentIndex(row)
     widget.table.tables["Before"].selectRow(row)
-    viewer.reset_view()
-    for _ in range(10):
-        napari.qt.get_qapp().processEvents()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(path=str(args.out), canvas_only=False, flash=False)
-    print(f"saved {args.out}")
-    viewer.close()
-    return 0
+    return save_window(viewer, args.out, settle_rounds=10)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "imc-testdata"
+from _screenshots import DATA, ROOT, save_window
+
 DEFAULT_PATH = DATA / "steinbock_img" / "20210305_NE_mockData5_003.ome.tiff"
 
 
@@ -83,15 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     text.text = (f"{name}\nleft: reconstruction ([recon] layers, raw units)\n"
                  "right: raw channels + per-pixel error on top (magma)")
     raise_dock(train)
-    viewer.reset_view()
-    app = napari.qt.get_qapp()
-    for _ in range(20):
-        app.processEvents()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    viewer.screenshot(path=str(args.out), canvas_only=False, flash=False)
-    print(f"saved {args.out}")
-    viewer.close()
-    return 0
+    return save_window(viewer, args.out, settle_rounds=20)
 
 
 if __name__ == "__main__":

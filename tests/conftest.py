@@ -22,3 +22,19 @@ def imc_testdata() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run the test with one intra-op torch thread, restoring the previous count afterwards.
+
+    Tiny models on a few shared cores: a second intra-op thread only adds contention.
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``;
+    torch is imported here, not at the top, so Qt- and io-only tests never load it.
+    """
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -12,6 +12,7 @@ from napari_imc_vae._napari import normalize_widget as nw
 from napari_imc_vae._napari.layer_data import IMC_KEY
 from napari_imc_vae._napari.picker import SELECTED_LAYERS
 from napari_imc_vae.preprocessing import Normalizer
+from widget_checks import BAD_SELECTIONS, assert_unchanged, messages_since
 
 MCD = "raw/20210305_NE_mockData1.mcd"
 PANEL = ["Ag107", "Cytokeratin 5", "Laminin", "YBX1", "H3K27Ac"]
@@ -35,14 +36,6 @@ def _state(layer) -> dict:
     return state
 
 
-def _assert_unchanged(layers, states):
-    assert len(layers) == len(states)
-    for layer, state in zip(layers, states):
-        now = _state(layer)
-        np.testing.assert_array_equal(now.pop("data"), state["data"])
-        assert now == {k: v for k, v in state.items() if k != "data"}, layer.name
-
-
 @pytest.fixture
 def docked(make_napari_viewer):
     viewer = make_napari_viewer()
@@ -55,10 +48,6 @@ def _run(qtbot, widget):
     with qtbot.waitSignal(widget.finished, timeout=60_000) as blocker:
         assert widget.normalize() is not None
     return blocker.args[0]
-
-
-def _last_messages(n_before: int) -> list[str]:
-    return [str(r.message) for r in notification_manager.records[n_before:]]
 
 
 def test_normalize_real_acquisition(docked, qtbot, imc_testdata):
@@ -81,7 +70,7 @@ def test_normalize_real_acquisition(docked, qtbot, imc_testdata):
     assert result is widget.result is not None
 
     # Raw layers (all of them, every acquisition) are untouched, visibility included.
-    _assert_unchanged([viewer.layers[s["name"]] for s in before], before)
+    assert_unchanged([viewer.layers[s["name"]] for s in before], before, _state)
     assert all(layer.visible for layer in raw_layers)
 
     new = [layer for layer in viewer.layers if layer.name.endswith(" [normalized]")]
@@ -146,16 +135,7 @@ def test_multichannel_layer(docked, qtbot, rng):
         "stack", "ch0 [normalized]", "ch1 [normalized]", "ch2 [normalized]"]
 
 
-@pytest.mark.parametrize(
-    ("setup", "problem"),
-    [
-        (lambda v, r: None, "No layer selected"),
-        (lambda v, r: v.add_image(r.random((16, 16, 3)), rgb=True, name="photo"),
-         "'photo' is an RGB image"),
-        (lambda v, r: v.add_labels(np.zeros((16, 16), int), name="cells"),
-         "'cells' is a Labels layer"),
-    ],
-)
+@pytest.mark.parametrize(("setup", "problem"), BAD_SELECTIONS)
 def test_bad_input_notifies_and_changes_nothing(docked, rng, setup, problem):
     viewer, widget = docked
     setup(viewer, rng)
@@ -165,9 +145,9 @@ def test_bad_input_notifies_and_changes_nothing(docked, rng, setup, problem):
     before = [_state(layer) for layer in viewer.layers]
     n = len(notification_manager.records)
     assert widget.normalize() is None
-    messages = _last_messages(n)
+    messages = messages_since(n)
     assert any(problem in m for m in messages), messages
-    _assert_unchanged(list(viewer.layers), before)
+    assert_unchanged(list(viewer.layers), before, _state)
     assert widget.result is None and widget.run_button.isEnabled()
 
 
@@ -183,5 +163,5 @@ def test_failure_in_worker_notifies(docked, qtbot, rng, monkeypatch):
     with qtbot.waitSignal(widget.finished, timeout=10_000) as blocker:
         widget.normalize()
     assert blocker.args == [None]
-    assert any("cannot normalize this" in m for m in _last_messages(n))
+    assert any("cannot normalize this" in m for m in messages_since(n))
     assert [layer.name for layer in viewer.layers] == ["stack"]

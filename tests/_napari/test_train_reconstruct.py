@@ -17,6 +17,7 @@ from napari_imc_vae._napari.reconstruct_widget import ReconstructWidget
 from napari_imc_vae._napari.train_widget import TrainWidget
 from napari_imc_vae.datasets import synthetic_tissue
 from napari_imc_vae.engine.checkpoint import TrainedModel
+from widget_checks import BAD_SELECTIONS, assert_unchanged, messages_since
 
 FILE = "steinbock_img/20210305_NE_mockData5_003.ome.tiff"
 IMAGE = "20210305_NE_mockData5_003"
@@ -29,18 +30,6 @@ def _state(layer) -> dict:
             "contrast_limits": tuple(layer.contrast_limits), "colormap": layer.colormap.name,
             "scale": tuple(layer.scale), "translate": tuple(layer.translate),
             "blending": layer.blending, "metadata": copy.deepcopy(layer.metadata)}
-
-
-def _assert_unchanged(layers, states):
-    assert len(layers) == len(states)
-    for layer, state in zip(layers, states):
-        now = _state(layer)
-        np.testing.assert_array_equal(now.pop("data"), state["data"])
-        assert now == {k: v for k, v in state.items() if k != "data"}, layer.name
-
-
-def _messages(n_before: int) -> list[str]:
-    return [str(r.message) for r in notification_manager.records[n_before:]]
 
 
 def _tiny(widget: TrainWidget, steps: int = 30) -> None:
@@ -143,7 +132,7 @@ def test_normalize_train_reconstruct(docked, qtbot):
     assert len(layers) == 5 + 5 + 3
     # Raw units: the reconstruction is on the scale of the raw counts, not z-scores.
     assert np.nanmax(viewer.layers["H3K27Ac [recon]"].data) > 5
-    _assert_unchanged(raw_layers, before)
+    assert_unchanged(raw_layers, before, _state)
 
     # Running again replaces layers of the same name.
     recon.channel_errors.setChecked(False)
@@ -151,7 +140,7 @@ def test_normalize_train_reconstruct(docked, qtbot):
     again = [layer.name for layer in viewer.layers]
     assert again.count(f"{IMAGE}_error") == 1 and again.count("YBX1 [recon]") == 1
     assert len(again) == len(names)  # the per-channel error layers of the last run stay
-    _assert_unchanged(raw_layers, before)
+    assert_unchanged(raw_layers, before, _state)
 
 
 def test_stop_save_load_reconstruct(docked, qtbot, tmp_path):
@@ -201,16 +190,7 @@ def test_closing_the_widget_stops_training(docked, qtbot):
     qtbot.waitUntil(lambda: job._run.trainer.stopped, timeout=10_000)
 
 
-@pytest.mark.parametrize(
-    ("setup", "problem"),
-    [
-        (lambda v, r: None, "No layer selected"),
-        (lambda v, r: v.add_image(r.random((16, 16, 3)), rgb=True, name="photo"),
-         "'photo' is an RGB image"),
-        (lambda v, r: v.add_labels(np.zeros((16, 16), int), name="cells"),
-         "'cells' is a Labels layer"),
-    ],
-)
+@pytest.mark.parametrize(("setup", "problem"), BAD_SELECTIONS)
 def test_bad_input_notifies_and_changes_nothing(make_napari_viewer, rng, setup, problem):
     viewer = make_napari_viewer()
     _, train = viewer.window.add_plugin_dock_widget(PLUGIN, "Train VAE")
@@ -223,7 +203,7 @@ def test_bad_input_notifies_and_changes_nothing(make_napari_viewer, rng, setup, 
     before = [(layer.name, np.array(layer.data)) for layer in viewer.layers]
     n = len(notification_manager.records)
     assert train.train() is None and recon.reconstruct() is None
-    messages = _messages(n)
+    messages = messages_since(n)
     assert sum(problem in m for m in messages) == 2, messages
     assert [layer.name for layer in viewer.layers] == [b[0] for b in before]
     assert train.status.state is RunState.IDLE and train.train_button.isEnabled()
@@ -234,11 +214,11 @@ def test_nothing_checked_and_small_image(docked, rng):
     train.images.set_checked([])
     n = len(notification_manager.records)
     assert train.train() is None
-    assert any("No image checked" in m for m in _messages(n))
+    assert any("No image checked" in m for m in messages_since(n))
     train.images.set_checked([f"{IMAGE} (5 channels)"])
     train.form.patch.setValue(128)
     assert train.train() is None
-    assert any("smaller than the 128 × 128 px patch" in m for m in _messages(n))
+    assert any("smaller than the 128 × 128 px patch" in m for m in messages_since(n))
 
 
 def test_model_for_other_channels(docked, qtbot, tmp_path):
@@ -254,11 +234,11 @@ def test_model_for_other_channels(docked, qtbot, tmp_path):
     n = len(notification_manager.records)
     recon.load_model(str(path))
     assert recon.reconstruct() is None
-    assert any("missing" in m and "extra" in m for m in _messages(n)), _messages(n)
+    assert any("missing" in m and "extra" in m for m in messages_since(n)), messages_since(n)
     assert train.resume_from(str(path)) is not None
     assert train.train() is None
-    assert any("cannot resume" in m and "missing" in m for m in _messages(n))
-    _assert_unchanged(list(viewer.layers), before)
+    assert any("cannot resume" in m and "missing" in m for m in messages_since(n))
+    assert_unchanged(list(viewer.layers), before, _state)
     assert isinstance(recon.model, TrainedModel)
 
 

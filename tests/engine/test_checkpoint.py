@@ -18,12 +18,7 @@ METALS = ["Ag107", "Pr141", "Sm147", "Eu153"]
 NAMES = ["Ag107", "Cytokeratin 5", "Laminin", "YBX1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def imc_image(seed: int = 0, size: int = 24, names=NAMES, metals=METALS) -> ImcImage:

@@ -8,13 +8,7 @@ from napari_imc_vae.engine.d4 import D4_COMPOSE, N_ELEMENTS, d4_apply, d4_orbit
 from napari_imc_vae.engine.model import ModelConfig, PatchVAE
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny models on 2 shared cores: a second intra-op thread only adds contention
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(channels: int = 5, arch: str = "mlp", patch: int = 4, seed: int = 0, **kw) -> PatchVAE:

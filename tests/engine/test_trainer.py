@@ -13,12 +13,7 @@ from napari_imc_vae.engine.model import ModelConfig, PatchVAE
 from napari_imc_vae.engine.trainer import TrainConfig, Trainer, TrainingError, TrainProgress
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def smooth_images(n: int = 2, size: int = 32, channels: int = 3, seed: int = 0) -> list[np.ndarray]:

@@ -17,12 +17,7 @@ NAMES = ["CD3", "CD8", "Ki67"]
 TINY = {"patch_size": 4, "latent_dim": 4, "width": 32, "depth": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def image(seed=0, size=(24, 24), names=NAMES, data=None) -> ImcImage:

@@ -11,35 +11,20 @@ from __future__ import annotations
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGroupBox,
-    QLabel,
-    QPushButton,
-    QSplitter,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import QCheckBox, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from napari_imc_vae._napari.layer_data import NORMALIZED, image_layer_data
 from napari_imc_vae._napari.layers import LayerImage, imc_info
+from napari_imc_vae._napari.normalization_form import NormalizationBox
 from napari_imc_vae._napari.normalize_task import NormalizationResult, run_normalization
 from napari_imc_vae._napari.picker import ImagePicker
 from napari_imc_vae._napari.stats_view import HistogramView, StatsTable
 from napari_imc_vae.preprocessing import NormalizationParams
 
-
-def _spin(value: float, lo: float, hi: float, *, decimals: int = 2, step: float = 1.0,
-          tip: str = "") -> QDoubleSpinBox:
-    box = QDoubleSpinBox()
-    box.setRange(lo, hi)
-    box.setDecimals(decimals)
-    box.setSingleStep(step)
-    box.setValue(value)
-    box.setToolTip(tip)
-    return box
+#: What the widget starts with: steinbock's hot-pixel filter, arcsinh(x / 5), z-score, no clip
+#: (the training workflow's default, without importing the engine and torch).
+INITIAL_NORMALIZATION = NormalizationParams(hot_pixel_threshold=50.0, arcsinh_cofactor=5.0,
+                                            zscore=True)
 
 
 class NormalizeWidget(QWidget):
@@ -67,34 +52,15 @@ class NormalizeWidget(QWidget):
         self._worker = None
 
         self.picker = ImagePicker(napari_viewer)
-        self.hot_on = QCheckBox("Hot-pixel filter, T")
-        self.hot_on.setChecked(True)
-        self.hot_threshold = _spin(50.0, 0.0, 1e6, decimals=1, step=5.0,
-                                   tip="steinbock's rule: a pixel more than T counts above "
-                                       "all 8 neighbours is replaced by their max")
-        self.arcsinh_on = QCheckBox("arcsinh, cofactor")
-        self.arcsinh_on.setChecked(True)
-        self.cofactor = _spin(5.0, 0.01, 1e6, step=1.0, tip="arcsinh(x / cofactor); 1 or 5 for IMC")
-        self.clip_on = QCheckBox("Clip at percentile")
-        self.clip_percentile = _spin(99.9, 50.0, 100.0, decimals=3, step=0.1,
-                                     tip="per channel, after arcsinh")
-        self.zscore = QCheckBox("z-score each channel")
-        self.zscore.setChecked(True)
+        settings = NormalizationBox("Normalization (applied in this order)", INITIAL_NORMALIZATION)
+        self.hot_on, self.hot_threshold = settings.hot_on, settings.hot_threshold
+        self.arcsinh_on, self.cofactor = settings.arcsinh_on, settings.cofactor
+        self.clip_on, self.clip_percentile = settings.clip_on, settings.clip_percentile
+        self.zscore = settings.zscore
         self.hide_raw = QCheckBox("Hide the raw layers afterwards")
         self.hide_raw.setChecked(True)
-        for check, box in ((self.hot_on, self.hot_threshold), (self.arcsinh_on, self.cofactor),
-                           (self.clip_on, self.clip_percentile)):
-            check.toggled.connect(box.setEnabled)
-            box.setEnabled(check.isChecked())
-
-        form = QFormLayout()
-        form.addRow(self.hot_on, self.hot_threshold)
-        form.addRow(self.arcsinh_on, self.cofactor)
-        form.addRow(self.clip_on, self.clip_percentile)
-        form.addRow(self.zscore)
-        form.addRow(self.hide_raw)
-        settings = QGroupBox("Normalization (applied in this order)")
-        settings.setLayout(form)
+        settings.form.addRow(self.hide_raw)
+        self.normalization_box = settings
 
         self.run_button = QPushButton("Normalize and add layers")
         self.run_button.clicked.connect(self.normalize)
@@ -117,12 +83,7 @@ class NormalizeWidget(QWidget):
 
     def params(self) -> NormalizationParams:
         """The normalization chosen in the widget."""
-        return NormalizationParams(
-            hot_pixel_threshold=self.hot_threshold.value() if self.hot_on.isChecked() else None,
-            arcsinh_cofactor=self.cofactor.value() if self.arcsinh_on.isChecked() else None,
-            clip_percentile=(self.clip_percentile.value() if self.clip_on.isChecked() else None),
-            zscore=self.zscore.isChecked(),
-        )
+        return self.normalization_box.params()
 
     def normalize(self):
         """Start normalizing the picked image in a worker thread.

@@ -22,7 +22,6 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -34,6 +33,7 @@ from qtpy.QtWidgets import (
 
 from napari_imc_vae._napari.layer_data import COLORMAPS, RAW, contrast_limits
 from napari_imc_vae._napari.layers import LayerImage, imc_info
+from napari_imc_vae._napari.model_file import open_model_file
 from napari_imc_vae._napari.model_store import RunState, RunStatus, model_label, model_store
 from napari_imc_vae._napari.picker import ImagePicker
 from napari_imc_vae._napari.reconstruct_task import (
@@ -42,8 +42,7 @@ from napari_imc_vae._napari.reconstruct_task import (
     reconstruction_layers,
 )
 from napari_imc_vae._napari.train_form import ispin
-from napari_imc_vae._napari.train_widget import MODEL_FILTER
-from napari_imc_vae.engine.checkpoint import ModelFileError, TrainedModel
+from napari_imc_vae.engine.checkpoint import TrainedModel
 
 
 class ReconstructWidget(QWidget):
@@ -125,15 +124,10 @@ class ReconstructWidget(QWidget):
 
     def load_model(self, path: str | None = None) -> TrainedModel | None:
         """Load a model file (asks for one when ``path`` is None) and use it from now on."""
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Load model", "", MODEL_FILTER)
-            if not path:
-                return None
-        try:
-            trained = TrainedModel.load(path)
-        except ModelFileError as e:
-            show_error(f"Reconstruct: {e}")
+        loaded = open_model_file(self, "Load model", path, "Reconstruct")
+        if loaded is None:
             return None
+        _, trained = loaded
         self.store.set(trained)
         return trained
 

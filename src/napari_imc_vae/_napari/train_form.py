@@ -10,9 +10,7 @@ from dataclasses import asdict
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QLabel,
@@ -22,21 +20,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_imc_vae._napari.normalization_form import NormalizationBox, spin
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.model import ModelConfig
 from napari_imc_vae.engine.trainer import TrainConfig
 from napari_imc_vae.preprocessing import NormalizationParams
-
-
-def spin(value: float, lo: float, hi: float, *, decimals: int = 2, step: float = 1.0,
-         tip: str = "") -> QDoubleSpinBox:
-    box = QDoubleSpinBox()
-    box.setRange(lo, hi)
-    box.setDecimals(decimals)
-    box.setSingleStep(step)
-    box.setValue(value)
-    box.setToolTip(tip)
-    return box
 
 
 def ispin(value: int, lo: int, hi: int, *, step: int = 1, tip: str = "") -> QSpinBox:
@@ -88,28 +76,11 @@ class TrainForm(QWidget):
         super().__init__(parent)
         n, mc, tc, cc = normalization, ModelConfig(in_channels=1), TrainConfig(), CriticConfig()
         # normalization (the Normalize widget's steps)
-        self.hot_on = QCheckBox("Hot-pixel filter, T")
-        self.hot_on.setChecked(n.hot_pixel_threshold is not None)
-        self.hot_threshold = spin(n.hot_pixel_threshold or 50.0, 0.0, 1e6, decimals=1, step=5.0)
-        self.arcsinh_on = QCheckBox("arcsinh, cofactor")
-        self.arcsinh_on.setChecked(n.arcsinh_cofactor is not None)
-        self.cofactor = spin(n.arcsinh_cofactor or 5.0, 0.01, 1e6)
-        self.clip_on = QCheckBox("Clip at percentile")
-        self.clip_on.setChecked(n.clip_percentile is not None)
-        self.clip_percentile = spin(n.clip_percentile or 99.9, 50.0, 100.0, decimals=3, step=0.1)
-        self.zscore = QCheckBox("z-score each channel")
-        self.zscore.setChecked(n.zscore)
-        for check, box in ((self.hot_on, self.hot_threshold), (self.arcsinh_on, self.cofactor),
-                           (self.clip_on, self.clip_percentile)):
-            check.toggled.connect(box.setEnabled)
-            box.setEnabled(check.isChecked())
-        form = QFormLayout()
-        form.addRow(self.hot_on, self.hot_threshold)
-        form.addRow(self.arcsinh_on, self.cofactor)
-        form.addRow(self.clip_on, self.clip_percentile)
-        form.addRow(self.zscore)
-        self.normalization_box = QGroupBox("Normalization")
-        self.normalization_box.setLayout(form)
+        self.normalization_box = box = NormalizationBox("Normalization", n)
+        self.hot_on, self.hot_threshold = box.hot_on, box.hot_threshold
+        self.arcsinh_on, self.cofactor = box.arcsinh_on, box.cofactor
+        self.clip_on, self.clip_percentile = box.clip_on, box.clip_percentile
+        self.zscore = box.zscore
 
         # model and training
         self.patch = ispin(mc.patch_size, 2, 256, tip="patch side in pixels (tile size too)")
@@ -167,12 +138,7 @@ class TrainForm(QWidget):
 
     # values ----------------------------------------------------------------------------------
     def normalization(self) -> NormalizationParams:
-        return NormalizationParams(
-            hot_pixel_threshold=self.hot_threshold.value() if self.hot_on.isChecked() else None,
-            arcsinh_cofactor=self.cofactor.value() if self.arcsinh_on.isChecked() else None,
-            clip_percentile=self.clip_percentile.value() if self.clip_on.isChecked() else None,
-            zscore=self.zscore.isChecked(),
-        )
+        return self.normalization_box.params()
 
     def model_config(self) -> dict:
         return {"patch_size": self.patch.value(), "latent_dim": self.latent.value(),

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 
 from napari_imc_vae._napari.checklist import ImageChecklist
 from napari_imc_vae._napari.loss_plot import LossPlot
+from napari_imc_vae._napari.model_file import MODEL_FILTER, open_model_file
 from napari_imc_vae._napari.model_store import RunState, RunStatus, model_store
 from napari_imc_vae._napari.train_form import TrainForm
 from napari_imc_vae._napari.train_task import (
@@ -42,11 +43,9 @@ from napari_imc_vae._napari.train_task import (
     format_report,
     training_updates,
 )
-from napari_imc_vae.engine.checkpoint import ModelFileError, TrainedModel
+from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.device import available_devices
 from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION
-
-MODEL_FILTER = "napari-imc-vae model (*.pt);;All files (*)"
 
 
 class _Shutdown:
@@ -309,15 +308,10 @@ class TrainWidget(QWidget):
 
     def resume_from(self, path: str | None = None) -> TrainedModel | None:
         """Load a model file to continue training (same normalization and architecture)."""
-        if path is None:
-            path, _ = QFileDialog.getOpenFileName(self, "Resume from model", "", MODEL_FILTER)
-            if not path:
-                return None
-        try:
-            trained = TrainedModel.load(path)
-        except ModelFileError as e:
-            show_error(f"Train VAE: {e}")
+        loaded = open_model_file(self, "Resume from model", path, "Train VAE")
+        if loaded is None:
             return None
+        path, trained = loaded
         self.resume = trained
         self.form.set_values(model_config=asdict(trained.model.config), critic=trained.critic_config,
                              train=trained.train_config)
