@@ -81,6 +81,24 @@ def d4_orbit(x: torch.Tensor) -> torch.Tensor:
     return flat[:, :, perms].permute(0, 2, 1, 3).reshape(b, N_ELEMENTS, c, p, p)
 
 
+def _view_slopes(grad: torch.Tensor, y: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``<grad, g_{order[j]}(y)>`` per patch for the 8 elements: (B, 8).
+
+    For small patches one batched matmul gives every pixel pair's channel dot product
+    (B, P², P²) and each element sums its permutation's entries; that is far cheaper than
+    8 gathers of the whole (B, C, P²) tensor when C is large. Big patches use the gathers.
+    """
+    b, c, p, _ = y.shape
+    n = p * p
+    perms = d4_permutations(p, y.device)[order]  # (8, P²)
+    g, yy = grad.reshape(b, c, n).float(), y.reshape(b, c, n).float()
+    if n <= 256:
+        pairs = torch.bmm(g.transpose(1, 2), yy).reshape(b, n * n)  # (B, P²·P²): <g[:, i], y[:, j]>
+        index = (torch.arange(n, device=y.device) * n + perms).reshape(-1)  # (8·P²,)
+        return pairs.index_select(1, index).view(b, N_ELEMENTS, n).sum(dim=2)
+    return torch.stack([(g * yy.index_select(2, perms[j])).sum(dim=(1, 2)) for j in range(N_ELEMENTS)], dim=1)
+
+
 class _OrientByChoice(torch.autograd.Function):
     """``g_e(y)`` per patch, with ``e`` the argmax of the logits (or its inverse).
 
@@ -107,13 +125,8 @@ class _OrientByChoice(torch.autograd.Function):
         grad_y = d4_apply(grad, inv[element]) if ctx.needs_input_grad[0] else None
         grad_logits = None
         if ctx.needs_input_grad[1]:
-            b, c, p, _ = y.shape
-            perms = d4_permutations(p, y.device)
-            g, yy = grad.reshape(b, c, p * p).float(), y.reshape(b, c, p * p).float()
-            slopes = torch.stack(
-                [(g * yy.index_select(2, perms[int(inv[j]) if ctx.inverse else j])).sum(dim=(1, 2)) for j in range(N_ELEMENTS)],
-                dim=1,
-            )  # (B, 8): <∂L/∂out, view j>
+            order = inv if ctx.inverse else torch.arange(N_ELEMENTS, device=y.device)
+            slopes = _view_slopes(grad, y, order)  # (B, 8): <∂L/∂out, view j>
             prob = logits.float().softmax(dim=1)
             grad_logits = (prob * (slopes - (prob * slopes).sum(dim=1, keepdim=True))).to(logits.dtype)
         return grad_y, grad_logits, None
