@@ -199,6 +199,7 @@ def _fmt(value) -> str:
 _TRAIN_FIELDS = {
     "steps": ("train", "steps"), "batch": ("train", "batch_size"), "lr": ("train", "lr"),
     "device": ("train", "device"), "seed": ("train", "seed"), "time_limit": ("train", "time_limit_s"),
+    "precision": ("train", "precision"),
     "patch": ("model", "patch_size"), "latent": ("model", "latent_dim"), "width": ("model", "width"),
     "depth": ("model", "depth"), "arch": ("model", "arch"),
     "cosine_weight": ("critic", "cosine_weight"), "gradient_weight": ("critic", "gradient_weight"),
@@ -220,6 +221,9 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
     g.add_argument("--time-limit", dest="time_limit", type=float, metavar="SECONDS",
                    help="stop after this long even if the steps are not done")
+    g.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                   help="auto: bf16 autocast on CUDA, fp32 elsewhere; bf16 also pays on CPUs with AMX "
+                        "(default auto)")
     g.add_argument("--resume", metavar="MODEL.pt",
                    help="continue training this model (same normalization, architecture, step count)")
     g = parser.add_argument_group("model (defaults: the engine's ModelConfig)")
@@ -369,7 +373,7 @@ def _add_model_and_image(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--acquisition", metavar="A",
                         help="acquisition of an .mcd: identifier or 0-based index; default the first")
     parser.add_argument("--stride", type=int, metavar="S", help="tile stride (default patch/2)")
-    parser.add_argument("--batch", type=int, default=512, metavar="B", help="tiles per model call (default 512)")
+    parser.add_argument("--batch", type=int, default=2048, metavar="B", help="tiles per model call (default 2048)")
     parser.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
 
 

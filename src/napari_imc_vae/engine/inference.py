@@ -159,7 +159,7 @@ def reconstruct_image(
     normalizer=None,
     *,
     stride: int | None = None,
-    batch_size: int = 512,
+    batch_size: int = 2048,
     device: str | torch.device | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     out=None,

@@ -132,7 +132,7 @@ def apply_model(
     image: ImcImage,
     *,
     stride: int | None = None,
-    batch_size: int = 512,
+    batch_size: int = 2048,
     device: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     out=None,
