@@ -105,7 +105,7 @@ def test_missing_truncated_and_corrupt_files(trained, tmp_path):
     with pytest.raises(ModelFileError, match="does not exist"):
         TrainedModel.load(tmp_path / "nope.pt")
     good = trained.save(tmp_path / "m.pt").read_bytes()
-    cases = {"truncated.pt": good[: len(good) // 2], "garbage.pt": os.urandom(2000), "empty.pt": b"",
+    cases = {"truncated.pt": good[: len(good) // 2], "garbage.pt": np.random.default_rng(0).bytes(2000), "empty.pt": b"",
              "text.pt": b"not a model\n" * 10}
     for name, content in cases.items():
         bad = tmp_path / name
@@ -219,3 +219,16 @@ def test_same_channels_in_another_order_matched_by_name(trained):
     # and by metal when the labels differ (another exporter's naming)
     relabelled = ImcImage(shuffled.data, [f"x{i}" for i in range(4)], metals=shuffled.metals, source=image.source)
     np.testing.assert_array_equal(apply_model(trained, relabelled, stride=2).raw, a.raw)
+
+
+def test_any_damaged_bytes_give_model_file_error(trained, tmp_path):
+    """Random bytes and truncations at many points: always ModelFileError, never another exception."""
+    good = trained.save(tmp_path / "m.pt").read_bytes()
+    rng = np.random.default_rng(1)
+    payloads = [rng.bytes(int(n)) for n in rng.integers(1, 5000, size=40)]
+    payloads += [good[: int(cut)] for cut in rng.integers(1, len(good) - 1, size=40)]
+    for i, content in enumerate(payloads):
+        bad = tmp_path / f"bad{i}.pt"
+        bad.write_bytes(content)
+        with pytest.raises(ModelFileError, match="truncated or corrupt|refused|not a napari-imc-vae model"):
+            TrainedModel.load(bad)

@@ -12,7 +12,6 @@ import hashlib
 import os
 import pickle
 import tempfile
-import zipfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -140,8 +139,8 @@ class TrainedModel:
                 f"model file {path} was refused: it holds pickled objects or code, not plain data "
                 f"(only files saved by napari-imc-vae can be loaded) [{str(e).splitlines()[0]}]"
             ) from e
-        except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-            raise ModelFileError(f"model file {path} is truncated or corrupt: {e}") from e
+        except Exception as e:  # noqa: BLE001 - random bytes make the unpickler fail in any way
+            raise ModelFileError(f"model file {path} is truncated or corrupt: {type(e).__name__}: {e}") from e
         return cls.from_dict(d, source=str(path), sha256=file_sha256(path))
 
     @classmethod
