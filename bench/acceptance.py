@@ -62,7 +62,8 @@ def run_one(train: list[ImcImage], held: ImcImage, *, seed: int, minutes: float,
         hot_pixel_threshold=50.0, arcsinh_cofactor=5.0, zscore=True)
     model_config = dict(patch_size=args.patch, latent_dim=args.latent, arch=args.arch, width=args.width, depth=args.depth)
     train_config = TrainConfig(steps=args.steps or 10**7, batch_size=args.batch, lr=args.lr, seed=seed, device="cpu",
-                               val_every=10**7, val_fraction=0.0, time_limit_s=None if args.steps else 60 * minutes)
+                               val_every=10**7, val_fraction=0.0, time_limit_s=None if args.steps else 60 * minutes,
+                               precision=args.precision)
     critic_config = CriticConfig(kld_scale=args.kld_scale, free_bits=args.free_bits)
     if args.mse_only:
         critic_config = CriticConfig(cosine_weight=0, gradient_weight=0, kld_scale=args.kld_scale, free_bits=args.free_bits)
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--mse-only", action="store_true", help="no cosine and gradient terms")
     parser.add_argument("--kld-scale", type=float, default=CriticConfig.kld_scale)
     parser.add_argument("--free-bits", type=float, default=CriticConfig.free_bits)
+    parser.add_argument("--precision", default="fp32", choices=("auto", "bf16", "fp32"))
     parser.add_argument("--steps", type=int, default=0, help="train this many steps instead of --minutes")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -112,7 +114,7 @@ def main() -> None:
     print(f"machine: {platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}; "
           f"{args.minutes} min/run, arch {args.arch} width {args.width} depth {args.depth} latent {args.latent} "
           f"patch {args.patch} batch {args.batch} lr {args.lr} kld_scale {args.kld_scale} free_bits {args.free_bits}"
-          f"{' mse-only' if args.mse_only else ''}{f' steps {args.steps}' if args.steps else ''}", flush=True)
+          f" {args.precision}{' mse-only' if args.mse_only else ''}{f' steps {args.steps}' if args.steps else ''}", flush=True)
     if args.smooth:
         images = feature_maps()
         splits = [(images[:-1], images[-1])]
