@@ -41,7 +41,8 @@ EXTRAS="mcd"
 stamp=".venv/.napari-imc-vae-$EXTRAS-$(cat pyproject.toml | cksum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
     echo "setup: installing napari-imc-vae[$EXTRAS]"
-    $PIP install -e ".[$EXTRAS]" 2>&1 | grep -v "^WARNING: Location" || true
+    # pipefail keeps pip's failure; only grep's "nothing left to print" is forgiven
+    $PIP install -e ".[$EXTRAS]" 2>&1 | { grep -v "^WARNING: Location" || true; }
     .venv/bin/python -c "import napari_imc_vae, torch, napari" # fail here, not later
     touch "$stamp"
 fi

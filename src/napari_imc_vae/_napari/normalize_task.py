@@ -127,7 +127,7 @@ def run_normalization(image: ImcImage, params: NormalizationParams) -> Normaliza
         raw=image,
         normalized=normalized,
         normalizer=normalizer,
-        diagnosis=diagnose(image, normalizer),
+        diagnosis=diagnose(image, normalizer, normalized=data),
         before=[channel_histogram(c) for c in image.data],
         after=[channel_histogram(c) for c in data],
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from napari_imc_vae.engine.d4 import D4_COMPOSE
+from napari_imc_vae.engine.d4 import d4_table
 
 
 @dataclass
@@ -104,7 +104,7 @@ def permutation_consistency(
     transforms : LongTensor of shape (B,)
         D4 element that made each view.
     """
-    compose = D4_COMPOSE.to(transforms.device)
+    compose = d4_table("compose", transforms.device)
     target = compose[transforms, base_logits.argmax(dim=1)]
     return F.cross_entropy(view_logits.float(), target.detach())
 
@@ -122,7 +122,9 @@ class CriticTerms:
     perm_loss: torch.Tensor
 
     def as_floats(self) -> dict[str, float]:
-        return {k: float(v.detach()) for k, v in vars(self).items()}
+        names = list(vars(self))  # one device-to-host transfer for all terms, not one each
+        values = torch.stack([getattr(self, k).detach().float() for k in names]).tolist()
+        return dict(zip(names, values))
 
 
 def critic(

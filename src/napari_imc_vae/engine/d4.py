@@ -46,9 +46,22 @@ def _permutations_cpu(patch_size: int) -> torch.Tensor:
     return torch.stack([_apply_reference(grid, k).reshape(-1) for k in range(N_ELEMENTS)])
 
 
+@functools.lru_cache(maxsize=64)
+def _on_device(name: str, patch_size: int, device: torch.device) -> torch.Tensor:
+    # One host-to-device copy per table and device, not one per training step.
+    table = {"perm": lambda: _permutations_cpu(patch_size), "inverse": lambda: D4_INVERSE,
+             "compose": lambda: D4_COMPOSE}[name]()
+    return table.to(device)
+
+
+def d4_table(name: str, device: torch.device | str | None) -> torch.Tensor:
+    """``D4_INVERSE`` (``"inverse"``) or ``D4_COMPOSE`` (``"compose"``) on ``device``, cached."""
+    return _on_device(name, 0, torch.device(device or "cpu"))
+
+
 def d4_permutations(patch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
     """Index permutations (8, P*P): ``g_k(x).flatten()[i] == x.flatten()[perm[k, i]]``."""
-    return _permutations_cpu(int(patch_size)).to(device)
+    return _on_device("perm", int(patch_size), torch.device(device or "cpu"))
 
 
 def d4_apply(x: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
@@ -111,7 +124,7 @@ class _OrientByChoice(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, logits: torch.Tensor, inverse: bool) -> torch.Tensor:
         b, c, p, _ = y.shape
-        inv = D4_INVERSE.to(y.device)
+        inv = d4_table("inverse", y.device)
         k = logits.argmax(dim=1)
         element = inv[k] if inverse else k
         ctx.save_for_backward(y, logits, element)
@@ -121,7 +134,7 @@ class _OrientByChoice(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         y, logits, element = ctx.saved_tensors
-        inv = D4_INVERSE.to(y.device)
+        inv = d4_table("inverse", y.device)
         grad_y = d4_apply(grad, inv[element]) if ctx.needs_input_grad[0] else None
         grad_logits = None
         if ctx.needs_input_grad[1]:

@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from napari_imc_vae.engine.d4 import D4_COMPOSE, N_ELEMENTS, d4_orbit
+from napari_imc_vae.engine.d4 import N_ELEMENTS, d4_orbit, d4_table
 
 __all__ = [
     "r2",
@@ -196,7 +196,7 @@ def permutation_accuracy(model, x, *, batch_size: int = 256, tol: float = 1e-6) 
     device = p.device if p is not None else torch.device("cpu")
     was_training = model.training
     model.eval()
-    compose = D4_COMPOSE.to(device)
+    compose = d4_table("compose", device)
     correct = used = left_out = 0
     try:
         for b0 in range(0, len(x), batch_size):

@@ -292,8 +292,9 @@ def evaluate(model, val_patches, train_patches, *, batch_size: int = 512, smooth
     ValueError
         If the patch arrays do not have matching (C, P, P) shapes.
     """
-    x = torch.as_tensor(np.asarray(val_patches, dtype=np.float32))
-    tr = np.asarray(train_patches, dtype=np.float32)
+    # torch.as_tensor first: patches may be tensors on a GPU, which np.asarray cannot read
+    x = torch.as_tensor(val_patches).detach().to("cpu", torch.float32)
+    tr = torch.as_tensor(train_patches).detach().to("cpu", torch.float32).numpy()
     if x.ndim != 4 or len(x) < 1:
         raise ValueError(f"val_patches must have shape (N, C, P, P) with N >= 1, got {tuple(x.shape)}")
     if tr.ndim != 4 or tr.shape[1:] != tuple(x.shape[1:]):
@@ -318,7 +319,7 @@ def evaluate(model, val_patches, train_patches, *, batch_size: int = 512, smooth
     finally:
         model.train(was_training)
     pca = PCABaseline.fit(tr, k)
-    mean = PCABaseline.fit(tr, 0)
+    mean = PCABaseline(pca.mean, pca.components[:0], pca.patch_shape)  # PCA with k = 0
     pca_rec, mean_rec = pca.reconstruct(x), mean.reconstruct(x)
     au = metrics.active_units(mu)
     pca_au = metrics.active_units(pca.encode(x))

@@ -172,7 +172,8 @@ def _table(stats: list[ChannelStats]) -> list[str]:
     return [line(header), *(line(r) for r in rows)]
 
 
-def diagnose(image, normalizer: Normalizer | None = None, *, channel_names=None) -> Diagnosis:
+def diagnose(image, normalizer: Normalizer | None = None, *, channel_names=None,
+             normalized=None) -> Diagnosis:
     """Statistics before and after normalization, scale ratio and verdicts.
 
     Parameters
@@ -184,6 +185,10 @@ def diagnose(image, normalizer: Normalizer | None = None, *, channel_names=None)
         Default: a z-score-only normalizer fitted on ``image``.
     channel_names : sequence of str, optional
         Names for an array ``image`` (default: the normalizer's names).
+
+    normalized : ndarray of shape (C, Y, X), optional
+        ``normalizer(image)`` when the caller already has it (in the normalizer's
+        channel order), so the image is not normalized a second time.
 
     Returns
     -------
@@ -198,14 +203,17 @@ def diagnose(image, normalizer: Normalizer | None = None, *, channel_names=None)
         normalizer = Normalizer.fit(image, channel_names=channel_names)
     if isinstance(image, ImcImage):
         idx = normalizer.match_channels(image)
-        raw = image.data[idx]
+        raw = image.data if idx == list(range(image.n_channels)) else image.data[idx]
         names = [image.channel_names[i] for i in idx]
         source, acquisition = image.source, image.acquisition
     else:
         raw = check_stack(image, "image")
         names = list(channel_names) if channel_names is not None else list(normalizer.channel_names)
         source, acquisition = "", None
-    normalized = normalizer(raw)
+    if normalized is None:
+        normalized = normalizer(raw)
+    elif np.shape(normalized) != raw.shape:
+        raise ValueError(f"normalized must have the image's shape {raw.shape}, got {np.shape(normalized)}")
     before = channel_stats(raw, names)
     after = channel_stats(normalized, names)
 
