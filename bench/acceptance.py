@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from napari_imc_vae.datasets import synthetic_feature_maps
 from napari_imc_vae.engine import metrics
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.quality import evaluate
@@ -38,23 +39,6 @@ def cut_patches(image: np.ndarray, patch: int, stride: int) -> np.ndarray:
     c, h, w = image.shape
     return np.stack([image[:, y : y + patch, x : x + patch]
                      for y in range(0, h - patch + 1, stride) for x in range(0, w - patch + 1, stride)])
-
-
-def feature_maps(n_images: int = 4, size: int = 64, channels: int = 512, rank: int = 12, seed: int = 0) -> list[ImcImage]:
-    """Smooth, correlated channels whose scales differ by 1000× (the reference's input shape)."""
-    rng = np.random.default_rng(seed)
-    freq = np.fft.fftfreq(size)
-    kernel = np.exp(-0.5 * (freq[:, None] ** 2 + freq[None, :] ** 2) * (2 * np.pi * 2.5) ** 2)  # σ≈2.5 px
-    mix = rng.normal(size=(channels, rank)) / np.sqrt(rank)
-    scales = 10 ** rng.uniform(0, 3, size=channels)
-    images = []
-    for i in range(n_images):
-        fields = np.real(np.fft.ifft2(np.fft.fft2(rng.normal(size=(rank, size, size))) * kernel))
-        fields /= fields.std(axis=(1, 2), keepdims=True)
-        x = np.log1p(np.exp(np.einsum("cr,ryx->cyx", mix, fields)))  # softplus: non-negative like ReLU features
-        images.append(ImcImage((x * scales[:, None, None]).astype(np.float32),
-                               [f"f{c}" for c in range(channels)], source=f"feature_map_{i}"))
-    return images
 
 
 def run_one(train: list[ImcImage], held: ImcImage, *, seed: int, minutes: float, args) -> dict:
@@ -116,7 +100,7 @@ def main() -> None:
           f"patch {args.patch} batch {args.batch} lr {args.lr} kld_scale {args.kld_scale} free_bits {args.free_bits}"
           f" {args.precision}{' mse-only' if args.mse_only else ''}{f' steps {args.steps}' if args.steps else ''}", flush=True)
     if args.smooth:
-        images = feature_maps()
+        images = synthetic_feature_maps()
         splits = [(images[:-1], images[-1])]
     else:
         images = [read_imc(f) for f in sorted(DATA.glob("*.ome.tiff"))]

@@ -77,3 +77,23 @@ def test_datasets_import_no_gui():
             "('napari', 'qtpy', 'magicgui', 'PyQt6', 'torch')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_feature_maps_are_smooth_correlated_and_scaled_1000x():
+    from napari_imc_vae.datasets import synthetic_feature_maps
+
+    images = synthetic_feature_maps(n_images=2, size=48, n_channels=64, rank=6, seed=1)
+    again = synthetic_feature_maps(n_images=2, size=48, n_channels=64, rank=6, seed=1)
+    assert [im.data.shape for im in images] == [(64, 48, 48)] * 2
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(images, again))
+    x = images[0].data.astype(np.float64)
+    assert x.min() >= 0
+    scale = x.std(axis=(1, 2))
+    assert scale.max() / scale.min() > 100  # per-channel scales spread over ~3 decades
+    z = (x - x.mean(axis=(1, 2), keepdims=True)) / scale[:, None, None]
+    singular = np.linalg.svd(z.reshape(64, -1), compute_uv=False) ** 2
+    assert singular[:6].sum() / singular.sum() > 0.9  # correlated: ~rank independent fields
+    # smooth: neighbouring pixels nearly equal, unlike shot noise
+    assert np.mean(np.corrcoef(z[:, :, 1:].ravel(), z[:, :, :-1].ravel())[0, 1]) > 0.8
+    with pytest.raises(ValueError, match="size >= 8"):
+        synthetic_feature_maps(size=4)

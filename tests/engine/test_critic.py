@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from napari_imc_vae.engine.critic import (
+    base_logits_from_views,
     CriticConfig,
     cosine_loss,
     critic,
@@ -243,3 +244,28 @@ def test_nan_and_inf_targets_give_finite_gradients():
     terms.loss.backward()
     assert torch.isfinite(terms.loss) and torch.isfinite(recon.grad).all() and torch.isfinite(mu.grad).all()
     assert recon.grad.abs().sum() > 0
+
+
+def test_unmasked_fast_path_equals_masked_terms_on_finite_targets():
+    torch.manual_seed(3)
+    recon, target = torch.randn(4, 6, 5, 5), torch.randn(4, 6, 5, 5)
+    target[0, :, 1, 1] = 0.0  # an all-zero pixel: left out of the cosine term either way
+    mu, logvar = torch.randn(4, 3), torch.randn(4, 3)
+    masked = critic(recon, target, mu, logvar, CriticConfig()).as_floats()
+    fast = critic(recon, target, mu, logvar, CriticConfig(), all_finite=True).as_floats()
+    assert fast == pytest.approx(masked, rel=1e-6, abs=1e-7)
+
+
+def test_base_logits_from_views_equal_a_second_pass_of_the_selector():
+    from napari_imc_vae.engine.model import ModelConfig, PatchVAE
+
+    torch.manual_seed(0)
+    model = PatchVAE(ModelConfig(in_channels=7, patch_size=6)).eval()
+    base = torch.randn(16, 7, 6, 6)
+    transforms = torch.arange(16) % N_ELEMENTS
+    with torch.no_grad():
+        view_logits = model.frame(d4_apply(base, transforms))
+        expected = model.frame(base)
+    got = base_logits_from_views(view_logits, transforms)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(view_logits[1:8], expected[1:8], atol=1e-3)  # the views' own logits differ

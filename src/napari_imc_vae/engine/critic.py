@@ -35,38 +35,50 @@ class CriticConfig:
 ZERO_VECTOR_NORM = 1e-3
 
 
-def masked_mse(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over valid elements. recon, target, valid: (B, C, P, P)."""
+def masked_mse(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error over valid elements (all when ``valid`` is None). Shapes (B, C, P, P)."""
+    if valid is None:
+        return (recon - target).square().mean()
     # mask the difference, not its square: d(x²)/dx at a NaN/Inf target is NaN, and 0·NaN = NaN
     diff = torch.where(valid, recon - target, 0.0)
     return diff.square().sum() / valid.sum().clamp_min(1)
 
 
-def cosine_loss(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def cosine_loss(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """1 − cosine similarity of the C-channel vector of each pixel.
 
-    Averaged over pixels whose channels are all valid and whose true vector is not ~0
-    (an all-zero pixel has no direction). Returns 0 when no pixel qualifies.
+    Averaged over pixels whose channels are all valid (all pixels when ``valid`` is None) and
+    whose true vector is not ~0 (an all-zero pixel has no direction). Returns 0 when no pixel
+    qualifies.
     """
-    pixel_valid = valid.all(dim=1)  # (B, P, P)
-    t = torch.where(valid, target, 0.0)
-    keep = pixel_valid & (t.norm(dim=1) > ZERO_VECTOR_NORM)
-    cos = F.cosine_similarity(recon, t, dim=1, eps=1e-8)  # (B, P, P)
+    t = target if valid is None else torch.where(valid, target, 0.0)
+    # by hand rather than F.cosine_similarity, which scales both full tensors by their norms:
+    # at hundreds of channels those elementwise passes cost more than the model's matmuls
+    t_norm = t.norm(dim=1).detach()
+    keep = t_norm > ZERO_VECTOR_NORM  # (B, P, P)
+    if valid is not None:
+        keep &= valid.all(dim=1)
+    cos = (recon * t).sum(dim=1) / (recon.norm(dim=1) * t_norm).clamp_min(1e-8)  # (B, P, P)
     return torch.where(keep, 1.0 - cos, 0.0).sum() / keep.sum().clamp_min(1)
 
 
-def gradient_loss(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def gradient_loss(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """L1 between horizontal and vertical finite differences of reconstruction and target.
 
-    The mean of the two directions' means; a difference counts only where both pixels are valid.
+    The mean of the two directions' means; a difference counts only where both pixels are valid
+    (everywhere when ``valid`` is None).
     """
-    t = torch.where(valid, target, 0.0)
+    # differences are linear: ∇recon − ∇target = ∇(recon − target), one subtraction instead of two
+    error = recon - (target if valid is None else torch.where(valid, target, 0.0))
     terms = []
     for dim in (-1, -2):
-        d_recon, d_target = torch.diff(recon, dim=dim), torch.diff(t, dim=dim)
+        d_error = torch.diff(error, dim=dim).abs()
+        if valid is None:
+            terms.append(d_error.mean())
+            continue
         n = valid.shape[dim]
         both = valid.narrow(dim, 0, n - 1) & valid.narrow(dim, 1, n - 1)
-        terms.append(torch.where(both, (d_recon - d_target).abs(), 0.0).sum() / both.sum().clamp_min(1))
+        terms.append(torch.where(both, d_error, 0.0).sum() / both.sum().clamp_min(1))
     return 0.5 * (terms[0] + terms[1])
 
 
@@ -83,6 +95,22 @@ def kld_free_bits(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> t
     """
     per_dim = kl_per_dimension(mu, logvar).mean(dim=0)  # (D,)
     return per_dim.sum(), per_dim.clamp_min(free_bits).sum()
+
+
+def base_logits_from_views(view_logits: torch.Tensor, transforms: torch.Tensor) -> torch.Tensor:
+    """The orientation logits of the untransformed patches, read off their views' logits.
+
+    For an exactly equivariant scorer (``score_k(x) = s(g_k⁻¹ x)``) and a view ``v = g_t x``,
+    ``score_j(x) = score_k(v)`` with ``g_k = g_t ∘ g_j``; so no second pass is needed.
+
+    Parameters
+    ----------
+    view_logits : Tensor of shape (B, 8)
+    transforms : LongTensor of shape (B,)
+        D4 element ``t`` that made each view.
+    """
+    compose = d4_table("compose", transforms.device)
+    return view_logits.gather(1, compose[transforms])  # [b, j] = view_logits[b, compose[t_b, j]]
 
 
 def permutation_consistency(
@@ -135,6 +163,7 @@ def critic(
     config: CriticConfig,
     *,
     valid: torch.Tensor | None = None,
+    all_finite: bool = False,
     perm_loss: torch.Tensor | None = None,
 ) -> CriticTerms:
     """Evaluate the full critic.
@@ -147,11 +176,16 @@ def critic(
     config : CriticConfig
     valid : BoolTensor of shape (B, C, P, P), optional
         Defaults to the finite elements of ``target``.
+    all_finite : bool
+        The caller knows every element of ``target`` is finite: the terms skip masking, which
+        is most of their cost on many-channel patches.
     perm_loss : Tensor, optional
         The permutation-consistency term (0 when not given).
     """
     recon, target = recon.float(), target.float()
-    if valid is None:
+    if all_finite:
+        valid = None
+    elif valid is None:
         valid = torch.isfinite(target)
     mse = masked_mse(recon, target, valid)
     cos = cosine_loss(recon, target, valid)

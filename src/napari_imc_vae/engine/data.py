@@ -96,6 +96,8 @@ class PatchSampler:
             train.append((offset + ty * w + tx, np.full(ty.size, w)))
             offset += h * w
         self._pixels = torch.from_numpy(np.concatenate(flat, axis=1)).to(self.device)  # (C, total)
+        #: No NaN or Inf anywhere: losses may skip their masks.
+        self.all_finite = bool(torch.isfinite(self._pixels).all())
         self._train = self._positions(train)
         self._val = self._positions(val)
         dy, dx = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")

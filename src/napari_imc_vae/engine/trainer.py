@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from napari_imc_vae.engine.critic import CriticConfig, critic, permutation_consistency
+from napari_imc_vae.engine.critic import CriticConfig, base_logits_from_views, critic, permutation_consistency
 from napari_imc_vae.engine.data import PatchSampler
 from napari_imc_vae.engine.device import DistributedContext, init_distributed, resolve_device
 from napari_imc_vae.engine.model import PatchVAE
@@ -159,15 +159,18 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _train_step(self, net: nn.Module, generator: torch.Generator) -> dict[str, float]:
-        base, views, transforms = self.sampler.sample(self.config.batch_size, generator)
-        valid = torch.isfinite(views)
-        x = torch.nan_to_num(views, nan=0.0, posinf=0.0, neginf=0.0)
+        _, views, transforms = self.sampler.sample(self.config.batch_size, generator)
+        finite = self.sampler.all_finite  # then no masks and no NaN replacement: most of the
+        valid = None if finite else torch.isfinite(views)  # elementwise cost at many channels
+        x = views if finite else torch.nan_to_num(views, nan=0.0, posinf=0.0, neginf=0.0)
         with self._autocast():
             out = net(x)
-            with torch.no_grad():
-                base_logits = self.model.frame(torch.nan_to_num(base, nan=0.0, posinf=0.0, neginf=0.0))
+            # the selector is equivariant, so the untransformed patches' logits are the views'
+            # logits permuted: no second pass through it
+            base_logits = base_logits_from_views(out.orientation_logits.detach(), transforms)
             perm = permutation_consistency(out.orientation_logits, base_logits, transforms)
-            terms = critic(out.recon, views, out.mu, out.logvar, self.critic_config, valid=valid, perm_loss=perm)
+            terms = critic(out.recon, views, out.mu, out.logvar, self.critic_config, valid=valid,
+                           all_finite=finite, perm_loss=perm)
         self.optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=True)
@@ -197,7 +200,8 @@ class Trainer:
                 mu.append(out.mu.float())
                 logvar.append(out.logvar.float())
             recon_t, mu_t, logvar_t = torch.cat(recon), torch.cat(mu), torch.cat(logvar)
-            terms = critic(recon_t, patches, mu_t, logvar_t, self.critic_config).as_floats()
+            terms = critic(recon_t, patches, mu_t, logvar_t, self.critic_config,
+                           all_finite=self.sampler.all_finite).as_floats()
             accuracy, _, left_out = m.permutation_accuracy(self.model, x)
             result = {f"val_{k}": v for k, v in terms.items()}
             result.update(
