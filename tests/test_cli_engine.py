@@ -179,6 +179,48 @@ def test_reconstruct_writes_every_output(model_file, ome_files, tmp_path, capsys
     assert isinstance(report["model"]["r2"], float)
 
 
+def test_extra_channels_are_ignored_with_one_line(model_file, ome_files, tmp_path, capsys):
+    from napari_imc_vae.io import read_imc
+
+    original = read_imc(ome_files[7])
+    labels = [n if n == m else f"{m}_{n}" for n, m in zip(original.channel_names, original.metals)]
+    extra = np.full((1, *original.shape[1:]), 7.0, np.float32)
+    wider = tmp_path / "wider.ome.tiff"
+    tifffile.imwrite(wider, np.concatenate([original.data[:2], extra, original.data[2:]]), photometric="minisblack",
+                     metadata={"axes": "CYX", "Channel": {"Name": [*labels[:2], "Gd155_CD3", *labels[2:]]}})
+    note = "ignoring channels not in the model: CD3"
+    assert main(["reconstruct", str(model_file), str(wider), "-o", str(tmp_path / "w"), "--stride", "2",
+                 "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert [line for line in err.splitlines() if "ignoring" in line] == [f"napari-imc-vae: note: {note}"]
+    assert main(["reconstruct", str(model_file), str(ome_files[7]), "-o", str(tmp_path / "o"), "--stride", "2",
+                 "--device", "cpu"]) == 0
+    assert "ignoring" not in capsys.readouterr().err
+    stem = ome_files[7].name[: -len(".ome.tiff")]
+    recon = tifffile.imread(tmp_path / "w" / "wider_recon.ome.tiff")
+    assert recon.shape == original.shape  # the model's five channels, not six
+    np.testing.assert_array_equal(recon, tifffile.imread(tmp_path / "o" / f"{stem}_recon.ome.tiff"))
+    wide_q = no_nan_json((tmp_path / "w" / "wider_quality.json").read_text())
+    q = no_nan_json((tmp_path / "o" / f"{stem}_quality.json").read_text())
+    assert wide_q["report"] == q["report"]
+    # quality: the note on stderr, the JSON on stdout untouched
+    assert main(["quality", str(model_file), str(wider), "--json", "--device", "cpu", "--stride", "2"]) == 0
+    out, err = capsys.readouterr()
+    assert note in err and no_nan_json(out)["report"] == q["report"]
+
+
+def test_reconstruct_and_quality_give_the_same_report(model_file, ome_files, tmp_path, capsys):
+    """reconstruct cuts the quality patches from the rows it normalized; quality normalizes its own."""
+    assert main(["reconstruct", str(model_file), str(ome_files[4]), "-o", str(tmp_path), "--device", "cpu"]) == 0
+    stem = ome_files[4].name[: -len(".ome.tiff")]
+    from_reconstruct = no_nan_json((tmp_path / f"{stem}_quality.json").read_text())
+    capsys.readouterr()
+    assert main(["quality", str(model_file), str(ome_files[4]), "--json", "--device", "cpu"]) == 0
+    from_quality = no_nan_json(capsys.readouterr().out)
+    assert from_reconstruct["report"] == from_quality["report"]
+    assert from_reconstruct["n_patches"] == from_quality["n_patches"] > 0
+
+
 def test_quality_text_and_json(model_file, ome_files, capsys):
     assert main(["quality", str(model_file), str(ome_files[9]), "--json", "--device", "cpu"]) == 0
     d = no_nan_json(capsys.readouterr().out)

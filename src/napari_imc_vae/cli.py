@@ -94,10 +94,6 @@ def _run_diagnose(args: argparse.Namespace) -> int:
 
 # --- shared by train / reconstruct / quality --------------------------------------
 
-# suffixes of files that hold whole multi-channel images (a folder of them is expanded)
-_IMAGE_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".mcd", ".txt")
-
-
 def _float_or_off(text: str) -> float | str:
     """A number, or ``"off"`` (also ``none``) to skip a normalization step."""
     if text.strip().lower() in ("off", "none"):
@@ -119,15 +115,17 @@ def _image_files(folder) -> list:
     """The image files of a folder, or ``[]`` when it is one image (single-channel TIFFs)."""
     from pathlib import Path
 
-    files = sorted(p for p in Path(folder).iterdir()
-                   if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(_IMAGE_SUFFIXES))
-    multi = [p for p in files if p.name.lower().endswith((".ome.tiff", ".ome.tif", ".mcd", ".txt"))]
-    if not multi and not (Path(folder) / "panel.csv").is_file():
-        return []  # histoCAT/MIBI style: the folder itself is one image
-    if any(p.suffix.lower() == ".mcd" for p in files):
+    from napari_imc_vae.io import FILE_SUFFIXES, format_for
+
+    kinds = {p: format_for(p).key for p in sorted(Path(folder).iterdir())
+             if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(FILE_SUFFIXES)}
+    # plain TIFFs without a panel.csv: histoCAT/MIBI style, the folder itself is one image
+    if all(kind == "tiff" for kind in kinds.values()) and not (Path(folder) / "panel.csv").is_file():
+        return []
+    if "mcd" in kinds.values():
         # .txt files beside .mcd files are exports of the same acquisitions
-        files = [p for p in files if p.suffix.lower() != ".txt"]
-    return files
+        return [p for p, kind in kinds.items() if kind != "txt"]
+    return list(kinds)
 
 
 def _read_all(paths: list[str], acquisition: str | None, quiet: bool) -> list:
@@ -369,7 +367,8 @@ def _leave_process_group() -> None:
 
 def _add_model_and_image(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL.pt", help="model file written by 'train'")
-    parser.add_argument("path", help="IMC image of the model's panel (channels matched by name)")
+    parser.add_argument("path", help="IMC image with the model's channels (matched by metal, else name; "
+                                     "channels the model does not know are ignored)")
     parser.add_argument("--acquisition", metavar="A",
                         help="acquisition of an .mcd: identifier or 0-based index; default the first")
     parser.add_argument("--stride", type=int, metavar="S", help="tile stride (default patch/2)")
@@ -391,22 +390,48 @@ def _add_quality(parser: argparse.ArgumentParser) -> None:
 _MAX_QUALITY_PATCHES = 20_000
 
 
-def _grid_patches(image, patch: int, stride: int, cap: int = _MAX_QUALITY_PATCHES):
-    """Patches (N, C, P, P) of a (C, Y, X) array on a stride grid, at most ``cap``, evenly spaced."""
-    import numpy as np
+def _match(trained, image):
+    """The model's channels in the image; one line on stderr naming those the model ignores.
 
-    c, h, w = image.shape
-    ys, xs = np.arange(0, h - patch + 1, stride), np.arange(0, w - patch + 1, stride)
-    yy, xx = (a.ravel() for a in np.meshgrid(ys, xs, indexing="ij"))
-    if yy.size > cap:
-        keep = np.linspace(0, yy.size - 1, cap).round().astype(int)
-        yy, xx = yy[keep], xx[keep]
-    windows = np.lib.stride_tricks.sliding_window_view(image, (patch, patch), axis=(1, 2))
-    return np.ascontiguousarray(windows[:, yy, xx].transpose(1, 0, 2, 3))  # (N, C, P, P)
+    Raises
+    ------
+    ChannelMismatchError
+        When the image lacks channels of the model (before any work is done).
+    """
+    match = trained.match_channels(image)
+    if match.ignored:
+        print(f"{PROG}: note: {match.note()}", file=sys.stderr)
+    return match
 
 
-def _assess(trained, image, stride: int | None, batch: int):
+def _quality_grid(trained, image, stride: int | None):
+    """The quality patches of ``image``: a stride grid, capped (see :class:`GridPatches`).
+
+    Raises
+    ------
+    PatchSizeError
+        When the image is smaller than one patch.
+    """
+    from napari_imc_vae.engine.data import PatchSizeError
+    from napari_imc_vae.engine.quality import GridPatches
+
+    p = trained.model.config.patch_size
+    _, h, w = image.shape
+    if h < p or w < p:
+        raise PatchSizeError(f"{image.name} is {h}×{w} px, smaller than the model's {p}×{p} patch; "
+                             f"no quality report")
+    return GridPatches((trained.normalizer.n_channels, h, w), p, stride or max(1, p // 2),
+                       cap=_MAX_QUALITY_PATCHES)
+
+
+def _assess(trained, image, stride: int | None, batch: int, grid=None):
     """Quality report of ``trained`` on one image: patches on a stride grid of the normalized image.
+
+    Parameters
+    ----------
+    grid : GridPatches, optional
+        From :func:`_quality_grid`, already fed the normalized rows (by the reconstruction's
+        ``on_rows``); default: normalize just the rows the patches need.
 
     Returns
     -------
@@ -419,23 +444,18 @@ def _assess(trained, image, stride: int | None, batch: int):
     PatchSizeError
         When the image is smaller than one patch.
     """
-    from napari_imc_vae.engine.data import PatchSizeError
-    from napari_imc_vae.engine.quality import evaluate, gaussian_smooth
+    from napari_imc_vae.engine.inference import normalized_rows
+    from napari_imc_vae.engine.quality import evaluate
     from napari_imc_vae.engine.workflow import ordered_data
 
-    p = trained.model.config.patch_size
-    stride = stride or max(1, p // 2)
-    _, h, w = image.shape
-    if h < p or w < p:
-        raise PatchSizeError(f"{image.name} is {h}×{w} px, smaller than the model's {p}×{p} patch; "
-                             f"no quality report")
-    normalized = trained.normalizer(ordered_data(trained, image))
-    patches = _grid_patches(normalized, p, stride)
-    smooth = _grid_patches(gaussian_smooth(normalized), p, stride)
+    if grid is None:
+        grid = _quality_grid(trained, image, stride)
+        grid.read(normalized_rows(ordered_data(trained, image), trained.normalizer))
+    patches, smooth = grid.result()
     report = evaluate(trained.model, patches, patches, batch_size=batch, smooth_target=smooth)
     meta = {
-        "patch_size": p,
-        "stride": stride,
+        "patch_size": grid.patch,
+        "stride": grid.stride,
         "n_patches": int(len(patches)),
         "baselines": "PCA and the mean predictor are fitted on the same patches of this one image "
                      "that the model is measured on (no held-out region): optimistic baselines, "
@@ -468,11 +488,17 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
 
     trained, device = _load_model(args.model, args.device)
     image = _read(args.path, args.acquisition, "reconstructing")
+    _match(trained, image)
+    try:  # the quality patches are cut from the normalized rows as the reconstruction passes them
+        grid, no_quality = _quality_grid(trained, image, args.stride), None
+    except PatchSizeError as e:  # the reconstruction works at any size; the report needs a patch
+        grid, no_quality = None, e
     print(f"reconstructing {image.name} {image.shape} on {device}", flush=True)
     bar = _ProgressBar("reconstruct")
     try:
         rec = apply_model(trained, image, stride=args.stride, batch_size=args.batch, device=str(device),
-                          on_progress=lambda done, total: bar.update(done, total, "tiles"))
+                          on_progress=lambda done, total: bar.update(done, total, "tiles"),
+                          on_rows=None if grid is None else grid.add)
     finally:
         bar.close()
     out = Path(args.output)
@@ -491,12 +517,12 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     path = out / f"{stem}_latent.tiff"
     tifffile.imwrite(path, rec.latent, photometric="minisblack", metadata={"axes": "CYX"})
     written.append(path)
-    try:
-        report, meta = _assess(trained, image, args.stride, args.batch)
+    if grid is not None:
+        report, meta = _assess(trained, image, args.stride, args.batch, grid)
         quality = _quality_dict(trained, image, report, meta, args.model)
-    except PatchSizeError as e:  # the reconstruction works at any size; the report needs a patch
-        print(f"{PROG}: warning: {e}", file=sys.stderr)
-        quality = {"model": args.model, "image": image.source, "report": None, "reason": str(e)}
+    else:
+        print(f"{PROG}: warning: {no_quality}", file=sys.stderr)
+        quality = {"model": args.model, "image": image.source, "report": None, "reason": str(no_quality)}
     quality["latent_stride"] = int(rec.stride)
     path = out / f"{stem}_quality.json"
     path.write_text(json.dumps(quality, indent=2, allow_nan=False))
@@ -514,6 +540,7 @@ def _run_quality(args: argparse.Namespace) -> int:
 
     trained, _ = _load_model(args.model, args.device)
     image = _read(args.path, args.acquisition, "assessing")
+    _match(trained, image)
     report, meta = _assess(trained, image, args.stride, args.batch)
     if args.json:
         print(json.dumps(_quality_dict(trained, image, report, meta, args.model), indent=2, allow_nan=False))

@@ -52,3 +52,16 @@ def test_contributions(manifest):
     assert ".ome.tiff" in writer.filename_extensions
     assert [w.display_name for w in c.widgets] == ["Normalize channels", "Train VAE", "Reconstruct"]
     assert [s.key for s in c.sample_data] == ["synthetic_tissue"]
+
+
+def test_reader_patterns_are_the_io_registrys_suffixes(manifest):
+    """napari.yaml cannot import the registry: this keeps the two lists one."""
+    from napari_imc_vae.io import FILE_SUFFIXES, format_for
+    from napari_imc_vae.io._registry import FORMATS
+
+    (reader,) = manifest.contributions.readers
+    assert sorted(reader.filename_patterns) == sorted(f"*{s}" for s in FILE_SUFFIXES)
+    assert sorted(FILE_SUFFIXES) == sorted(s for f in FORMATS for s in f.suffixes)
+    assert [len(s) for s in FILE_SUFFIXES] == sorted(map(len, FILE_SUFFIXES), reverse=True)
+    (writer,) = manifest.contributions.writers
+    assert {format_for(f"x{ext}").key for ext in writer.filename_extensions} == {"ome-tiff"}

@@ -242,6 +242,86 @@ def test_model_for_other_channels(docked, qtbot, tmp_path):
     assert isinstance(recon.model, TrainedModel)
 
 
+def _extra_channel_case():
+    """A model of four channels and an image with those four reordered plus one it does not know."""
+    from napari_imc_vae.engine.trainer import TrainConfig
+    from napari_imc_vae.engine.workflow import TrainingRun
+    from napari_imc_vae.io import ImcImage
+
+    full = synthetic_tissue(shape=(32, 32), n_channels=5)
+    known = [0, 1, 3, 4]  # 'H3K27Ac' (index 2) is the channel the model never saw
+    panel = ImcImage(full.data[known], [full.channel_names[i] for i in known],
+                     metals=[full.metals[i] for i in known], source="panel.ome.tiff")
+    trained, _ = TrainingRun(
+        [panel], model_config={"patch_size": 8, "latent_dim": 4, "width": 32, "depth": 1},
+        train_config=TrainConfig(steps=3, batch_size=32, device="cpu", val_every=3, max_val_patches=32),
+    ).run()
+    order = [4, 2, 0, 3, 1]
+    image = ImcImage(full.data[order], [full.channel_names[i] for i in order],
+                     metals=[full.metals[i] for i in order], source="wide.ome.tiff")
+    return trained, image
+
+
+def test_reconstruction_layers_are_the_models_channels_named_after_their_raw_layers():
+    """Extra channels: the model's channels are no permutation of the image's, so no argsort."""
+    from napari_imc_vae._napari.reconstruct_task import reconstruction_layers, run_reconstruction
+    from napari_imc_vae.engine.workflow import apply_model
+
+    trained, image = _extra_channel_case()
+    assert image.channel_names == ["DNA2", "H3K27Ac", "Histone H3", "DNA1", "Ki67"]
+    result = run_reconstruction(trained, image, k=2, stride=4)
+    assert result.channel_index == [0, 2, 3, 4] and result.ignored_channels == ["H3K27Ac"]
+    assert result.raw.shape == result.channel_error.shape == (4, 32, 32)
+    rec = apply_model(trained, image, stride=4)  # the model's order
+    n = image.n_channels
+    base = [f"raw {c}" for c in image.channel_names]
+    tuples = reconstruction_layers(
+        result, base_names=base, image_name="wide", colormaps=[f"cmap{i}" for i in range(n)],
+        contrast=[(i, i + 1.0) for i in range(n)], visible=[i % 2 == 0 for i in range(n)],
+        scale=(1.0, 1.0), translate=(0.0, 0.0), channel_errors=True)
+    recon = [(data, kw) for data, kw, _ in tuples if kw["name"].endswith("[recon]")]
+    errors = [(data, kw) for data, kw, _ in tuples if kw["name"].endswith("[error]")]
+    assert [kw["name"] for _, kw in recon] == [f"raw {c} [recon]" for c in ["DNA2", "Histone H3", "DNA1", "Ki67"]]
+    assert [kw["name"] for _, kw in errors] == [f"raw {c} [error]" for c in ["DNA2", "Histone H3", "DNA1", "Ki67"]]
+    for (data, kw), (err, _), i in zip(recon, errors, result.channel_index):
+        name = image.channel_names[i]
+        assert kw["colormap"] == f"cmap{i}" and kw["contrast_limits"] == (i, i + 1.0)
+        assert kw["visible"] == (i % 2 == 0)
+        info = kw["metadata"][IMC_KEY]
+        assert info["channel_name"] == name and info["channel_index"] == i
+        j = trained.channel_names.index(name)
+        np.testing.assert_array_equal(data, rec.raw[j])
+        np.testing.assert_array_equal(err, rec.channel_error[j])
+    assert len(tuples) == 4 + 4 + 3
+
+
+def test_widget_reconstructs_the_models_channels_and_names_the_ignored(make_napari_viewer, qtbot):
+    trained, image = _extra_channel_case()
+    viewer = make_napari_viewer()
+    data, kwargs, _ = image_layer_data(image)
+    raw_layers = viewer.add_image(data, **kwargs)
+    _, recon = viewer.window.add_plugin_dock_widget(PLUGIN, "Reconstruct")
+    model_store(viewer).set(trained)
+    n = len(notification_manager.records)
+    layers = _reconstruct(qtbot, recon)
+    assert recon.status.state is RunState.DONE
+    note = "ignoring channels not in the model: H3K27Ac"
+    assert note in recon.message.text(), recon.message.text()
+    assert any(note in m for m in messages_since(n)), messages_since(n)
+    names = [layer.name for layer in viewer.layers]
+    expected = ["DNA2", "Histone H3", "DNA1", "Ki67"]
+    assert [layer.name for layer in layers[:4]] == [f"{c} [recon]" for c in expected]
+    assert "H3K27Ac [recon]" not in names
+    top = max(names.index(layer.name) for layer in raw_layers)
+    assert names[top + 1 : top + 5] == [f"{c} [recon]" for c in expected]  # right above the raw ones
+    raw_by_name = {layer.name: layer for layer in raw_layers}
+    for c, layer in zip(expected, layers[:4]):
+        raw = raw_by_name[c]
+        assert layer.colormap.name == raw.colormap.name
+        assert tuple(layer.contrast_limits) == tuple(raw.contrast_limits)
+        assert layer.metadata[IMC_KEY]["channel_name"] == c
+
+
 def test_kmeans_finds_separated_clusters(rng):
     from napari_imc_vae._napari.reconstruct_task import kmeans, upsample_grid
 

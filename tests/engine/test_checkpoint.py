@@ -194,11 +194,12 @@ def test_model_for_another_panel_names_missing_and_extra(trained):
     # without metals, names are compared
     plain = ImcImage(np.zeros((3, 8, 8), np.float32), ["Ag107", "Laminin", "CD45"])
     with pytest.raises(ChannelMismatchError) as e:
-        trained.channel_order(plain.channel_names, plain.channel_keys)
+        trained.match_channels(plain)
     assert "missing ['Cytokeratin 5', 'YBX1']" in str(e.value) and "extra ['CD45']" in str(e.value)
+    assert "expected 4 channels: Ag107, Cytokeratin 5, Laminin, YBX1" in str(e.value)
     # a subset: missing only
     with pytest.raises(ChannelMismatchError, match=r"missing \['YBX1'\], extra none"):
-        trained.channel_order(NAMES[:3], None)
+        trained.match_channels(ImcImage(np.zeros((3, 8, 8), np.float32), NAMES[:3]))
     assert issubclass(ChannelMismatchError, ValueError)
 
 
@@ -207,7 +208,8 @@ def test_same_channels_in_another_order_matched_by_name(trained):
     order = [2, 0, 3, 1]
     shuffled = ImcImage(image.data[order], [NAMES[i] for i in order], metals=[METALS[i] for i in order],
                         labels=[NAMES[i] for i in order], source=image.source)
-    assert trained.channel_order(shuffled.channel_names, shuffled.channel_keys) == [1, 3, 0, 2]
+    match = trained.match_channels(shuffled)
+    assert match.index == (1, 3, 0, 2) and match.ignored == ()
     a = apply_model(trained, image, stride=2)
     b = apply_model(trained, shuffled, stride=2)
     np.testing.assert_array_equal(a.raw, b.raw)
@@ -219,6 +221,36 @@ def test_same_channels_in_another_order_matched_by_name(trained):
     # and by metal when the labels differ (another exporter's naming)
     relabelled = ImcImage(shuffled.data, [f"x{i}" for i in range(4)], metals=shuffled.metals, source=image.source)
     np.testing.assert_array_equal(apply_model(trained, relabelled, stride=2).raw, a.raw)
+
+
+def test_extra_channels_are_ignored_and_named(trained, tmp_path):
+    image = imc_image(6, size=13)
+    rng = np.random.default_rng(6)
+    extra = rng.poisson(50.0, size=(2, 13, 13)).astype(np.float32)
+    # two channels the model does not know, one in the middle; the panel's channels reordered
+    order = [3, None, 1, 0, None, 2]
+    data = np.stack([extra[0] if i is None and k == 1 else extra[1] if i is None else image.data[i]
+                     for k, i in enumerate(order)])
+    names = [NAMES[i] if i is not None else n for i, n in zip(order, ["", "CD3", "", "", "CD20", ""])]
+    metals = [METALS[i] if i is not None else m for i, m in zip(order, ["", "Gd155", "", "", "Yb172", ""])]
+    wider = ImcImage(data, names, metals=metals, source="wider.ome.tiff")
+    match = TrainedModel.load(trained.save(tmp_path / "m.pt")).match_channels(wider)
+    assert match.index == (3, 2, 5, 0) and match.ignored == ("CD3", "CD20")
+    assert match.note() == "ignoring channels not in the model: CD3, CD20"
+    a = apply_model(trained, image, stride=2)
+    b = apply_model(trained, wider, stride=2)
+    assert b.raw.shape == (4, 13, 13)  # the model's channels, in the model's order
+    np.testing.assert_array_equal(a.raw, b.raw)
+    np.testing.assert_array_equal(a.error, b.error)
+    # matched by name when the image has no metals
+    plain = ImcImage(wider.data, wider.channel_names)
+    assert trained.match_channels(plain).ignored == ("CD3", "CD20")
+    np.testing.assert_array_equal(apply_model(trained, plain, stride=2).raw, a.raw)
+    # missing and extra: the error names both, and the panel
+    lacking = ImcImage(wider.data[1:], wider.channel_names[1:], metals=wider.metals[1:])
+    with pytest.raises(ChannelMismatchError, match=r"missing \['Eu153'\], extra \['Gd155', 'Yb172'\] "
+                                                   r"\(expected 4 channels: Ag107, Pr141, Sm147, Eu153\)"):
+        apply_model(trained, lacking)
 
 
 def test_any_damaged_bytes_give_model_file_error(trained, tmp_path):

@@ -134,6 +134,23 @@ def test_normalizer_bands_match_whole_image(rng, monkeypatch):
     assert np.allclose(rec.raw, norm.inverse(norm(raw)), rtol=1e-4, atol=1e-3)
 
 
+def test_on_rows_passes_the_normalized_input_once_in_order(rng, monkeypatch):
+    preprocessing = pytest.importorskip("napari_imc_vae.preprocessing")
+    monkeypatch.setattr(inference, "_MIN_BAND_TILES", 1)  # many bands
+    raw = rng.poisson(3.0, size=(3, 45, 20)).astype(np.float32)
+    raw[1, 10, 5] = 500
+    raw[0, 20:23, 2:4] = np.nan
+    norm = preprocessing.Normalizer.fit(raw, hot_pixel_threshold=50, arcsinh_cofactor=5)
+    seen = []
+    reconstruct_image(StandIn(3), raw, norm, stride=2, batch_size=7,
+                      on_rows=lambda start, rows: seen.append((start, rows.copy())))
+    assert len(seen) > 3 and [start for start, _ in seen] == list(np.cumsum([0] + [r.shape[1] for _, r in seen[:-1]]))
+    np.testing.assert_array_equal(np.concatenate([r for _, r in seen], axis=1), norm(raw))
+    # and the same rows on demand, without the reconstruction
+    rows = inference.normalized_rows(raw, norm)
+    np.testing.assert_array_equal(np.concatenate([rows(0, 17), rows(17, 30), rows(30, 45)], axis=1), norm(raw))
+
+
 def test_real_model_smoke(rng):
     model_mod = pytest.importorskip("napari_imc_vae.engine.model")
     model = model_mod.PatchVAE(model_mod.ModelConfig(in_channels=3, patch_size=4, latent_dim=5, width=16, depth=1))

@@ -14,7 +14,7 @@ from torch import nn
 from napari_imc_vae.engine import baselines
 from napari_imc_vae.engine.baselines import MeanBaseline, PCABaseline
 from napari_imc_vae.engine.d4 import D4_INVERSE, d4_apply
-from napari_imc_vae.engine.quality import QualityReport, evaluate, gaussian_smooth
+from napari_imc_vae.engine.quality import GridPatches, QualityReport, evaluate, gaussian_smooth
 from napari_imc_vae.engine.tiling import TileGrid
 
 
@@ -140,6 +140,79 @@ def test_gaussian_smooth_nan_aware():
     s = gaussian_smooth(x)
     assert np.isnan(s[0, 2, 3]) and np.isnan(s).sum() == 1
     assert np.allclose(s[np.isfinite(s)], 1.0)
+
+
+def test_gaussian_smooth_rows_of_a_band_equal_the_whole_image(rng):
+    x = rng.normal(size=(2, 40, 13)) * 30
+    x[1, 5, 3] = np.nan
+    whole = gaussian_smooth(x)
+    for lo, hi in [(0, 40), (0, 3), (10, 20), (37, 40), (4, 5)]:
+        a, b = max(lo - 4, 0), min(hi + 4, 40)  # the kernel's radius for sigma 1, truncate 4
+        np.testing.assert_array_equal(gaussian_smooth(x[:, a:b], rows=(lo - a, hi - a)), whole[:, lo:hi])
+    # float32 arithmetic: within float noise of float64 on normalized-scale data
+    z = rng.normal(size=(3, 50, 31))
+    np.testing.assert_allclose(gaussian_smooth(z, dtype=torch.float32), gaussian_smooth(z), atol=1e-5)
+    with pytest.raises(ValueError, match="rows must be"):
+        gaussian_smooth(x, rows=(5, 5))
+
+
+def _whole_image_patches(image, p, stride, cap):
+    """The quality patches as the command line cut them before: from the whole (smoothed) image."""
+    c, h, w = image.shape
+    ys, xs = np.arange(0, h - p + 1, stride), np.arange(0, w - p + 1, stride)
+    yy, xx = (a.ravel() for a in np.meshgrid(ys, xs, indexing="ij"))
+    if yy.size > cap:
+        keep = np.linspace(0, yy.size - 1, cap).round().astype(int)
+        yy, xx = yy[keep], xx[keep]
+
+    def cut(a):
+        return np.lib.stride_tricks.sliding_window_view(a, (p, p), axis=(1, 2))[:, yy, xx].transpose(1, 0, 2, 3)
+
+    return cut(image), cut(gaussian_smooth(image))
+
+
+@pytest.mark.parametrize(("shape", "p", "stride", "cap", "band_values"), [
+    ((3, 50, 37), 8, 4, 20_000, 1 << 21),  # one band
+    ((3, 50, 37), 8, 4, 30, 300),  # many bands
+    ((2, 200, 20), 4, 2, 15, 500),  # sparse rows: gaps between bands are never asked for
+    ((4, 9, 9), 8, 3, 100, 10),  # smaller than the kernel
+    ((2, 61, 16), 5, 1, 400, 64),  # stride 1
+])
+def test_grid_patches_equal_cutting_the_whole_image(rng, shape, p, stride, cap, band_values):
+    image = (rng.normal(size=shape) * 3).astype(np.float32)
+    image[0, 3:6, 4:7] = np.nan
+    patches, smooth = _whole_image_patches(image, p, stride, cap)
+    pulled = GridPatches(shape, p, stride, cap=cap, band_values=band_values)
+    ranges = pulled.row_ranges
+    assert all(a < b <= c for (a, b), (c, _) in zip(ranges, ranges[1:]))  # disjoint, increasing
+    pulled.read(lambda a, b: image[:, a:b])
+    got, got_smooth = pulled.result()
+    np.testing.assert_array_equal(got, patches)
+    np.testing.assert_allclose(got_smooth, smooth, atol=1e-5)
+    assert np.array_equal(np.isnan(got_smooth), np.isnan(smooth))
+    # pushed row by row in uneven pieces, as a reconstruction passes them: the same
+    pushed = GridPatches(shape, p, stride, cap=cap, band_values=band_values)
+    y = 0
+    while y < shape[1]:
+        n = int(rng.integers(1, 9))
+        pushed.add(y, image[:, y : y + n])
+        y += n
+    for a, b in zip(pushed.result(), (got, got_smooth)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_grid_patches_refuse_rows_out_of_order_or_missing(rng):
+    image = rng.normal(size=(1, 40, 10)).astype(np.float32)
+    grid = GridPatches(image.shape, 4, 2, band_values=40)
+    grid.add(0, image[:, :10])
+    with pytest.raises(ValueError, match="increasing order"):
+        grid.add(5, image[:, 5:20])
+    with pytest.raises(ValueError, match="needed"):
+        grid.result()  # rows 10… never came
+    with pytest.raises(ValueError, match=r"rows 10…29 were needed but not given"):
+        grid.add(30, image[:, 30:])
+    with pytest.raises(ValueError, match="holds no"):
+        GridPatches((1, 3, 10), 4, 2)
 
 
 # --- the report ---------------------------------------------------------------------------------

@@ -69,6 +69,33 @@ def test_resume_refuses_another_architecture_and_another_panel(tmp_path):
         TrainingRun([image(0, names=["CD3", "CD8", "CD20"])], train_config=config(), resume=first)
 
 
+def test_a_model_fitted_on_panels_with_an_extra_channel_applies_to_either():
+    """Pooled fitting drops a channel only some images have; applying the model does the same."""
+    wide_names = ["CD3", "CD20", "CD8", "Ki67"]
+    wide = image(1, names=wide_names)
+    trained, _ = TrainingRun([image(0), wide], model_config=TINY, train_config=config(steps=3)).run()
+    assert trained.channel_names == NAMES and trained.model.config.in_channels == 3
+    match = trained.match_channels(wide)
+    assert match.index == (0, 2, 3) and match.ignored == ("CD20",)
+    rec = apply_model(trained, wide, stride=2)
+    assert rec.raw.shape == (3, 24, 24)
+    narrow = ImcImage(wide.data[[0, 2, 3]], NAMES, source="narrow.tiff")
+    np.testing.assert_array_equal(rec.raw, apply_model(trained, narrow, stride=2).raw)
+    # the same channels in another order give the same reconstruction
+    shuffled = ImcImage(wide.data[[3, 1, 0, 2]], [wide_names[i] for i in (3, 1, 0, 2)], source="s.tiff")
+    np.testing.assert_array_equal(apply_model(trained, shuffled, stride=2).raw, rec.raw)
+    # resuming on the image with the extra channel trains on the model's channels
+    resumed, _ = TrainingRun([wide], train_config=config(steps=2), resume=trained).run()
+    assert resumed.step == 5 and resumed.channel_names == NAMES
+    # a channel the model needs is missing: named, with the extra one and the panel
+    lacking = image(2, names=["CD3", "CD20", "Ki67"])
+    with pytest.raises(ChannelMismatchError,
+                       match=r"missing \['CD8'\], extra \['CD20'\] \(expected 3 channels: CD3, CD8, Ki67\)"):
+        apply_model(trained, lacking)
+    with pytest.raises(ChannelMismatchError, match=r"missing \['CD8'\]"):
+        TrainingRun([lacking], train_config=config(), resume=trained)
+
+
 def test_stop_during_a_run_returns_the_model_so_far():
     run = TrainingRun([image(0)], model_config=TINY, train_config=config(steps=1000))
     trained, stopped = run.run(lambda p: run.stop() if p.run_step == 2 else None)

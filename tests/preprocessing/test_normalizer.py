@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_imc_vae.io import ImcImage
-from napari_imc_vae.preprocessing import NormalizationParams, Normalizer
+from napari_imc_vae.preprocessing import ChannelMismatchError, NormalizationParams, Normalizer
 
 
 def _image(rng, n=4, size=(20, 30)):
@@ -120,9 +120,33 @@ def test_pooled_imc_images_are_matched_by_channel(rng):
     assert pooled.channel_names == names and pooled.channel_keys == metals
     # applying to the reordered image returns the normalizer's channel order
     np.testing.assert_allclose(pooled(img_b), reference(b), atol=1e-6)
+    # a missing channel is named by the identity the channels are matched by (the metal);
+    # ChannelMismatchError is a ValueError
     other = ImcImage(a[:3], names[:3], metals=metals[:3])
-    with pytest.raises(ValueError, match=r"missing \['H3'\], extra \[\]"):
+    with pytest.raises(ValueError, match=r"missing \['Yb172'\], extra none .*expected 4 channels: Pr141"):
         pooled(other)
+
+
+def test_extra_channels_are_left_out_and_named(rng):
+    a, b = _image(rng), _image(rng)
+    names, metals = ["CK5", "Lam", "YBX1", "H3"], ["Pr141", "Sm147", "Eu153", "Yb172"]
+    img_a = ImcImage(a, names, metals=metals)
+    # images[1] has a channel images[0] lacks, between the others: pooled fitting drops it
+    extra = rng.gamma(2.0, 100.0, size=(1, *b.shape[1:])).astype(np.float32)
+    wide = ImcImage(np.concatenate([b[:2], extra, b[2:]]), [*names[:2], "CD3", *names[2:]],
+                    metals=[*metals[:2], "Gd155", *metals[2:]])
+    pooled = Normalizer.fit([img_a, wide], arcsinh_cofactor=5)
+    reference = Normalizer.fit([a, b], channel_names=names, arcsinh_cofactor=5)
+    np.testing.assert_allclose(pooled.mean, reference.mean)
+    np.testing.assert_allclose(pooled.std, reference.std)
+    match = pooled.match_channels(wide)
+    assert match.index == (0, 1, 3, 4) and match.ignored == ("CD3",)
+    np.testing.assert_array_equal(match.take(wide.data), b)
+    assert pooled.match_channels(img_a).take(a) is a  # already in order: no copy
+    np.testing.assert_allclose(pooled(wide), reference(b), atol=1e-6)
+    # the first image sets the panel: a later one that lacks a channel is named
+    with pytest.raises(ChannelMismatchError, match=r"images\[1\]: .*missing \['Gd155'\], extra none"):
+        Normalizer.fit([wide, img_a])
 
 
 def test_to_dict_from_dict_round_trip_json_and_torch(rng):

@@ -16,23 +16,22 @@ from pathlib import Path
 from napari.utils.notifications import show_warning
 
 from napari_imc_vae._napari.layer_data import image_layer_data
-from napari_imc_vae.io import ImcReadError, read_imc_all
+from napari_imc_vae.io import FILE_SUFFIXES, FOLDER_SUFFIXES, ImcReadError, format_for, read_imc_all
 
 GAP_UM = 10.0
-_TIFF_SUFFIXES = (".tif", ".tiff")
-# Also the manifest's filename patterns; ".ome.tif(f)" ends in ".tif(f)".
-SUFFIXES = (*_TIFF_SUFFIXES, ".mcd", ".txt")
 
 
 def _looks_readable(path: Path) -> bool:
-    """Cheap check that ``path`` is worth handing to :func:`read_imc_all` (never raises)."""
+    """Cheap check that ``path`` is worth handing to :func:`read_imc_all` (never raises).
+
+    The suffixes are the io registry's, as are the manifest's ``filename_patterns``.
+    """
     try:
         if path.is_dir():
-            return any(p.suffix.lower() in _TIFF_SUFFIXES for p in path.iterdir())
-        suffix = path.suffix.lower()
-        if suffix not in SUFFIXES or not path.is_file() or path.stat().st_size == 0:
+            return any(p.name.lower().endswith(FOLDER_SUFFIXES) for p in path.iterdir())
+        if not path.name.lower().endswith(FILE_SUFFIXES) or not path.is_file() or path.stat().st_size == 0:
             return False
-        if suffix == ".txt":
+        if format_for(path).key == "txt":
             # "*.txt" matches every text file: take only IMC exports, whose header
             # starts with the push columns and X/Y.
             with open(path, "rb") as f:

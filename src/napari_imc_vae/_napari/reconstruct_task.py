@@ -109,23 +109,28 @@ def upsample_grid(grid: np.ndarray, stride: int, shape: tuple[int, int]) -> np.n
 
 @dataclass
 class ReconstructResult:
-    """A whole-image reconstruction in the image's own channel order.
+    """A whole-image reconstruction of the model's channels, in the image's channel order.
 
     Attributes
     ----------
     image : ImcImage
         The input (a copy of the layers' data).
-    raw : ndarray of shape (C, Y, X)
-        Reconstruction in raw units.
+    raw : ndarray of shape (M, Y, X)
+        Reconstruction in raw units of the M channels the model knows; channel ``j`` is
+        image channel ``channel_index[j]``.
     error : ndarray of shape (Y, X)
         Per-pixel mean squared error in normalized units.
-    channel_error : ndarray of shape (C, Y, X)
+    channel_error : ndarray of shape (M, Y, X)
     latent : ndarray of shape (D, ny, nx)
         Latent map on the stride grid.
     motifs : ndarray of shape (Y, X), int32
         k-means cluster of the latent map, 1 … k (0 is never used), at image resolution.
     stride, patch_size, k : int
     provenance : dict
+    channel_index : list of int
+        Increasing indices of the image's channels that were reconstructed.
+    ignored_channels : list of str
+        Names of the image's channels the model does not know (not reconstructed).
     """
 
     image: ImcImage
@@ -138,6 +143,8 @@ class ReconstructResult:
     patch_size: int
     k: int
     provenance: dict
+    channel_index: list[int]
+    ignored_channels: list[str]
 
 
 def provenance(trained: TrainedModel, stride: int) -> dict:
@@ -162,7 +169,8 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = 6,
     ----------
     trained : TrainedModel
     image : ImcImage
-        Raw image; its channels are matched to the model's by metal, then name.
+        Raw image; its channels are matched to the model's by metal, then name. Channels
+        the model does not know are not reconstructed (``ignored_channels`` names them).
     k : int
         Number of motifs (k-means clusters of the latent vectors).
     stride : int, optional
@@ -175,21 +183,24 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = 6,
     Raises
     ------
     ChannelMismatchError
-        The image's panel is not the model's (names the missing and extra channels).
+        The image lacks channels of the model's panel (names the missing and extra channels).
     """
     from napari_imc_vae.engine.workflow import apply_model
 
-    order = trained.channel_order(image.channel_names, image.channel_keys)
+    match = trained.match_channels(image)
     cb = None if on_progress is None else (lambda done, total: on_progress((done, total)))
     rec = apply_model(trained, image, stride=stride, on_progress=cb)
-    back = np.argsort(order)  # model channel j is image channel order[j]
+    # model channel j is image channel match.index[j]; the image may have more channels, so
+    # sort the model's channels into the image's order rather than invert a permutation
+    by_image = np.argsort(match.index, kind="stable")
     d, ny, nx = rec.latent.shape
     labels, _ = kmeans(rec.latent.reshape(d, -1).T, k, seed=seed)
     motifs = upsample_grid(labels.reshape(ny, nx) + 1, rec.stride, image.shape[1:])
     return ReconstructResult(
-        image=image, raw=rec.raw[back], error=rec.error, channel_error=rec.channel_error[back],
+        image=image, raw=rec.raw[by_image], error=rec.error, channel_error=rec.channel_error[by_image],
         latent=rec.latent, motifs=motifs.astype(np.int32), stride=rec.stride,
         patch_size=rec.patch_size, k=int(labels.max()) + 1, provenance=provenance(trained, rec.stride),
+        channel_index=[int(match.index[j]) for j in by_image], ignored_channels=list(match.ignored),
     )
 
 
@@ -203,11 +214,11 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
     ----------
     result : ReconstructResult
     base_names : list of str
-        Per channel, the raw layer's name; ``"<name> [recon]"`` / ``"<name> [error]"``.
+        Per image channel, the raw layer's name; ``"<name> [recon]"`` / ``"<name> [error]"``.
     image_name : str
         Names the whole-image layers ``<image>_error``, ``<image>_latent``, ``<image>_motifs``.
     colormaps, contrast, visible : list
-        Per channel, the raw layer's display settings (reused by the recon layers).
+        Per image channel, the raw layer's display settings (reused by the recon layers).
     scale, translate : tuple of float
         The raw layers' (Y, X) scale and translate.
     channel_errors : bool
@@ -217,7 +228,9 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
     -------
     list of tuple
         ``(data, kwargs, layer_type)``: recon channels, per-channel errors, latent map,
-        motifs, and the per-pixel error last (on top).
+        motifs, and the per-pixel error last (on top). There is one recon (and error) layer
+        per reconstructed channel (``result.channel_index``), named and styled after the
+        raw layer of that channel; the image's channels the model does not know get none.
     """
     im, prov = result.image, result.provenance
     scale, translate = tuple(map(float, scale)), tuple(map(float, translate))
@@ -235,16 +248,16 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
 
     common = {"scale": scale, "translate": translate}
     out = []
-    for i, name in enumerate(base_names):
-        out.append((result.raw[i], {
-            **common, "name": f"{name} [{RECON}]", "colormap": colormaps[i],
+    for j, i in enumerate(result.channel_index):  # recon channel j is image channel i
+        out.append((result.raw[j], {
+            **common, "name": f"{base_names[i]} [{RECON}]", "colormap": colormaps[i],
             "contrast_limits": tuple(contrast[i]), "blending": "additive", "visible": visible[i],
             "metadata": meta(RECON, i, units="raw")}, "image"))
     if channel_errors:
-        for i, name in enumerate(base_names):
-            out.append((result.channel_error[i], {
-                **common, "name": f"{name} [{ERROR}]", "colormap": "inferno",
-                "contrast_limits": contrast_limits(result.channel_error[i]), "blending": "additive",
+        for j, i in enumerate(result.channel_index):
+            out.append((result.channel_error[j], {
+                **common, "name": f"{base_names[i]} [{ERROR}]", "colormap": "inferno",
+                "contrast_limits": contrast_limits(result.channel_error[j]), "blending": "additive",
                 "opacity": ERROR_OPACITY, "visible": False,
                 "metadata": meta(ERROR, i, units="squared error, normalized units")}, "image"))
     s = float(result.stride)

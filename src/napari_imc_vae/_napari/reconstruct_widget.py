@@ -3,8 +3,9 @@
 Uses the model just trained in "Train VAE" (the viewer's model store) or one loaded from
 a file. Adds, beside the raw layers and never changing them:
 
-- ``"<raw layer> [recon]"`` per channel (raw units, the raw layer's colormap, contrast
-  limits, scale, translate, additive blending);
+- ``"<raw layer> [recon]"`` per channel of the model (raw units, the raw layer's colormap,
+  contrast limits, scale, translate, additive blending); image channels the model does not
+  know are left out, and the widget says which;
 - ``<image>_error`` on top (per-pixel error, magma, partly transparent);
 - optionally ``"<raw layer> [error]"`` per channel; ``<image>_latent`` (D, ny, nx) on the
   stride grid; ``<image>_motifs``, k-means clusters of the latent map as Labels.
@@ -18,7 +19,7 @@ from __future__ import annotations
 from napari.layers import Layer
 from napari.qt.threading import create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -137,8 +138,10 @@ class ReconstructWidget(QWidget):
         Returns
         -------
         napari worker or None
-            None when the input is unusable (no model, no image, another panel): an
-            error notification names the problem and nothing in the viewer changes.
+            None when the input is unusable (no model, no image, channels of the model
+            missing): an error notification names the problem and nothing in the viewer
+            changes. Image channels the model does not know are left out: an info
+            notification and the status line name them.
         """
         trained = self.model
         try:
@@ -147,7 +150,7 @@ class ReconstructWidget(QWidget):
             source = self.picker.current()
             image = source.image
             try:
-                trained.channel_order(image.channel_names, image.channel_keys)
+                note = trained.match_channels(image).note()
             except ValueError as e:
                 raise ValueError(f"the model does not fit {source.name}: {e}") from e
         except (ValueError, TypeError) as e:
@@ -157,12 +160,14 @@ class ReconstructWidget(QWidget):
         worker = create_worker(reconstruct_updates, trained, image, k=k, stride=stride,
                                _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_yielded)
-        worker.returned.connect(lambda result: self._on_returned(source, result))
+        worker.returned.connect(lambda result: self._on_returned(source, result, note))
         worker.errored.connect(self._on_errored)
         self.worker = worker
         self._pbar = progress(total=0, desc=f"Reconstructing {source.name}")
         self.progress_bar.setRange(0, 0)
-        self.message.setText(f"Reconstructing {source.name} …")
+        self.message.setText(f"Reconstructing {source.name} …" + (f" ({note})" if note else ""))
+        if note:
+            show_info(f"Reconstruct {source.name}: {note}")
         self.status.state = RunState.TRAINING
         worker.start()
         return worker
@@ -188,7 +193,7 @@ class ReconstructWidget(QWidget):
         show_error(f"Reconstruct failed: {exc}")
         self.finished.emit(None)
 
-    def _on_returned(self, source: LayerImage, result: ReconstructResult) -> None:
+    def _on_returned(self, source: LayerImage, result: ReconstructResult, note: str | None = None) -> None:
         self._close_progress()
         try:
             layers = self._add_layers(source, result)
@@ -204,7 +209,8 @@ class ReconstructWidget(QWidget):
             f"Added {len(layers)} layers for {source.name}: '… [recon]', "
             f"'{source.name}_error' (mean {err.mean() if err.size else float('nan'):.3g}, "
             f"normalized units), '{source.name}_latent' ({result.latent.shape[0]} dims, "
-            f"stride {result.stride}) and '{source.name}_motifs' (k = {result.k}).")
+            f"stride {result.stride}) and '{source.name}_motifs' (k = {result.k})."
+            + (f" Note: {note}." if note else ""))
         self.finished.emit(layers)
 
     def _add_layers(self, source: LayerImage, result: ReconstructResult) -> list:
@@ -235,7 +241,7 @@ class ReconstructWidget(QWidget):
                 self.viewer.layers.remove(layer)
         layers = [Layer.create(data, kwargs, kind) for data, kwargs, kind in tuples]
         top = max(self.viewer.layers.index(layer) for layer in source.layers)
-        n_recon = len(names)
+        n_recon = len(result.channel_index)  # the model's channels; the image may have more
         for offset, layer in enumerate(layers[:n_recon]):  # recon right above the raw layers
             self.viewer.layers.insert(top + 1 + offset, layer)
         for layer in layers[n_recon:]:  # errors, latent, motifs; the per-pixel error on top

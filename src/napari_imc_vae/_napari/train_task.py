@@ -95,12 +95,12 @@ def check_request(request: TrainRequest) -> None:
     ------
     ValueError
         An image smaller than the patch in either direction, or (when resuming) an
-        image whose channels are not the model's panel (names missing and extra ones).
+        image that lacks channels of the model's panel (names missing and extra ones).
     """
     if request.resume is not None:
         for im in request.images:
             try:
-                request.resume.channel_order(im.channel_names, im.channel_keys)
+                request.resume.match_channels(im)  # extra channels are left out
             except ValueError as e:
                 raise ValueError(f"cannot resume on {im.name}: {e}") from e
         patch = request.resume.model.config.patch_size

@@ -21,18 +21,19 @@ from napari_imc_vae import __version__
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.model import ModelConfig, PatchVAE
 from napari_imc_vae.engine.trainer import TrainConfig
-from napari_imc_vae.preprocessing import Normalizer
+from napari_imc_vae.io import ImcImage
+from napari_imc_vae.preprocessing import ChannelMatch, ChannelMismatchError, Normalizer, match_channels
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "ChannelMismatchError", "ModelFileError", "TrainedModel", "file_sha256"]
 
 FORMAT = "napari-imc-vae/model"
 FORMAT_VERSION = 1
+# ChannelMismatchError (a ValueError) is the preprocessing's: one matching rule for models and
+# normalizers (see TrainedModel.match_channels).
 
 
 class ModelFileError(ValueError):
     """A model file could not be read; the message names the file and the problem."""
-
-
-class ChannelMismatchError(ValueError):
-    """A model was applied to an image of another panel."""
 
 
 @dataclass
@@ -58,32 +59,21 @@ class TrainedModel:
     def channel_keys(self) -> list[str]:
         return list(self.normalizer.channel_keys)
 
-    def channel_order(self, names: list[str], keys: list[str] | None = None) -> list[int]:
-        """Indices into an image's channels that give this model's channel order.
+    def match_channels(self, image: ImcImage) -> ChannelMatch:
+        """Where this model's channels are in ``image``: indices in the model's order.
 
-        Channels are matched by key (metal) when both sides have them, else by name, so the
-        same panel in another order works.
+        Channels are matched by key (metal) when the image has every one of the model's,
+        else by name, so the same panel in another order works. Channels the model does not
+        know are left out; ``ChannelMatch.ignored`` names them (say so to the user).
 
         Raises
         ------
         ChannelMismatchError
-            Naming the channels the image lacks and those it has in excess.
+            The image lacks channels of the model's panel: names the missing channels,
+            the image's extra ones and the panel the model expects.
         """
-        for mine, theirs in ((self.channel_keys, keys), (self.channel_names, names)):
-            if theirs is not None and set(mine) <= set(theirs) and len(theirs) == len(mine):
-                position = {k: i for i, k in enumerate(theirs)}
-                return [position[k] for k in mine]
-        # report against whichever identity (metal or name) the image matches best, so an image
-        # without metals is not told that its named channels are all "extra"
-        pairs = [(self.channel_keys, keys)] if keys is not None else []
-        pairs.append((self.channel_names, names))
-        mine, theirs = min(pairs, key=lambda pair: len(set(pair[0]) ^ set(pair[1])))
-        missing = [c for c in mine if c not in set(theirs)]
-        extra = [c for c in theirs if c not in set(mine)]
-        raise ChannelMismatchError(
-            f"the image's channels do not match the model's panel: missing {missing or 'none'}, "
-            f"extra {extra or 'none'} (the model expects {len(mine)} channels: {', '.join(mine)})"
-        )
+        return match_channels(self.channel_names, self.channel_keys, image.channel_names,
+                              image.channel_keys, panel="the model's panel")
 
     # saving ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

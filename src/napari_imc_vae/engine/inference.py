@@ -20,7 +20,7 @@ import torch
 
 from napari_imc_vae.engine.tiling import BandStitcher, TileGrid
 
-__all__ = ["Reconstruction", "reconstruct_image", "memmap_outputs", "OUTPUT_NAMES"]
+__all__ = ["Reconstruction", "reconstruct_image", "memmap_outputs", "normalized_rows", "OUTPUT_NAMES"]
 
 OUTPUT_NAMES = ("normalized", "raw", "error", "channel_error", "latent")
 # rows read beyond a band on each side before normalizing, so a 3×3 neighbourhood step
@@ -135,6 +135,16 @@ class _NormalizedRows:
         return blk
 
 
+def normalized_rows(image, normalizer) -> Callable[[int, int], np.ndarray]:
+    """``rows(lo, hi)``: rows ``[lo, hi)`` of ``normalizer(image)`` as (C, hi - lo, X) float32.
+
+    Reads and normalizes only those rows (and one more on each side for the hot-pixel
+    filter); asking for increasing, overlapping ranges reuses the rows asked for before.
+    Equal to the same rows of ``normalizer(image)`` on the whole image.
+    """
+    return _NormalizedRows(image, normalizer).get
+
+
 def _check_args(model, image, batch_size):
     shape = getattr(image, "shape", None)
     if shape is None:
@@ -163,6 +173,7 @@ def reconstruct_image(
     device: str | torch.device | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     out=None,
+    on_rows: Callable[[int, np.ndarray], None] | None = None,
 ) -> Reconstruction:
     """Reconstruct a whole image from overlapping, smoothly blended tiles.
 
@@ -194,6 +205,11 @@ def reconstruct_image(
         Preallocated arrays (or np.memmaps) for any of ``normalized``, ``raw``,
         ``error``, ``channel_error``, ``latent``, with the shapes of
         :class:`Reconstruction`; missing ones are allocated in memory.
+    on_rows : callable, optional
+        Called as ``on_rows(start, rows)`` with the normalized input, (C, n, X) float32
+        rows ``[start, start + n)`` (NaN/Inf as read), for every row once, in order, so
+        that a caller can use the normalized image without computing it again or
+        holding all of it (e.g. :class:`~napari_imc_vae.engine.quality.GridPatches`).
 
     Returns
     -------
@@ -259,7 +275,10 @@ def reconstruct_image(
                 outputs["latent"][:, i0:i1] = mu.transpose(2, 0, 1)
                 y0, y1, rec = stitcher.add(i0, i1, recon)
                 if y1 > y0:
-                    _write_rows(outputs, normalizer, rec, rows.get(y0, y1), y0, y1)
+                    target = rows.get(y0, y1)
+                    _write_rows(outputs, normalizer, rec, target, y0, y1)
+                    if on_rows is not None:
+                        on_rows(y0, target)
     finally:
         model.train(was_training)
     return Reconstruction(**outputs, patch_size=grid.patch_size, stride=grid.stride)

@@ -67,8 +67,8 @@ class TrainingRun:
         self.device = resolve_device(self.train_config.device)
         if resume is not None:
             self.normalizer = resume.normalizer
-            for im in images:  # fail early, naming missing/extra channels
-                resume.channel_order(im.channel_names, im.channel_keys)
+            for im in images:  # fail early, naming missing channels; extra ones are left out
+                resume.match_channels(im)
             config = resume.model.config
             if model_config:
                 changed = {k: v for k, v in model_config.items() if getattr(config, k) != v}
@@ -122,9 +122,11 @@ class TrainingRun:
 
 
 def ordered_data(trained: TrainedModel, image: ImcImage) -> np.ndarray:
-    """The image's data (C, Y, X) in the model's channel order (matched by metal, then name)."""
-    order = trained.channel_order(image.channel_names, image.channel_keys)
-    return image.data if order == list(range(image.n_channels)) else image.data[order]
+    """The image's data (C, Y, X) in the model's channel order (matched by metal, then name).
+
+    Channels the model does not know are left out (``trained.match_channels(image).ignored``).
+    """
+    return trained.match_channels(image).take(image.data)
 
 
 def apply_model(
@@ -136,18 +138,24 @@ def apply_model(
     device: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     out=None,
+    on_rows: Callable[[int, np.ndarray], None] | None = None,
 ):
-    """Reconstruct a whole image with a trained model (channels matched by name).
+    """Reconstruct a whole image with a trained model (channels matched by metal, then name).
+
+    ``stride``, ``batch_size``, ``device``, ``on_progress``, ``out`` and ``on_rows`` are
+    those of :func:`~napari_imc_vae.engine.inference.reconstruct_image`.
 
     Returns
     -------
     Reconstruction
-        See :func:`napari_imc_vae.engine.inference.reconstruct_image`.
+        See :func:`napari_imc_vae.engine.inference.reconstruct_image`; its channels are the
+        model's, in the model's order. Image channels the model does not know are left out
+        (``trained.match_channels(image).ignored`` names them).
 
     Raises
     ------
     ChannelMismatchError
-        When the image's panel differs from the model's; names missing and extra channels.
+        When the image lacks channels of the model's panel; names missing and extra channels.
     """
     from napari_imc_vae.engine.inference import reconstruct_image
 
@@ -155,7 +163,7 @@ def apply_model(
     dev = resolve_device(device) if device is not None else None
     return reconstruct_image(
         trained.model, data, trained.normalizer, stride=stride, batch_size=batch_size,
-        device=dev, on_progress=on_progress, out=out,
+        device=dev, on_progress=on_progress, out=out, on_rows=on_rows,
     )
 
 

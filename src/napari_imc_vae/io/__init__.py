@@ -1,6 +1,7 @@
 """Readers for IMC files: every format becomes one :class:`ImcImage` per acquisition.
 
-Formats (the reader is chosen by suffix; see :data:`SUPPORTED_FORMATS`):
+Formats (the reader is chosen by suffix, :func:`format_for`; see :data:`SUPPORTED_FORMATS`,
+and :data:`FILE_SUFFIXES` / :data:`FOLDER_SUFFIXES` for the suffixes alone):
 
 - ``.ome.tiff`` / ``.ome.tif``: OME-TIFF; channel names from the OME-XML, in the styles of
   steinbock ``export ome`` (``Pr141_Cytokeratin 5``) and imctools (``Fluor="Pr141"``);
@@ -17,7 +18,10 @@ the problem. NaN/Inf pixel values are kept and reported with a :class:`NonFinite
 """
 
 from napari_imc_vae.io._registry import (
+    FILE_SUFFIXES,
+    FOLDER_SUFFIXES,
     SUPPORTED_FORMATS,
+    format_for,
     list_acquisitions,
     read_imc,
     read_imc_all,
@@ -25,10 +29,13 @@ from napari_imc_vae.io._registry import (
 from napari_imc_vae.io.image import ImcImage, ImcReadError, NonFiniteWarning
 
 __all__ = [
+    "FILE_SUFFIXES",
+    "FOLDER_SUFFIXES",
     "SUPPORTED_FORMATS",
     "ImcImage",
     "ImcReadError",
     "NonFiniteWarning",
+    "format_for",
     "list_acquisitions",
     "read_imc",
     "read_imc_all",

@@ -1,4 +1,9 @@
-"""One entry point over every reader: the reader is picked by suffix (a folder has its own)."""
+"""One entry point over every reader: the reader is picked by suffix (a folder has its own).
+
+The formats' suffixes are named once, in :mod:`._suffixes`; :data:`FILE_SUFFIXES`,
+:data:`FOLDER_SUFFIXES` and :func:`format_for` are what the rest of the package (the napari
+reader and its manifest, the command line) uses.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_imc_vae.io import mcd, tiff
+from napari_imc_vae.io import _suffixes, mcd, tiff
 from napari_imc_vae.io.image import ImcImage, ImcReadError, source_stem
 
 Acquisition = int | str | None
@@ -17,6 +22,7 @@ Acquisition = int | str | None
 class Format:
     """A format: its suffixes, and how to list, read one and read all of its acquisitions."""
 
+    key: str  # short identifier: "ome-tiff", "tiff", "mcd", "txt", "folder"
     name: str
     suffixes: tuple[str, ...]  # empty: a folder
     read: Callable[[Path, Acquisition], ImcImage]
@@ -37,7 +43,7 @@ def _check_acquisition_type(acquisition: Acquisition) -> None:
         )
 
 
-def _single(name: str, suffixes: tuple[str, ...], read: Callable[[Path], ImcImage],
+def _single(key: str, name: str, suffixes: tuple[str, ...], read: Callable[[Path], ImcImage],
             extra: str | None = None) -> Format:
     """A format with one acquisition per file, identified by the file name without suffix."""
 
@@ -50,6 +56,7 @@ def _single(name: str, suffixes: tuple[str, ...], read: Callable[[Path], ImcImag
         return read(path)
 
     return Format(
+        key=key,
         name=name,
         suffixes=suffixes,
         read=read_one,
@@ -61,30 +68,40 @@ def _single(name: str, suffixes: tuple[str, ...], read: Callable[[Path], ImcImag
 
 FORMATS: tuple[Format, ...] = (
     _single(
+        "ome-tiff",
         "OME-TIFF, channel names from the OME-XML (steinbock export ome, imctools)",
-        (".ome.tiff", ".ome.tif"),
+        _suffixes.OME_TIFF,
         tiff.read_tiff,
     ),
     _single(
+        "tiff",
         "TIFF stack with a steinbock panel.csv or a same-stem .csv beside it, "
         "or a plain 2-D/multi-page TIFF (channels ch0, ch1, ...)",
-        (".tiff", ".tif"),
+        _suffixes.TIFF,
         tiff.read_tiff,
     ),
     Format(
+        "mcd",
         "MCD (Fluidigm/Standard BioTools), several acquisitions",
-        (".mcd",),
+        _suffixes.MCD,
         read=mcd.read_mcd,
         acquisitions=mcd.list_mcd_acquisitions,
         read_all=mcd.read_mcd_all,
         extra="mcd",
     ),
-    _single("IMC .txt export, one acquisition", (".txt",), mcd.read_txt, extra="mcd"),
-    _single("folder of single-channel TIFFs, file name = marker (histoCAT, MIBI)", (),
+    _single("txt", "IMC .txt export, one acquisition", _suffixes.TXT, mcd.read_txt, extra="mcd"),
+    _single("folder", "folder of single-channel TIFFs, file name = marker (histoCAT, MIBI)", (),
             tiff.read_tiff_folder),
 )
 
 SUPPORTED_FORMATS: list[str] = [f.describe() for f in FORMATS]
+
+#: Every suffix of a file format (lower case), longest first: the napari manifest's
+#: ``filename_patterns`` are ``"*" + suffix`` of these.
+FILE_SUFFIXES: tuple[str, ...] = _suffixes.ALL
+
+#: Suffixes of the files a folder image is read from (one channel each).
+FOLDER_SUFFIXES: tuple[str, ...] = _suffixes.TIFF
 
 
 def format_for(path: str | os.PathLike[str]) -> Format:
@@ -100,10 +117,9 @@ def format_for(path: str | os.PathLike[str]) -> Format:
         return next(f for f in FORMATS if not f.suffixes)
     name = path.name.lower()
     # Longest suffix first, so that ".ome.tiff" wins over ".tiff".
-    by_length = sorted(((s, f) for f in FORMATS for s in f.suffixes), key=lambda p: -len(p[0]))
-    for suffix, fmt in by_length:
+    for suffix in FILE_SUFFIXES:
         if name.endswith(suffix):
-            return fmt
+            return next(f for f in FORMATS if suffix in f.suffixes)
     if not path.exists():
         raise ImcReadError(f"{path}: file does not exist")
     listed = "; ".join(SUPPORTED_FORMATS)

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_imc_vae.io._suffixes import ALL as _FILE_SUFFIXES
+
 
 def source_stem(source: str | Path) -> str:
     """File (or folder) name without its IMC suffix: ``a/b.ome.tiff`` -> ``b``."""
     stem = Path(source).name
-    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".mcd", ".txt"):
+    for suffix in _FILE_SUFFIXES:  # longest first
         if stem.lower().endswith(suffix):
             return stem[: -len(suffix)]
     return stem

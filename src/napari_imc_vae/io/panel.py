@@ -12,13 +12,14 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from napari_imc_vae.io import _suffixes
 from napari_imc_vae.io._common import metal_from_label, parse_metal
 from napari_imc_vae.io.image import ImcReadError
 
 # Lower-cased header names, most specific first.
 _METAL_COLUMNS = ("channel", "metal tag", "metal", "channel_name", "channel name", "isotope")
 _LABEL_COLUMNS = ("name", "target", "channel_label", "channel label", "label", "marker")
-_TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
+_TIFF_SUFFIXES = _suffixes.OME_TIFF + _suffixes.TIFF  # longest first
 
 
 @dataclass(frozen=True)

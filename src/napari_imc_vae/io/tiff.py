@@ -13,11 +13,11 @@ import numpy as np
 import tifffile
 
 from napari_imc_vae.io._common import MAX_NBYTES, as_stack, build_image, check_file, parse_metal
+from napari_imc_vae.io._suffixes import TIFF as TIFF_SUFFIXES
 from napari_imc_vae.io.image import ImcImage, ImcReadError, source_stem
 from napari_imc_vae.io.ometiff import parse_ome_channels
 from napari_imc_vae.io.panel import find_panel
 
-TIFF_SUFFIXES = (".tif", ".tiff")
 _COLOUR = {tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR, tifffile.PHOTOMETRIC.SEPARATED}
 
 

@@ -8,6 +8,9 @@ filter_hot_pixels(data, threshold)
     steinbock's hot-pixel rule on a float32 (C, Y, X) stack.
 arcsinh_transform, inverse_arcsinh, clip_percentile, percentile_per_channel
     The single transforms.
+match_channels, ChannelMatch, ChannelMismatchError
+    The one rule that matches an image's channels to a panel (by metal, else name;
+    missing channels are an error, extra ones are left out).
 Normalizer, NormalizationParams
     hot pixels → arcsinh → clip → z-score, fitted on per-channel statistics,
     with ``__call__``, ``inverse``, ``to_dict`` / ``from_dict``.
@@ -17,6 +20,7 @@ diagnose, Diagnosis
     Statistics before/after normalization, channel scale ratio and verdicts.
 """
 
+from napari_imc_vae.preprocessing._channels import ChannelMatch, ChannelMismatchError, match_channels
 from napari_imc_vae.preprocessing.diagnosis import Diagnosis, diagnose
 from napari_imc_vae.preprocessing.normalizer import Normalizer
 from napari_imc_vae.preprocessing.params import NormalizationParams
@@ -30,6 +34,8 @@ from napari_imc_vae.preprocessing.transforms import (
 )
 
 __all__ = [
+    "ChannelMatch",
+    "ChannelMismatchError",
     "ChannelStats",
     "Diagnosis",
     "NormalizationParams",
@@ -40,5 +46,6 @@ __all__ = [
     "diagnose",
     "filter_hot_pixels",
     "inverse_arcsinh",
+    "match_channels",
     "percentile_per_channel",
 ]

@@ -202,9 +202,9 @@ def diagnose(image, normalizer: Normalizer | None = None, *, channel_names=None,
     if normalizer is None:
         normalizer = Normalizer.fit(image, channel_names=channel_names)
     if isinstance(image, ImcImage):
-        idx = normalizer.match_channels(image)
-        raw = image.data if idx == list(range(image.n_channels)) else image.data[idx]
-        names = [image.channel_names[i] for i in idx]
+        match = normalizer.match_channels(image)  # extra channels are left out
+        raw = match.take(image.data)
+        names = [image.channel_names[i] for i in match.index]
         source, acquisition = image.source, image.acquisition
     else:
         raw = check_stack(image, "image")

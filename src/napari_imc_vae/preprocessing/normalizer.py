@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from napari_imc_vae.io.image import ImcImage
-from napari_imc_vae.preprocessing._channels import as_stacks, match_channels
+from napari_imc_vae.preprocessing._channels import ChannelMatch, as_stacks, match_channels
 from napari_imc_vae.preprocessing.params import NormalizationParams
 from napari_imc_vae.preprocessing.transforms import check_stack, filter_hot_pixels
 
@@ -143,23 +143,24 @@ class Normalizer:
         """Names of the channels that were constant (or empty) in the fitting data."""
         return [n for n, c in zip(self.channel_names, self.constant) if c]
 
-    def match_channels(self, image: ImcImage) -> list[int]:
-        """Indices of ``image``'s channels in this normalizer's order.
+    def match_channels(self, image: ImcImage) -> ChannelMatch:
+        """Where this normalizer's channels are in ``image`` (see :func:`match_channels`).
 
-        Channels are matched by key (metal) when possible, else by name, so
-        another channel order is fine; extra channels in the image are dropped.
+        Channels are matched by key (metal) when possible, else by name, so another
+        channel order is fine; extra channels in the image are left out (listed in
+        ``ChannelMatch.ignored``).
 
         Raises
         ------
-        ValueError
-            Naming the missing and extra channels when the panel does not match.
+        ChannelMismatchError
+            A ValueError naming the missing and extra channels when the image lacks some.
         """
-        return match_channels(self.channel_names, self.channel_keys,
-                              image.channel_names, image.channel_keys)
+        return match_channels(self.channel_names, self.channel_keys, image.channel_names,
+                              image.channel_keys, panel="the normalizer's panel")
 
     def _stack(self, data, name: str) -> np.ndarray:
         if isinstance(data, ImcImage):
-            return data.data[self.match_channels(data)]
+            return self.match_channels(data).take(data.data)
         arr = check_stack(data, name)
         if arr.shape[0] != self.n_channels:
             raise ValueError(
@@ -184,7 +185,8 @@ class Normalizer:
         Raises
         ------
         ValueError
-            If the channel count (or, for an ImcImage, the panel) does not match.
+            If the channel count does not match, or an ImcImage lacks channels of the
+            panel (:class:`ChannelMismatchError`; extra channels are left out).
         """
         arr = self._stack(data, "data")
         out = np.empty(arr.shape, dtype=np.float32)
