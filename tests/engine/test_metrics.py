@@ -153,3 +153,15 @@ def test_permutation_accuracy_all_left_out_is_nan():
     acc, used, left = permutation_accuracy(model, np.zeros((3, 1, 4, 4)))
     assert math.isnan(acc) and (used, left) == (0, 3)
     assert model.training  # mode restored
+
+
+def test_reconstruction_measures_equal_the_five_functions_with_nan():
+    from napari_imc_vae.engine import metrics
+
+    rng = np.random.default_rng(4)
+    x, xh = rng.normal(size=(20, 3, 6, 6)), rng.normal(size=(20, 3, 6, 6))
+    x[0, 1, 2, 2] = np.nan
+    xh[3, 0, 0, 1] = np.inf
+    together = metrics.reconstruction_measures(x, xh)
+    for name in ("r2", "mse", "sharpness_ratio", "diversity_ratio", "cosine_loss"):
+        assert together[name] == getattr(metrics, name)(x, xh)

@@ -262,8 +262,7 @@ class Measures:
 
     @classmethod
     def measure(cls, x, x_hat, **extra) -> "Measures":
-        return cls(metrics.r2(x, x_hat), metrics.mse(x, x_hat), metrics.sharpness_ratio(x, x_hat),
-                   metrics.diversity_ratio(x, x_hat), metrics.cosine_loss(x, x_hat), **extra)
+        return cls(**metrics.reconstruction_measures(x, x_hat), **extra)
 
 
 def _json(v):
