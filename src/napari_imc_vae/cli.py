@@ -237,7 +237,9 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-zscore", action="store_true", help="skip the per-channel z-score")
     g = parser.add_argument_group("loss weights (defaults: the engine's CriticConfig)")
     g.add_argument("--cosine-weight", type=float, metavar="W", help="cosine term weight (default 0.5)")
-    g.add_argument("--gradient-weight", type=float, metavar="W", help="gradient term weight (default 1.0)")
+    g.add_argument("--gradient-weight", type=float, metavar="W",
+                   help="gradient term weight (default 0, off: it blurs shot-noisy IMC, see docs/ablation.md; "
+                        "the reference used 1.0)")
     g.add_argument("--kld-scale", type=float, metavar="S", help="free-bits KL weight (default 0.001)")
     g.add_argument("--free-bits", type=float, metavar="F", help="free bits, nats per latent dim (default 2.0)")
     g.add_argument("--perm-scale", type=float, metavar="S",

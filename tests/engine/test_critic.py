@@ -24,10 +24,12 @@ def t(values) -> torch.Tensor:
     return torch.tensor(values, dtype=torch.float32)
 
 
-def test_defaults_are_the_reference_values():
-    c = CriticConfig()
+def test_reference_values_and_defaults_differ_only_by_the_gradient_term():
+    c = CriticConfig.reference()
     assert (c.cosine_weight, c.gradient_weight, c.kld_scale, c.free_bits, c.perm_loss_scale) == (
         0.5, 1.0, 0.001, 2.0, 0.8)
+    # the ablation (docs/ablation.md) turned the gradient term off by default
+    assert CriticConfig() == CriticConfig(**{**vars(c), "gradient_weight": 0.0})
 
 
 @pytest.mark.parametrize("field", ["cosine_weight", "gradient_weight", "kld_scale", "free_bits", "perm_loss_scale"])
@@ -172,7 +174,7 @@ def test_each_weight_moves_the_total_by_weight_times_term():
     recon, target = torch.randn(4, 3, 4, 4, generator=g), torch.randn(4, 3, 4, 4, generator=g)
     mu, logvar = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g) - 2.0
     perm = torch.tensor(1.7)
-    base_cfg = CriticConfig()
+    base_cfg = CriticConfig.reference()
     base = critic(recon, target, mu, logvar, base_cfg, perm_loss=perm)
     expected_total = (base.mse + 0.5 * base.cosine_loss + 1.0 * base.gradient_loss
                       + 0.001 * base.kld_floored + 0.8 * perm)

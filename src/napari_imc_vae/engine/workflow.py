@@ -1,8 +1,8 @@
 """The user-level steps shared by the command line and the napari widgets.
 
 ``TrainingRun`` normalizes images, builds (or resumes) a model and trains it with a callback
-and ``stop()``; ``apply_model`` reconstructs a whole image with a trained model; ``assess``
-computes the quality report on an image's held-out region.
+and ``stop()``; ``apply_model`` reconstructs a whole image with a trained model. The quality
+report is :func:`napari_imc_vae.engine.quality.evaluate`.
 """
 
 from __future__ import annotations
