@@ -388,8 +388,10 @@ def _add_quality(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-#: quality patches are capped to bound time on large images (evenly spaced over the grid)
-_MAX_QUALITY_PATCHES = 20_000
+#: quality patches are capped to bound time and memory on large images (evenly spaced over the
+#: grid). 8,192 patches of 40 channels give the report's figures within ~0.002 of 20,000 and keep
+#: ``reconstruct`` on a 1024²×40 image at 32 s / 2.6 GB peak instead of 77 s / 4.5 GB.
+_MAX_QUALITY_PATCHES = 8_192
 
 
 def _match(trained, image):
