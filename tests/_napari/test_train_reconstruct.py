@@ -339,3 +339,27 @@ def test_kmeans_finds_separated_clusters(rng):
     grid = np.arange(6).reshape(2, 3)
     up = upsample_grid(grid, 4, (7, 11))
     assert up.shape == (7, 11) and up[0, 0] == 0 and up[6, 10] == 5 and up[1, 1] == 0 and up[1, 2] == 1 and up[2, 0] == 3
+
+
+def test_contrast_limits_come_from_the_worker_not_the_gui_thread(monkeypatch):
+    """The layers reuse the limits computed with the reconstruction (the worker thread)."""
+    from napari_imc_vae._napari import reconstruct_task
+    from napari_imc_vae._napari.layer_data import contrast_limits
+
+    trained, image = _extra_channel_case()
+    result = reconstruct_task.run_reconstruction(trained, image, k=2, stride=4, channel_error_limits=True)
+    limits = result.display_limits
+    assert limits["error"] == contrast_limits(result.error)
+    assert limits["latent"] == contrast_limits(result.latent.reshape(1, -1))
+    assert limits["channel_error"] == [contrast_limits(c) for c in result.channel_error]
+    calls = []
+    monkeypatch.setattr(reconstruct_task, "contrast_limits", lambda a: calls.append(a) or (0.0, 1.0))
+    n = image.n_channels
+    tuples = reconstruct_task.reconstruction_layers(
+        result, base_names=list(image.channel_names), image_name="wide", colormaps=["gray"] * n,
+        contrast=[(0.0, 1.0)] * n, visible=[True] * n, scale=(1.0, 1.0), translate=(0.0, 0.0),
+        channel_errors=True)
+    assert calls == []  # nothing recomputed when the layers are built
+    by_name = {kw["name"]: kw for _, kw, _ in tuples}
+    assert by_name["wide_error"]["contrast_limits"] == limits["error"]
+    assert by_name["DNA2 [error]"]["contrast_limits"] == limits["channel_error"][0]

@@ -8,7 +8,7 @@ into napari layer data tuples that sit exactly on the raw layers.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -131,6 +131,9 @@ class ReconstructResult:
         Increasing indices of the image's channels that were reconstructed.
     ignored_channels : list of str
         Names of the image's channels the model does not know (not reconstructed).
+    display_limits : dict
+        Contrast limits computed in the worker, so the GUI thread only adds layers:
+        ``"error"`` and ``"latent"`` always, ``"channel_error"`` (one per channel) when asked.
     """
 
     image: ImcImage
@@ -145,6 +148,7 @@ class ReconstructResult:
     provenance: dict
     channel_index: list[int]
     ignored_channels: list[str]
+    display_limits: dict = field(default_factory=dict)
 
 
 def provenance(trained: TrainedModel, stride: int) -> dict:
@@ -161,8 +165,8 @@ def provenance(trained: TrainedModel, stride: int) -> dict:
 
 def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = 6,
                        stride: int | None = None, seed: int = 0,
-                       on_progress: Callable[[tuple[int, int]], None] | None = None
-                       ) -> ReconstructResult:
+                       on_progress: Callable[[tuple[int, int]], None] | None = None,
+                       channel_error_limits: bool = False) -> ReconstructResult:
     """Reconstruct ``image`` with ``trained`` and find tissue motifs in its latent map.
 
     Parameters
@@ -179,6 +183,8 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = 6,
         For k-means seeding.
     on_progress : callable, optional
         Called with ``(done_tiles, total_tiles)``.
+    channel_error_limits : bool
+        Also compute the per-channel error layers' contrast limits (when they will be shown).
 
     Raises
     ------
@@ -196,11 +202,16 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = 6,
     d, ny, nx = rec.latent.shape
     labels, _ = kmeans(rec.latent.reshape(d, -1).T, k, seed=seed)
     motifs = upsample_grid(labels.reshape(ny, nx) + 1, rec.stride, image.shape[1:])
+    channel_error = rec.channel_error[by_image]
+    limits = {"error": contrast_limits(rec.error), "latent": contrast_limits(rec.latent.reshape(1, -1))}
+    if channel_error_limits:
+        limits["channel_error"] = [contrast_limits(c) for c in channel_error]
     return ReconstructResult(
-        image=image, raw=rec.raw[by_image], error=rec.error, channel_error=rec.channel_error[by_image],
+        image=image, raw=rec.raw[by_image], error=rec.error, channel_error=channel_error,
         latent=rec.latent, motifs=motifs.astype(np.int32), stride=rec.stride,
         patch_size=rec.patch_size, k=int(labels.max()) + 1, provenance=provenance(trained, rec.stride),
         channel_index=[int(match.index[j]) for j in by_image], ignored_channels=list(match.ignored),
+        display_limits=limits,
     )
 
 
@@ -247,6 +258,8 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
         return m
 
     common = {"scale": scale, "translate": translate}
+    limits = result.display_limits
+    channel_limits = limits.get("channel_error") or [None] * len(result.channel_index)
     out = []
     for j, i in enumerate(result.channel_index):  # recon channel j is image channel i
         out.append((result.raw[j], {
@@ -257,12 +270,13 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
         for j, i in enumerate(result.channel_index):
             out.append((result.channel_error[j], {
                 **common, "name": f"{base_names[i]} [{ERROR}]", "colormap": "inferno",
-                "contrast_limits": contrast_limits(result.channel_error[j]), "blending": "additive",
+                "contrast_limits": channel_limits[j] or contrast_limits(result.channel_error[j]),
+                "blending": "additive",
                 "opacity": ERROR_OPACITY, "visible": False,
                 "metadata": meta(ERROR, i, units="squared error, normalized units")}, "image"))
     s = float(result.stride)
     lat = result.latent
-    lo, hi = contrast_limits(lat.reshape(1, -1))
+    lo, hi = limits.get("latent") or contrast_limits(lat.reshape(1, -1))
     out.append((lat, {
         "name": f"{image_name}_{LATENT}", "scale": (1.0, s * scale[0], s * scale[1]),
         "translate": (0.0, *translate), "colormap": "viridis", "contrast_limits": (lo, hi),
@@ -273,18 +287,19 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
         "metadata": whole(MOTIFS, k=result.k)}, "labels"))
     out.append((result.error, {
         **common, "name": f"{image_name}_{ERROR}", "colormap": "magma",
-        "contrast_limits": contrast_limits(result.error), "blending": "additive",
+        "contrast_limits": limits.get("error") or contrast_limits(result.error), "blending": "additive",
         "opacity": ERROR_OPACITY,
         "metadata": whole(ERROR, units="mean squared error, normalized units")}, "image"))
     return out
 
 
 def reconstruct_updates(trained: TrainedModel, image: ImcImage, *, k: int = 6,
-                        stride: int | None = None):
+                        stride: int | None = None, channel_error_limits: bool = False):
     """Worker body: yield ``(done_tiles, total_tiles)`` now and then; return the result."""
     from napari_imc_vae._napari.train_task import stream_calls
 
     def work(callback):
-        return run_reconstruction(trained, image, k=k, stride=stride, on_progress=callback)
+        return run_reconstruction(trained, image, k=k, stride=stride, on_progress=callback,
+                                  channel_error_limits=channel_error_limits)
 
     return (yield from stream_calls(work, wrap=lambda batch: batch[-1]))

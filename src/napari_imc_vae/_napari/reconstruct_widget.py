@@ -157,7 +157,10 @@ class ReconstructWidget(QWidget):
             show_error(f"Reconstruct: {e}")
             return None
         k, stride = self.k.value(), self.stride.value() or None
+        # contrast limits are computed in the worker too: percentiles of every error channel
+        # on the GUI thread would freeze napari for large images
         worker = create_worker(reconstruct_updates, trained, image, k=k, stride=stride,
+                               channel_error_limits=self.channel_errors.isChecked(),
                                _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda result: self._on_returned(source, result, note))
