@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from acceptance import cut_patches  # noqa: E402 (bench/ is on sys.path when run or tested)
 from napari_imc_vae.datasets import synthetic_feature_maps
 from napari_imc_vae.engine import metrics
 from napari_imc_vae.engine.baselines import PCABaseline
@@ -95,13 +96,6 @@ class Dataset:
 
 
 # -- patches and units ----------------------------------------------------------------------------
-
-
-def cut_patches(image: np.ndarray, patch: int, stride: int) -> np.ndarray:
-    """(C, Y, X) → (N, C, P, P) on a stride grid, whole patches only."""
-    _, h, w = image.shape
-    return np.stack([image[:, y : y + patch, x : x + patch]
-                     for y in range(0, h - patch + 1, stride) for x in range(0, w - patch + 1, stride)])
 
 
 def without_hot_pixel_filter(normalizer: Normalizer) -> Normalizer:

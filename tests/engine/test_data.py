@@ -117,3 +117,11 @@ def test_nan_pixels_are_kept_in_patches():
     # every patch covering (3, 4) has it
     covering = sum(1 for y in range(13) for x in range(13) if y <= 3 < y + 4 and x <= 4 < x + 4)
     assert holes.any(axis=(1, 2, 3)).sum() == covering
+
+
+def test_sample_views_are_samples_views_from_the_same_draws():
+    rng = np.random.default_rng(5)
+    sampler = PatchSampler([rng.normal(size=(3, 30, 27)).astype(np.float32)], 6, val_fraction=0.2)
+    _, views, transforms = sampler.sample(64, torch.Generator().manual_seed(9))
+    got, got_t = sampler.sample_views(64, torch.Generator().manual_seed(9))
+    assert torch.equal(got_t, transforms) and torch.equal(got, views)

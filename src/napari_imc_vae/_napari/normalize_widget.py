@@ -19,12 +19,10 @@ from napari_imc_vae._napari.normalization_form import NormalizationBox
 from napari_imc_vae._napari.normalize_task import NormalizationResult, run_normalization
 from napari_imc_vae._napari.picker import ImagePicker
 from napari_imc_vae._napari.stats_view import HistogramView, StatsTable
-from napari_imc_vae.preprocessing import NormalizationParams
+from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION, NormalizationParams
 
-#: What the widget starts with: steinbock's hot-pixel filter, arcsinh(x / 5), z-score, no clip
-#: (the training workflow's default, without importing the engine and torch).
-INITIAL_NORMALIZATION = NormalizationParams(hot_pixel_threshold=50.0, arcsinh_cofactor=5.0,
-                                            zscore=True)
+#: What the widget starts with: the training default (defined with no torch import).
+INITIAL_NORMALIZATION = DEFAULT_NORMALIZATION
 
 
 class NormalizeWidget(QWidget):

@@ -202,12 +202,14 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = 6,
     d, ny, nx = rec.latent.shape
     labels, _ = kmeans(rec.latent.reshape(d, -1).T, k, seed=seed)
     motifs = upsample_grid(labels.reshape(ny, nx) + 1, rec.stride, image.shape[1:])
-    channel_error = rec.channel_error[by_image]
+    identity = np.array_equal(by_image, np.arange(len(by_image)))  # the usual case: no copies
+    raw = rec.raw if identity else rec.raw[by_image]
+    channel_error = rec.channel_error if identity else rec.channel_error[by_image]
     limits = {"error": contrast_limits(rec.error), "latent": contrast_limits(rec.latent.reshape(1, -1))}
     if channel_error_limits:
         limits["channel_error"] = [contrast_limits(c) for c in channel_error]
     return ReconstructResult(
-        image=image, raw=rec.raw[by_image], error=rec.error, channel_error=channel_error,
+        image=image, raw=raw, error=rec.error, channel_error=channel_error,
         latent=rec.latent, motifs=motifs.astype(np.int32), stride=rec.stride,
         patch_size=rec.patch_size, k=int(labels.max()) + 1, provenance=provenance(trained, rec.stride),
         channel_index=[int(match.index[j]) for j in by_image], ignored_channels=list(match.ignored),

@@ -199,8 +199,12 @@ def critic(
     elif valid is None:
         valid = torch.isfinite(target)
     mse = masked_mse(recon, target, valid)
-    cos = cosine_loss(recon, target, valid)
-    grad = gradient_loss(recon, target, valid)
+    # a term weighted 0 is still logged, but builds no autograd graph (its backward is the
+    # cost at many channels, and the gradient term is off by default)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and config.cosine_weight != 0):
+        cos = cosine_loss(recon, target, valid)
+    with torch.set_grad_enabled(torch.is_grad_enabled() and config.gradient_weight != 0):
+        grad = gradient_loss(recon, target, valid)
     kld_raw, kld_floored = kld_free_bits(mu.float(), logvar.float(), config.free_bits)
     perm = perm_loss if perm_loss is not None else torch.zeros((), device=recon.device)
     loss = (

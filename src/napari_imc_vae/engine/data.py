@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from napari_imc_vae.engine.d4 import N_ELEMENTS, d4_apply
+from napari_imc_vae.engine.d4 import N_ELEMENTS, d4_apply, d4_permutations
 
 
 class PatchSizeError(ValueError):
@@ -120,9 +120,11 @@ class PatchSampler:
     def n_val(self) -> int:
         return int(self._val.base.numel())
 
-    def _gather(self, pos: _Positions, index: torch.Tensor) -> torch.Tensor:
+    def _gather(self, pos: _Positions, index: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
         p = self.patch_size
         flat = pos.base[index, None] + self._dy[None] * pos.width[index, None] + self._dx[None]  # (B, P*P)
+        if order is not None:
+            flat = flat.gather(1, order)
         patches = self._pixels.index_select(1, flat.reshape(-1))  # (C, B*P*P)
         return patches.view(self.n_channels, -1, p, p).transpose(0, 1).contiguous()  # (B, C, P, P)
 
@@ -140,6 +142,20 @@ class PatchSampler:
         transforms = torch.randint(N_ELEMENTS, (batch_size,), device=self.device, generator=generator)
         base = self._gather(self._train, index)
         return base, d4_apply(base, transforms), transforms
+
+    def sample_views(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`sample` without the untransformed patches: the same draws and views, one gather.
+
+        Returns
+        -------
+        views : Tensor of shape (B, C, P, P)
+        transforms : LongTensor of shape (B,)
+        """
+        index = torch.randint(self.n_train, (batch_size,), device=self.device, generator=generator)
+        transforms = torch.randint(N_ELEMENTS, (batch_size,), device=self.device, generator=generator)
+        # view pixel i of patch b is base pixel perms[t_b, i]: permute the gather's offsets instead
+        order = d4_permutations(self.patch_size, self.device)[transforms]  # (B, P*P)
+        return self._gather(self._train, index, order), transforms
 
     def validation_patches(self, max_patches: int | None = None) -> torch.Tensor:
         """Validation patches (N, C, P, P), a fixed evenly spaced subset when capped."""

@@ -159,17 +159,16 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def _train_step(self, net: nn.Module, generator: torch.Generator) -> dict[str, float]:
-        _, views, transforms = self.sampler.sample(self.config.batch_size, generator)
+        views, transforms = self.sampler.sample_views(self.config.batch_size, generator)
         finite = self.sampler.all_finite  # then no masks and no NaN replacement: most of the
-        valid = None if finite else torch.isfinite(views)  # elementwise cost at many channels
-        x = views if finite else torch.nan_to_num(views, nan=0.0, posinf=0.0, neginf=0.0)
+        x = views if finite else torch.nan_to_num(views, nan=0.0, posinf=0.0, neginf=0.0)  # elementwise cost
         with self._autocast():
             out = net(x)
             # the selector is equivariant, so the untransformed patches' logits are the views'
             # logits permuted: no second pass through it
             base_logits = base_logits_from_views(out.orientation_logits.detach(), transforms)
             perm = permutation_consistency(out.orientation_logits, base_logits, transforms)
-            terms = critic(out.recon, views, out.mu, out.logvar, self.critic_config, valid=valid,
+            terms = critic(out.recon, views, out.mu, out.logvar, self.critic_config,
                            all_finite=finite, perm_loss=perm)
         self.optimizer.zero_grad(set_to_none=True)
         terms.loss.backward()
@@ -204,10 +203,11 @@ class Trainer:
                            all_finite=self.sampler.all_finite).as_floats()
             accuracy, _, left_out = m.permutation_accuracy(self.model, x)
             result = {f"val_{k}": v for k, v in terms.items()}
+            measures = m.reconstruction_measures(patches, recon_t)  # one float64 copy, not three
             result.update(
-                r2=float(m.r2(patches, recon_t)),
-                sharpness_ratio=float(m.sharpness_ratio(patches, recon_t)),
-                diversity_ratio=float(m.diversity_ratio(patches, recon_t)),
+                r2=float(measures["r2"]),
+                sharpness_ratio=float(measures["sharpness_ratio"]),
+                diversity_ratio=float(measures["diversity_ratio"]),
                 active_units=float(m.active_units(mu_t)),
                 perm_accuracy=float(accuracy),
                 perm_left_out=float(left_out),

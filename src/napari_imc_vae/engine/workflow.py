@@ -19,11 +19,8 @@ from napari_imc_vae.engine.device import resolve_device
 from napari_imc_vae.engine.model import ModelConfig, PatchVAE
 from napari_imc_vae.engine.trainer import Trainer, TrainConfig, TrainProgress
 from napari_imc_vae.io import ImcImage
-from napari_imc_vae.preprocessing import NormalizationParams, Normalizer
+from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION, NormalizationParams, Normalizer
 
-#: What the train command and widget use unless told otherwise: steinbock's hot-pixel
-#: threshold and the usual IMC arcsinh cofactor, then z-score.
-DEFAULT_NORMALIZATION = NormalizationParams(hot_pixel_threshold=50.0, arcsinh_cofactor=5.0, zscore=True)
 
 
 def _as_images(images: ImcImage | Sequence[ImcImage]) -> list[ImcImage]:

@@ -23,7 +23,7 @@ diagnose, Diagnosis
 from napari_imc_vae.preprocessing._channels import ChannelMatch, ChannelMismatchError, match_channels
 from napari_imc_vae.preprocessing.diagnosis import Diagnosis, diagnose
 from napari_imc_vae.preprocessing.normalizer import Normalizer
-from napari_imc_vae.preprocessing.params import NormalizationParams
+from napari_imc_vae.preprocessing.params import DEFAULT_NORMALIZATION, NormalizationParams
 from napari_imc_vae.preprocessing.stats import ChannelStats, channel_stats
 from napari_imc_vae.preprocessing.transforms import (
     arcsinh_transform,

@@ -83,3 +83,8 @@ class NormalizationParams:
         if self.zscore:
             steps.append("z-score")
         return " → ".join(steps) if steps else "identity"
+
+
+#: What training and the widgets use unless told otherwise: steinbock's hot-pixel threshold and
+#: the usual IMC arcsinh cofactor, then z-score (no clip).
+DEFAULT_NORMALIZATION = NormalizationParams(hot_pixel_threshold=50.0, arcsinh_cofactor=5.0, zscore=True)
