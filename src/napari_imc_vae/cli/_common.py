@@ -1,0 +1,143 @@
+"""Helpers shared by the subcommands: reading images, progress, loading models, errors."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+PROG = "napari-imc-vae"
+
+
+class CommandError(Exception):
+    """A failure to report as one line on stderr (no traceback), with exit status 1."""
+
+
+
+
+def acquisition_arg(path: str, value: str | None):
+    """An identifier the file lists, else a digit string as a 0-based index."""
+    if value is None:
+        return None
+    from napari_imc_vae.io import list_acquisitions
+
+    if value in list_acquisitions(path) or not value.isdigit():
+        return value
+    return int(value)
+
+
+def read_image(path: str, acquisition: str | None, what: str = "diagnosing"):
+    from napari_imc_vae.io import list_acquisitions, read_imc
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        image = read_imc(path, acquisition=acquisition_arg(path, acquisition))
+        if acquisition is None:
+            names = list_acquisitions(path)
+            if len(names) > 1:
+                print(f"{PROG}: note: {path} holds {len(names)} acquisitions ({', '.join(names)}); "
+                      f"{what} {image.acquisition}; choose one with --acquisition",
+                      file=sys.stderr)
+    for w in caught:  # e.g. NaN/Inf pixels: one line each, not a warnings traceback
+        print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    return image
+
+
+
+# --- shared by train / reconstruct / quality --------------------------------------
+
+def float_or_off(text: str) -> float | str:
+    """A number, or ``"off"`` (also ``none``) to skip a normalization step."""
+    if text.strip().lower() in ("off", "none"):
+        return "off"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
+
+
+def is_main_rank() -> bool:
+    """False on every process but rank 0 of a ``torchrun`` job: those neither print nor write."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def image_files(folder) -> list:
+    """The image files of a folder, or ``[]`` when it is one image (single-channel TIFFs)."""
+    from pathlib import Path
+
+    from napari_imc_vae.io import FILE_SUFFIXES, format_for
+
+    kinds = {p: format_for(p).key for p in sorted(Path(folder).iterdir())
+             if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(FILE_SUFFIXES)}
+    # plain TIFFs without a panel.csv: histoCAT/MIBI style, the folder itself is one image
+    if all(kind == "tiff" for kind in kinds.values()) and not (Path(folder) / "panel.csv").is_file():
+        return []
+    if "mcd" in kinds.values():
+        # .txt files beside .mcd files are exports of the same acquisitions
+        return [p for p, kind in kinds.items() if kind != "txt"]
+    return list(kinds)
+
+
+def read_all(paths: list[str], acquisition: str | None, quiet: bool) -> list:
+    """Every image of the given files and folders; an .mcd gives all its acquisitions."""
+    from pathlib import Path
+
+    from napari_imc_vae.io import read_imc, read_imc_all
+
+    targets = []
+    for path in paths:
+        files = image_files(path) if Path(path).is_dir() else []
+        if files:
+            targets.extend(str(f) for f in files)
+        else:
+            targets.append(path)
+    images = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for path in targets:
+            if acquisition is not None:
+                images.append(read_imc(path, acquisition=acquisition_arg(path, acquisition)))
+            else:
+                images.extend(read_imc_all(path))
+    if not quiet:
+        for w in caught:
+            print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    return images
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr, redrawn at most ``rate`` times a second."""
+
+    def __init__(self, label: str, enabled: bool = True, rate: float = 5.0) -> None:
+        self.label, self.enabled, self.interval = label, enabled, 1.0 / rate
+        self.last, self.drawn = 0.0, False
+
+    def update(self, done: int, total: int, text: str = "", force: bool = False) -> None:
+        import time
+
+        now = time.monotonic()
+        if not self.enabled or (not force and done < total and now - self.last < self.interval):
+            return
+        self.last, self.drawn = now, True
+        width = 24
+        filled = int(width * done / max(total, 1))
+        bar = "#" * filled + "-" * (width - filled)
+        print(f"\r{self.label} [{bar}] {done}/{total} {text}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.drawn:
+            print(file=sys.stderr, flush=True)
+
+
+def load_model(path: str, device: str | None = None):
+    from napari_imc_vae.engine.checkpoint import TrainedModel
+    from napari_imc_vae.engine.device import resolve_device
+
+    dev = resolve_device(device or "auto")  # unknown device: ValueError listing the available ones
+    return TrainedModel.load(path, map_location=dev), dev
+
+
+def fmt(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.4g}"

@@ -1,0 +1,181 @@
+"""``napari-imc-vae train``: train a VAE on IMC images and write a model file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from napari_imc_vae.cli._common import PROG, CommandError, float_or_off, fmt, is_main_rank, load_model, ProgressBar, read_all
+
+
+# flag -> (config, field); argparse defaults are None so that the engine's defaults apply
+_TRAIN_FIELDS = {
+    "steps": ("train", "steps"), "batch": ("train", "batch_size"), "lr": ("train", "lr"),
+    "device": ("train", "device"), "seed": ("train", "seed"), "time_limit": ("train", "time_limit_s"),
+    "precision": ("train", "precision"),
+    "patch": ("model", "patch_size"), "latent": ("model", "latent_dim"), "width": ("model", "width"),
+    "depth": ("model", "depth"), "arch": ("model", "arch"),
+    "cosine_weight": ("critic", "cosine_weight"), "gradient_weight": ("critic", "gradient_weight"),
+    "kld_scale": ("critic", "kld_scale"), "free_bits": ("critic", "free_bits"),
+    "perm_scale": ("critic", "perm_loss_scale"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="IMC files or folders of them (an .mcd contributes all its acquisitions)")
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="model file to write")
+    parser.add_argument("--acquisition", metavar="A", help="only this acquisition of each file")
+    g = parser.add_argument_group("training (defaults: the engine's TrainConfig)")
+    g.add_argument("--steps", type=int, metavar="N", help="training steps (default 2000)")
+    g.add_argument("--batch", type=int, metavar="B", help="patches per step (default 256)")
+    g.add_argument("--lr", type=float, metavar="LR", help="peak learning rate (default 0.001)")
+    g.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
+    g.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
+    g.add_argument("--time-limit", dest="time_limit", type=float, metavar="SECONDS",
+                   help="stop after this long even if the steps are not done")
+    g.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+                   help="auto: bf16 autocast on CUDA, fp32 elsewhere; bf16 also pays on CPUs with AMX "
+                        "(default auto)")
+    g.add_argument("--resume", metavar="MODEL.pt",
+                   help="continue training this model (same normalization, architecture, step count)")
+    g = parser.add_argument_group("model (defaults: the engine's ModelConfig)")
+    g.add_argument("--patch", type=int, metavar="P", help="patch size in pixels (default 8)")
+    g.add_argument("--latent", type=int, metavar="D", help="latent dimensions (default 32)")
+    g.add_argument("--width", type=int, metavar="W", help="hidden width (default 512)")
+    g.add_argument("--depth", type=int, metavar="K", help="residual blocks (default 2)")
+    g.add_argument("--arch", choices=("mlp", "conv"), help="encoder/decoder kind (default mlp)")
+    g = parser.add_argument_group("normalization (default: hot pixels T=50, arcsinh(x/5), z-score)")
+    g.add_argument("--hot-pixel", type=float_or_off, metavar="T", help="hot-pixel threshold, or 'off'")
+    g.add_argument("--arcsinh", type=float_or_off, metavar="C", help="arcsinh cofactor, or 'off'")
+    g.add_argument("--clip", type=float_or_off, metavar="P", help="clip at percentile P (default off)")
+    g.add_argument("--no-zscore", action="store_true", help="skip the per-channel z-score")
+    g = parser.add_argument_group("loss weights (defaults: the engine's CriticConfig)")
+    g.add_argument("--cosine-weight", type=float, metavar="W", help="cosine term weight (default 0.5)")
+    g.add_argument("--gradient-weight", type=float, metavar="W",
+                   help="gradient term weight (default 0, off: it blurs shot-noisy IMC, see docs/ablation.md; "
+                        "the reference used 1.0)")
+    g.add_argument("--kld-scale", type=float, metavar="S", help="free-bits KL weight (default 0.001)")
+    g.add_argument("--free-bits", type=float, metavar="F", help="free bits, nats per latent dim (default 2.0)")
+    g.add_argument("--perm-scale", type=float, metavar="S",
+                   help="permutation-consistency weight (default 0.8)")
+
+
+def _train_options(args: argparse.Namespace) -> dict[str, dict]:
+    """The flags the user gave, grouped by config."""
+    out: dict[str, dict] = {"train": {}, "model": {}, "critic": {}}
+    for flag, (config, name) in _TRAIN_FIELDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            out[config][name] = value
+    return out
+
+
+def _normalization(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION
+
+    changes = {}
+    for flag, name in (("hot_pixel", "hot_pixel_threshold"), ("arcsinh", "arcsinh_cofactor"),
+                       ("clip", "clip_percentile")):
+        value = getattr(args, flag)
+        if value is not None:  # not given: the default; "off": skip the step
+            changes[name] = None if value == "off" else value
+    if args.no_zscore:
+        changes["zscore"] = False
+    return replace(DEFAULT_NORMALIZATION, **changes)
+
+
+def _summary(trained, stopped: bool, elapsed: float) -> str:
+    last = trained.history[-1] if trained.history else {}
+    val = trained.validation_history
+    best = min(val, key=lambda v: v.get("val_loss", float("inf"))) if val else None
+    d = trained.model.config.latent_dim
+    lines = [f"{'stopped' if stopped else 'done'} after {trained.step} steps in total ({elapsed:.1f} s)",
+             "last step:   " + "  ".join(f"{k}={fmt(last.get(k))}" for k in
+                                          ("loss", "mse", "cosine_loss", "gradient_loss", "kld_loss",
+                                           "kld_floored", "perm_loss"))]
+    if best is not None:
+        lines.append(f"validation (best, step {int(best['step'])}): "
+                     f"loss={fmt(best.get('val_loss'))}  r2={fmt(best.get('r2'))}  "
+                     f"sharpness_ratio={fmt(best.get('sharpness_ratio'))}  "
+                     f"diversity_ratio={fmt(best.get('diversity_ratio'))}  "
+                     f"active_units={int(best.get('active_units', 0))}/{d}  "
+                     f"perm_accuracy={fmt(best.get('perm_accuracy'))}")
+    else:
+        lines.append("validation: none (the images are too small for a validation region)")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+    import signal
+    import threading
+    import time
+    from dataclasses import replace
+
+    from napari_imc_vae.engine.critic import CriticConfig
+    from napari_imc_vae.engine.trainer import TrainConfig, TrainingError
+    from napari_imc_vae.engine.workflow import TrainingRun
+
+    main_rank = is_main_rank()
+    say = print if main_rank else (lambda *a, **k: None)
+    options = _train_options(args)
+    train_config = TrainConfig(**options["train"])  # ValueError names a bad field
+    resume = load_model(args.resume, "cpu")[0] if args.resume else None
+    if resume is not None:
+        critic_config = replace(resume.critic_config, **options["critic"])
+        if args.hot_pixel is not None or args.arcsinh is not None or args.clip is not None or args.no_zscore:
+            say(f"{PROG}: note: resuming keeps the model's normalization; normalization options ignored",
+                file=sys.stderr)
+    else:
+        critic_config = CriticConfig(**options["critic"])
+    normalization = _normalization(args)
+    images = read_all(args.paths, args.acquisition, quiet=not main_rank)
+    if not images:
+        raise CommandError(f"no images found in {', '.join(args.paths)}")
+    run = TrainingRun(images, normalization=normalization, model_config=options["model"] or None,
+                      critic_config=critic_config, train_config=train_config, resume=resume)
+    cfg = run.model.config
+    say(f"training on {run.device}: {len(images)} image(s), {cfg.in_channels} channels, "
+        f"{run.sampler.n_train} training / {run.sampler.n_val} validation positions, "
+        f"patch {cfg.patch_size}, latent {cfg.latent_dim}, {cfg.arch}"
+        + (f", resuming from step {resume.step}" if resume is not None else ""), flush=True)
+    bar = ProgressBar("train", enabled=main_rank)
+
+    def on_progress(p) -> None:
+        text = f"loss {p.metrics['loss']:.4f} {p.patches_per_s:,.0f} patches/s"
+        bar.update(p.run_step, p.run_steps, text, force=p.validation is not None)
+
+    # first Ctrl-C: stop after the current step and save what there is; second: abort
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        def on_interrupt(signum, frame):
+            signal.signal(signal.SIGINT, previous)
+            run.stop()
+        previous = signal.signal(signal.SIGINT, on_interrupt)
+    start = time.perf_counter()
+    try:
+        trained, stopped = run.run(on_progress)
+    except TrainingError as e:
+        raise CommandError(str(e)) from e
+    finally:
+        bar.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+        _leave_process_group()
+    if main_rank:
+        path = trained.save(args.output)
+        print(_summary(trained, stopped, time.perf_counter() - start))
+        print(f"model written to {os.fspath(path)}")
+    return 0
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
