@@ -43,7 +43,7 @@ def test_diagnose_every_acquisition_json(imc_testdata, group, capsys):
     n = 0
     for i, (path, acq) in enumerate(_targets(imc_testdata, GROUPS[group])):
         # alternate plain z-score and the full pipeline
-        options = [] if i % 2 else ["--hot-pixel", "50", "--arcsinh", "5", "--clip", "99.9"]
+        options = ["--hot-pixel", "off", "--arcsinh", "off"] if i % 2 else ["--clip", "99.9"]
         assert main(["diagnose", str(path), "--acquisition", acq, "--json", *options]) == 0
         out = capsys.readouterr().out
         d = _no_nan(out)
@@ -115,3 +115,35 @@ def test_console_script_help_runs_in_a_subprocess():
     out = subprocess.run([sys.executable, "-m", "napari_imc_vae", "diagnose", "/nonexistent/x.mcd"],
                          capture_output=True, text=True)
     assert out.returncode == 1 and "Traceback" not in out.stderr and "x.mcd" in out.stderr
+
+
+def test_diagnose_and_train_share_the_default_normalization(imc_testdata, capsys):
+    from napari_imc_vae.cli import build_parser
+    from napari_imc_vae.cli._common import normalization_from_args
+    from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION
+
+    path = imc_testdata / "steinbock_img" / "20210305_NE_mockData1_001.ome.tiff"
+    assert main(["diagnose", str(path), "--json"]) == 0
+    assert _no_nan(capsys.readouterr().out)["normalization"] == DEFAULT_NORMALIZATION.to_dict()
+    assert DEFAULT_NORMALIZATION.to_dict() == {"hot_pixel_threshold": 50.0, "arcsinh_cofactor": 5.0,
+                                               "clip_percentile": None, "zscore": True}
+    train = build_parser().parse_args(["train", str(path), "-o", "m.pt"])
+    assert normalization_from_args(train) == DEFAULT_NORMALIZATION
+
+
+@pytest.mark.parametrize("command", ["diagnose", "train"])
+def test_every_normalization_step_accepts_off(imc_testdata, command, capsys):
+    from napari_imc_vae.cli import build_parser
+    from napari_imc_vae.cli._common import normalization_from_args
+
+    path = imc_testdata / "steinbock_img" / "20210305_NE_mockData1_001.ome.tiff"
+    off = ["--hot-pixel", "off", "--arcsinh", "off", "--clip", "off", "--zscore", "off"]
+    extra = ["-o", "m.pt"] if command == "train" else []
+    params = normalization_from_args(build_parser().parse_args([command, str(path), *extra, *off]))
+    assert params.to_dict() == {"hot_pixel_threshold": None, "arcsinh_cofactor": None,
+                                "clip_percentile": None, "zscore": False}
+    if command == "diagnose":
+        assert main(["diagnose", str(path), "--json", *off]) == 0
+        d = _no_nan(capsys.readouterr().out)
+        assert d["normalization"] == params.to_dict()
+        assert d["after"] == d["before"]  # every step off: the identity

@@ -56,6 +56,48 @@ def float_or_off(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
 
 
+def add_normalization_arguments(parser: argparse.ArgumentParser) -> None:
+    """The normalization flags of ``diagnose`` and ``train``: one default, ``off`` for each step."""
+    from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION as d
+
+    def default(value) -> str:
+        return "off" if value is None else f"{value:g}"
+
+    g = parser.add_argument_group(f"normalization (default: {d.describe()})")
+    g.add_argument("--hot-pixel", type=float_or_off, metavar="T",
+                   help=f"hot-pixel threshold in counts, or 'off' (default {default(d.hot_pixel_threshold)})")
+    g.add_argument("--arcsinh", type=float_or_off, metavar="C",
+                   help=f"arcsinh(x / C) cofactor, or 'off' (default {default(d.arcsinh_cofactor)})")
+    g.add_argument("--clip", type=float_or_off, metavar="P",
+                   help=f"clip each channel at percentile P, or 'off' (default {default(d.clip_percentile)})")
+    g.add_argument("--zscore", choices=("on", "off"),
+                   help=f"per-channel z-score (default {'on' if d.zscore else 'off'})")
+    g.add_argument("--no-zscore", dest="zscore", action="store_const", const="off",
+                   help="same as --zscore off")
+
+
+def normalization_from_args(args: argparse.Namespace):
+    """:data:`~napari_imc_vae.preprocessing.DEFAULT_NORMALIZATION` with the flags given applied."""
+    from dataclasses import replace
+
+    from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION
+
+    changes = {}
+    for flag, name in (("hot_pixel", "hot_pixel_threshold"), ("arcsinh", "arcsinh_cofactor"),
+                       ("clip", "clip_percentile")):
+        value = getattr(args, flag)
+        if value is not None:  # not given: the default; "off": skip the step
+            changes[name] = None if value == "off" else value
+    if args.zscore is not None:
+        changes["zscore"] = args.zscore == "on"
+    return replace(DEFAULT_NORMALIZATION, **changes)
+
+
+def normalization_given(args: argparse.Namespace) -> bool:
+    """Whether any normalization flag was given."""
+    return any(getattr(args, flag) is not None for flag in ("hot_pixel", "arcsinh", "clip", "zscore"))
+
+
 def is_main_rank() -> bool:
     """False on every process but rank 0 of a ``torchrun`` job: those neither print nor write."""
     import os

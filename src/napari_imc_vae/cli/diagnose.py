@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from napari_imc_vae.cli._common import read_image
+from napari_imc_vae.cli._common import add_normalization_arguments, normalization_from_args, read_image
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -13,15 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--acquisition", metavar="A",
                         help="acquisition of an .mcd: identifier (e.g. ROI_001) or 0-based index; "
                              "default the first")
-    parser.add_argument("--hot-pixel", type=float, metavar="T",
-                        help="hot-pixel filter threshold in counts (steinbock uses 50); "
-                             "default off")
-    parser.add_argument("--arcsinh", type=float, metavar="C",
-                        help="arcsinh(x / C) cofactor (1 or 5 for IMC); default off")
-    parser.add_argument("--clip", type=float, metavar="P",
-                        help="clip each channel at percentile P (e.g. 99.9); default off")
+    add_normalization_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the diagnosis as JSON")
-
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,13 +23,13 @@ def run(args: argparse.Namespace) -> int:
     from napari_imc_vae.preprocessing import Normalizer, diagnose
 
     image = read_image(args.path, args.acquisition)
-    normalizer = Normalizer.fit(image, hot_pixel_threshold=args.hot_pixel,
-                                arcsinh_cofactor=args.arcsinh, clip_percentile=args.clip)
+    params = normalization_from_args(args)
+    normalizer = Normalizer.fit(image, hot_pixel_threshold=params.hot_pixel_threshold,
+                                arcsinh_cofactor=params.arcsinh_cofactor,
+                                clip_percentile=params.clip_percentile, zscore=params.zscore)
     result = diagnose(image, normalizer)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, allow_nan=False))
     else:
         print(result.format_text())
     return 0
-
-

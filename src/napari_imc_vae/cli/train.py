@@ -5,7 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_imc_vae.cli._common import PROG, CommandError, float_or_off, fmt, is_main_rank, load_model, ProgressBar, read_all
+from napari_imc_vae.cli._common import (
+    PROG,
+    CommandError,
+    ProgressBar,
+    add_normalization_arguments,
+    fmt,
+    is_main_rank,
+    load_model,
+    normalization_from_args,
+    normalization_given,
+    read_all,
+)
 
 
 # flag -> (config, field); argparse defaults are None so that the engine's defaults apply
@@ -45,11 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--width", type=int, metavar="W", help="hidden width (default 512)")
     g.add_argument("--depth", type=int, metavar="K", help="residual blocks (default 2)")
     g.add_argument("--arch", choices=("mlp", "conv"), help="encoder/decoder kind (default mlp)")
-    g = parser.add_argument_group("normalization (default: hot pixels T=50, arcsinh(x/5), z-score)")
-    g.add_argument("--hot-pixel", type=float_or_off, metavar="T", help="hot-pixel threshold, or 'off'")
-    g.add_argument("--arcsinh", type=float_or_off, metavar="C", help="arcsinh cofactor, or 'off'")
-    g.add_argument("--clip", type=float_or_off, metavar="P", help="clip at percentile P (default off)")
-    g.add_argument("--no-zscore", action="store_true", help="skip the per-channel z-score")
+    add_normalization_arguments(parser)
     g = parser.add_argument_group("loss weights (defaults: the engine's CriticConfig)")
     g.add_argument("--cosine-weight", type=float, metavar="W", help="cosine term weight (default 0.5)")
     g.add_argument("--gradient-weight", type=float, metavar="W",
@@ -69,22 +76,6 @@ def _train_options(args: argparse.Namespace) -> dict[str, dict]:
         if value is not None:
             out[config][name] = value
     return out
-
-
-def _normalization(args: argparse.Namespace):
-    from dataclasses import replace
-
-    from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION
-
-    changes = {}
-    for flag, name in (("hot_pixel", "hot_pixel_threshold"), ("arcsinh", "arcsinh_cofactor"),
-                       ("clip", "clip_percentile")):
-        value = getattr(args, flag)
-        if value is not None:  # not given: the default; "off": skip the step
-            changes[name] = None if value == "off" else value
-    if args.no_zscore:
-        changes["zscore"] = False
-    return replace(DEFAULT_NORMALIZATION, **changes)
 
 
 def _summary(trained, stopped: bool, elapsed: float) -> str:
@@ -126,12 +117,12 @@ def run(args: argparse.Namespace) -> int:
     resume = load_model(args.resume, "cpu")[0] if args.resume else None
     if resume is not None:
         critic_config = replace(resume.critic_config, **options["critic"])
-        if args.hot_pixel is not None or args.arcsinh is not None or args.clip is not None or args.no_zscore:
+        if normalization_given(args):
             say(f"{PROG}: note: resuming keeps the model's normalization; normalization options ignored",
                 file=sys.stderr)
     else:
         critic_config = CriticConfig(**options["critic"])
-    normalization = _normalization(args)
+    normalization = normalization_from_args(args)
     images = read_all(args.paths, args.acquisition, quiet=not main_rank)
     if not images:
         raise CommandError(f"no images found in {', '.join(args.paths)}")
