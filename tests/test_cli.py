@@ -129,6 +129,10 @@ def test_diagnose_and_train_share_the_default_normalization(imc_testdata, capsys
                                                "clip_percentile": None, "zscore": True}
     train = build_parser().parse_args(["train", str(path), "-o", "m.pt"])
     assert normalization_from_args(train) == DEFAULT_NORMALIZATION
+    for command in ("diagnose", "train"):
+        help_text = subprocess.run([sys.executable, "-m", "napari_imc_vae", command, "--help"],
+                                   capture_output=True, text=True, check=True).stdout
+        assert f"(default: {DEFAULT_NORMALIZATION.describe()})" in help_text
 
 
 @pytest.mark.parametrize("command", ["diagnose", "train"])

@@ -56,22 +56,21 @@ def float_or_off(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
 
 
+#: The help's account of :data:`~napari_imc_vae.preprocessing.DEFAULT_NORMALIZATION`, written out
+#: so that building the parser imports no numpy (``--help`` stays fast; a test checks the two agree).
+DEFAULT_NORMALIZATION_HELP = "hot pixels T=50 → arcsinh(x/5) → z-score"
+
+
 def add_normalization_arguments(parser: argparse.ArgumentParser) -> None:
     """The normalization flags of ``diagnose`` and ``train``: one default, ``off`` for each step."""
-    from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION as d
-
-    def default(value) -> str:
-        return "off" if value is None else f"{value:g}"
-
-    g = parser.add_argument_group(f"normalization (default: {d.describe()})")
+    g = parser.add_argument_group(f"normalization (default: {DEFAULT_NORMALIZATION_HELP})")
     g.add_argument("--hot-pixel", type=float_or_off, metavar="T",
-                   help=f"hot-pixel threshold in counts, or 'off' (default {default(d.hot_pixel_threshold)})")
+                   help="hot-pixel threshold in counts, or 'off' (default 50)")
     g.add_argument("--arcsinh", type=float_or_off, metavar="C",
-                   help=f"arcsinh(x / C) cofactor, or 'off' (default {default(d.arcsinh_cofactor)})")
+                   help="arcsinh(x / C) cofactor, or 'off' (default 5)")
     g.add_argument("--clip", type=float_or_off, metavar="P",
-                   help=f"clip each channel at percentile P, or 'off' (default {default(d.clip_percentile)})")
-    g.add_argument("--zscore", choices=("on", "off"),
-                   help=f"per-channel z-score (default {'on' if d.zscore else 'off'})")
+                   help="clip each channel at percentile P, or 'off' (default off)")
+    g.add_argument("--zscore", choices=("on", "off"), help="per-channel z-score (default on)")
     g.add_argument("--no-zscore", dest="zscore", action="store_const", const="off",
                    help="same as --zscore off")
 
@@ -147,6 +146,51 @@ def read_all(paths: list[str], acquisition: str | None, quiet: bool) -> list:
         for w in caught:
             print(f"{PROG}: warning: {w.message}", file=sys.stderr)
     return images
+
+
+class InterruptGuard:
+    """Ctrl-C for a long command, installed before its heavy imports.
+
+    Until :attr:`on_interrupt` is set, a first Ctrl-C is only recorded and :meth:`check`
+    raises ``KeyboardInterrupt`` at the next safe point: an import cut in half leaves torch
+    half-loaded (later imports fail with "loaded twice"), and a read cut in half looked like a
+    corrupt input. Once :attr:`on_interrupt` is set (training), a first Ctrl-C calls it
+    instead (stop after the current step and save). A second Ctrl-C raises at once. The
+    command line turns ``KeyboardInterrupt`` into "interrupted", exit status 130.
+    Outside the main thread (where signals cannot be handled) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.on_interrupt = None
+        self._previous = None
+
+    def __enter__(self) -> "InterruptGuard":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if self.on_interrupt is not None:
+            self.on_interrupt()
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed and nothing else handles it."""
+        if self.requested and self.on_interrupt is None:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class ProgressBar:

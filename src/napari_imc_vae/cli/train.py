@@ -8,6 +8,7 @@ import sys
 from napari_imc_vae.cli._common import (
     PROG,
     CommandError,
+    InterruptGuard,
     ProgressBar,
     add_normalization_arguments,
     fmt,
@@ -43,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, metavar="LR", help="peak learning rate (default 0.001)")
     g.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
     g.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
-    g.add_argument("--time-limit", dest="time_limit", type=float, metavar="SECONDS",
+    g.add_argument("--time-limit", dest="time_limit", type=positive_seconds, metavar="SECONDS",
                    help="stop after this long even if the steps are not done")
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                    help="auto: bf16 autocast on CUDA, fp32 elsewhere; bf16 also pays on CPUs with AMX "
@@ -66,6 +67,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--free-bits", type=float, metavar="F", help="free bits, nats per latent dim (default 2.0)")
     g.add_argument("--perm-scale", type=float, metavar="S",
                    help="permutation-consistency weight (default 0.8)")
+
+
+def positive_seconds(text: str) -> float:
+    """A time limit: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"the time limit must be > 0 seconds, got {text}")
+    return value
 
 
 def _train_options(args: argparse.Namespace) -> dict[str, dict]:
@@ -100,18 +112,29 @@ def _summary(trained, stopped: bool, elapsed: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Ctrl-C handling first: the imports below take seconds (torch) and must not be cut
+    with InterruptGuard() as interrupt:
+        return _train(args, interrupt)
+
+
+def _train(args: argparse.Namespace, interrupt: InterruptGuard) -> int:
     import os
-    import signal
-    import threading
     import time
+
+    from napari_imc_vae.io.atomic import check_output_file
+
+    main_rank = is_main_rank()
+    say = print if main_rank else (lambda *a, **k: None)
+    if main_rank:  # before any reading or training: a bad -o fails now, naming the path
+        check_output_file(args.output, "model file")
+
     from dataclasses import replace
 
     from napari_imc_vae.engine.critic import CriticConfig
     from napari_imc_vae.engine.trainer import TrainConfig, TrainingError
     from napari_imc_vae.engine.workflow import TrainingRun
 
-    main_rank = is_main_rank()
-    say = print if main_rank else (lambda *a, **k: None)
+    interrupt.check()
     options = _train_options(args)
     train_config = TrainConfig(**options["train"])  # ValueError names a bad field
     resume = load_model(args.resume, "cpu")[0] if args.resume else None
@@ -126,8 +149,10 @@ def run(args: argparse.Namespace) -> int:
     images = read_all(args.paths, args.acquisition, quiet=not main_rank)
     if not images:
         raise CommandError(f"no images found in {', '.join(args.paths)}")
+    interrupt.check()
     run = TrainingRun(images, normalization=normalization, model_config=options["model"] or None,
                       critic_config=critic_config, train_config=train_config, resume=resume)
+    interrupt.check()
     cfg = run.model.config
     say(f"training on {run.device}: {len(images)} image(s), {cfg.in_channels} channels, "
         f"{run.sampler.n_train} training / {run.sampler.n_val} validation positions, "
@@ -139,13 +164,8 @@ def run(args: argparse.Namespace) -> int:
         text = f"loss {p.metrics['loss']:.4f} {p.patches_per_s:,.0f} patches/s"
         bar.update(p.run_step, p.run_steps, text, force=p.validation is not None)
 
-    # first Ctrl-C: stop after the current step and save what there is; second: abort
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        def on_interrupt(signum, frame):
-            signal.signal(signal.SIGINT, previous)
-            run.stop()
-        previous = signal.signal(signal.SIGINT, on_interrupt)
+    # from now on the first Ctrl-C stops after the current step and saves what there is
+    interrupt.on_interrupt = run.stop
     start = time.perf_counter()
     try:
         trained, stopped = run.run(on_progress)
@@ -153,8 +173,6 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(str(e)) from e
     finally:
         bar.close()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
         _leave_process_group()
     if main_rank:
         path = trained.save(args.output)

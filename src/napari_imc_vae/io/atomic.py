@@ -53,8 +53,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+    os.close(fd)  # reopened by name: writers such as tifffile want a file object with a name
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
@@ -71,31 +72,43 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
 def check_output_file(path: str | os.PathLike, what: str = "output file") -> Path:
     """Fail now, naming ``path``, if a file cannot be written there later.
 
-    Its folder is created when missing. A path that is a directory, or whose folder is
-    not writable, raises :class:`OutputError`.
+    Its folder is created when missing. A path that is a directory, a folder that cannot
+    be created or written in (a read-only place), or an existing file that is not
+    writable raises :class:`OutputError`: ``cannot write <what> <path>: <why>``.
     """
     path = Path(path)
     if path.is_dir():
-        raise OutputError(f"{what} {path} is a directory; give a file name")
-    check_output_dir(path.parent if str(path.parent) else Path("."), f"the folder of {what} {path}")
+        raise OutputError(f"cannot write {what} {path}: it is a directory; give a file name")
+    folder = path.parent if str(path.parent) else Path(".")
+    problem = _folder_problem(folder)
+    if problem:
+        raise OutputError(f"cannot write {what} {path}: {problem}")
     if path.exists() and not os.access(path, os.W_OK):
-        raise OutputError(f"{what} {path} exists and is not writable")
+        raise OutputError(f"cannot write {what} {path}: the file exists and is not writable")
     return path
 
 
 def check_output_dir(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Create ``path`` if needed and fail now, naming it, if files cannot be written there."""
     path = Path(path)
+    problem = _folder_problem(path)
+    if problem:
+        raise OutputError(f"cannot write {what} {path}: {problem}")
+    return path
+
+
+def _folder_problem(path: Path) -> str | None:
+    """Why files cannot be written in folder ``path`` (created if missing), or None."""
     if path.exists() and not path.is_dir():
-        raise OutputError(f"{what} {path} is a file, not a folder")
+        return f"{path} is a file, not a folder"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputError(f"cannot create {what} {path}: {e.strerror or e}") from e
+        return f"cannot create the folder {path} ({e.strerror or e})"
     try:  # os.access is not enough (read-only mounts, root): try it
         fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=path)
         os.close(fd)
         os.unlink(tmp)
     except OSError as e:
-        raise OutputError(f"cannot write in {what} {path}: {e.strerror or e}") from e
-    return path
+        return f"the folder {path} is not writable ({e.strerror or e})"
+    return None
