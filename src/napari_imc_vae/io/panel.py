@@ -22,6 +22,14 @@ _LABEL_COLUMNS = ("name", "target", "channel_label", "channel label", "label", "
 _TIFF_SUFFIXES = _suffixes.OME_TIFF + _suffixes.TIFF  # longest first
 
 
+class PanelCountError(ImcReadError):
+    """A channel list's (kept) row count differs from its stack's channel count."""
+
+    def __init__(self, message: str, listed: int, found: int) -> None:
+        super().__init__(message)
+        self.listed, self.found = listed, found
+
+
 @dataclass(frozen=True)
 class Panel:
     """Channels listed by a panel file, in stack order."""
@@ -141,9 +149,10 @@ def find_panel(tiff_path: Path, n_channels: int) -> Panel | None:
             panel = read_table(candidate)
             if len(panel.metals) != n_channels:
                 what = "rows with keep=1" if candidate.name == "panel.csv" else "channels"
-                raise ImcReadError(
+                raise PanelCountError(
                     f"{candidate}: lists {len(panel.metals)} {what} but {tiff_path} "
-                    f"has {n_channels} channels"
+                    f"has {n_channels} channels",
+                    listed=len(panel.metals), found=n_channels,
                 )
             return panel
     return None

@@ -7,6 +7,11 @@ Channel identity of one stack, in order of preference: the OME-XML channel names
 
 from __future__ import annotations
 
+import logging
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +21,7 @@ from napari_imc_vae.io._common import MAX_NBYTES, as_stack, build_image, check_f
 from napari_imc_vae.io._suffixes import TIFF as TIFF_SUFFIXES
 from napari_imc_vae.io.image import ImcImage, ImcReadError, source_stem
 from napari_imc_vae.io.ometiff import parse_ome_channels
-from napari_imc_vae.io.panel import find_panel
+from napari_imc_vae.io.panel import PanelCountError, find_panel
 
 _COLOUR = {tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR, tifffile.PHOTOMETRIC.SEPARATED}
 
@@ -78,6 +83,126 @@ def _check_complete(tf: tifffile.TiffFile, series: tifffile.TiffPageSeries, path
             )
 
 
+class TiffWarning(UserWarning):
+    """Something tifffile noticed in a file that was still read; the message names the file."""
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # "<tifffile.TiffPages @8> invalid page offset 72352" -> "invalid page offset 72352"
+        self.messages.append(re.sub(r"^<[^>]*>\s*", "", record.getMessage()))
+
+
+@contextmanager
+def tifffile_messages() -> Iterator[list[str]]:
+    """Collect tifffile's log lines instead of letting them reach stderr as raw text.
+
+    The caller puts them into its error message, or re-emits them as a :class:`TiffWarning`.
+    """
+    logger = logging.getLogger("tifffile")
+    handler = _Collect()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _declared_planes(tf: tifffile.TiffFile) -> tuple[int, str] | None:
+    """Planes the file's metadata says it holds, and which metadata says so; None if silent."""
+    if tf.is_ome and tf.ome_metadata:
+        sizes = re.findall(r"<(?:\w+:)?Pixels\b[^>]*>", tf.ome_metadata)
+        total = 0
+        for tag in sizes:
+            dims = dict(re.findall(r'\b(Size[CZT])="(\d+)"', tag))
+            if len(dims) == 3:
+                total += int(dims["SizeC"]) * int(dims["SizeZ"]) * int(dims["SizeT"])
+        if total:
+            return total, "the OME-XML"
+    if tf.is_shaped and tf.shaped_metadata:  # tifffile's own JSON description
+        shape = tf.shaped_metadata[0].get("shape") or []
+        if len(shape) > 2 and all(isinstance(n, int) for n in shape):
+            return int(np.prod(shape[:-2])), "the tifffile metadata"
+    if tf.is_imagej:
+        meta = tf.imagej_metadata or {}
+        images = meta.get("images") or (
+            meta.get("channels", 1) * meta.get("slices", 1) * meta.get("frames", 1)
+        )
+        if isinstance(images, int) and images > 0:
+            return images, "the ImageJ metadata"
+    return None
+
+
+def _check_page_count(tf: tifffile.TiffFile, path: Path, messages: list[str]) -> None:
+    """Refuse a file whose page chain tifffile found broken and that holds fewer planes than
+    its metadata declares (tifffile would return the pages before the break, silently)."""
+    found = sum(int(getattr(page, "samplesperpixel", 1)) for page in tf.pages)  # walks the chain
+    if not messages:
+        return  # a complete chain: the series logic and _check_complete judge the rest
+    declared = _declared_planes(tf)
+    if declared is not None and found < declared[0]:
+        raise ImcReadError(
+            f"{path}: truncated TIFF, {declared[1]} declares {declared[0]} planes but the file "
+            f"holds {found} (tifffile: {'; '.join(dict.fromkeys(messages))})"
+        )
+
+
+def tiff_planes(path: Path) -> int:
+    """Planes (channels) of a TIFF without reading its pixels: 1 for a single-channel file.
+
+    Raises
+    ------
+    ImcReadError
+        For files that cannot be opened, and stacks with fewer pages than their
+        metadata declares.
+    """
+    check_file(path)
+    try:
+        with tifffile_messages() as messages, tifffile.TiffFile(path) as tf:
+            _check_page_count(tf, path, messages)
+            if not tf.series:
+                raise ImcReadError(f"{path}: TIFF holds no image")
+            series = tf.series
+            if len(series) > 1 and not tf.is_ome:
+                return len(series)
+            shape, axes = series[0].shape, series[0].axes
+            return int(np.prod([n for n, a in zip(shape, axes) if a not in "YX"], dtype=np.int64))
+    except ImcReadError:
+        raise
+    except Exception as e:  # tifffile signals corruption through many exception types
+        raise ImcReadError(f"{path}: not a readable TIFF (truncated or corrupt?): {e}") from e
+
+
+def _load(path: Path) -> tuple[np.ndarray, str | None, list[str]]:
+    """:func:`load_tiff`, plus tifffile's log lines about the file (not yet warned)."""
+    check_file(path)
+    try:
+        with tifffile_messages() as messages, tifffile.TiffFile(path) as tf:
+            _check_page_count(tf, path, messages)
+            data = _series_array(tf, path)
+            ome_xml = tf.ome_metadata if tf.is_ome else None
+    except ImcReadError as e:
+        if messages and "tifffile:" not in str(e):
+            raise ImcReadError(f"{e} (tifffile: {'; '.join(dict.fromkeys(messages))})") from e
+        raise
+    except Exception as e:  # tifffile signals corruption through many exception types
+        said = f"; tifffile: {'; '.join(dict.fromkeys(messages))}" if messages else ""
+        raise ImcReadError(f"{path}: not a readable TIFF (truncated or corrupt?): {e}{said}") from e
+    return data, ome_xml, list(dict.fromkeys(messages))
+
+
+def _warn(path: Path, messages: list[str]) -> None:
+    for message in messages:
+        warnings.warn(f"{path}: tifffile: {message}", TiffWarning, stacklevel=4)
+
+
 def load_tiff(path: Path) -> tuple[np.ndarray, str | None]:
     """Pixels and OME-XML (or None) of a TIFF file; library errors become ImcReadError.
 
@@ -96,17 +221,12 @@ def load_tiff(path: Path) -> tuple[np.ndarray, str | None]:
     Raises
     ------
     ImcReadError
-        Missing, empty, truncated or corrupt files and colour images.
+        Missing, empty, truncated or corrupt files (also stacks with fewer pages than their
+        OME-XML or ImageJ metadata declare) and colour images. What tifffile logs about a
+        file it still reads becomes a :class:`TiffWarning`.
     """
-    check_file(path)
-    try:
-        with tifffile.TiffFile(path) as tf:
-            data = _series_array(tf, path)
-            ome_xml = tf.ome_metadata if tf.is_ome else None
-    except ImcReadError:
-        raise
-    except Exception as e:  # tifffile signals corruption through many exception types
-        raise ImcReadError(f"{path}: not a readable TIFF (truncated or corrupt?): {e}") from e
+    data, ome_xml, messages = _load(path)
+    _warn(path, messages)
     return data, ome_xml
 
 
@@ -130,8 +250,24 @@ def read_tiff(path: Path) -> ImcImage:
         Unreadable files, colour images, data that is not 2-D/3-D, and panel files whose
         row count differs from the stack's.
     """
-    data, ome_xml = load_tiff(path)
+    data, ome_xml, messages = _load(path)
     data = as_stack(data, path)
+    n = data.shape[0]
+    try:
+        image = _identify(data, path, ome_xml)
+    except PanelCountError as e:
+        if messages and e.listed > e.found:
+            # tifffile found the page chain broken: the file was cut short, the panel is right
+            raise ImcReadError(
+                f"{path}: truncated TIFF, the panel declares {e.listed} channels but the file "
+                f"holds {e.found} (tifffile: {'; '.join(messages)})"
+            ) from e
+        raise
+    _warn(path, messages)
+    return image
+
+
+def _identify(data: np.ndarray, path: Path, ome_xml: str | None) -> ImcImage:
     n = data.shape[0]
     ome = parse_ome_channels(ome_xml, n) if ome_xml else None
     if ome is not None:
