@@ -1,4 +1,5 @@
-"""Two gloo processes on CPU under torchrun: the ranks end with identical weights; only rank 0 writes."""
+"""Two gloo processes on CPU under torchrun: the ranks end with identical weights at the same step,
+a stop asked of one rank ends both at the next read, and only rank 0 writes."""
 
 import os
 import socket
@@ -18,14 +19,23 @@ HELPER = textwrap.dedent(
 
     OUT = os.environ["RANK_STATE_DIR"]
     rank = int(os.environ["RANK"])
-    _fit, _save = trainer.Trainer.fit, checkpoint.TrainedModel.save
+    _fit, _save, _step = trainer.Trainer.fit, checkpoint.TrainedModel.save, trainer.Trainer._train_step
+    losses = []
+
+    def train_step(self, net, generator):  # records this rank's own loss; stops one rank
+        terms = _step(self, net, generator)
+        losses.append(float(terms[0]))
+        if rank == int(os.environ["STOP_RANK"]) and len(losses) == int(os.environ["STOP_AT"]):
+            self.stop()
+        return terms
 
     def fit(self, *args, **kwargs):
         result = _fit(self, *args, **kwargs)
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         torch.save(state, os.path.join(OUT, f"rank{rank}.pt"))
         info = {"rank": self.dist.rank, "world": self.dist.world_size, "step": self.step,
-                "losses": [h["loss"] for h in result.history]}
+                "losses": losses, "logged": [h["loss"] for h in result.history],
+                "stopped": result.stopped}
         with open(os.path.join(OUT, f"rank{rank}.json"), "w") as f:
             json.dump(info, f)
         return result
@@ -34,7 +44,7 @@ HELPER = textwrap.dedent(
         open(os.path.join(OUT, f"saved_by_rank{rank}"), "w").close()
         return _save(self, path)
 
-    trainer.Trainer.fit, checkpoint.TrainedModel.save = fit, save
+    trainer.Trainer.fit, checkpoint.TrainedModel.save, trainer.Trainer._train_step = fit, save, train_step
     from napari_imc_vae.cli import main
     sys.exit(main(sys.argv[1:]))
     """
@@ -48,7 +58,7 @@ def free_port() -> int:
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_two_gloo_ranks_end_identical_and_only_rank0_writes(imc_testdata, tmp_path):
+def test_two_gloo_ranks_end_identical_at_one_step_and_only_rank0_writes(imc_testdata, tmp_path):
     import json
 
     helper = tmp_path / "helper.py"
@@ -57,18 +67,25 @@ def test_two_gloo_ranks_end_identical_and_only_rank0_writes(imc_testdata, tmp_pa
     states.mkdir()
     model = tmp_path / "out" / "model.pt"
     images = sorted((imc_testdata / "steinbock_img").glob("*_00[12].ome.tiff"))[:2]
-    env = dict(os.environ, RANK_STATE_DIR=str(states), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1")
+    # rank 1 alone is asked to stop during its 6th step: both end at the read of step 10
+    env = dict(os.environ, RANK_STATE_DIR=str(states), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
+               STOP_RANK="1", STOP_AT="6")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={free_port()}", str(helper), "train", *map(str, images), "-o", str(model),
-           "--steps", "8", "--patch", "4", "--latent", "4", "--width", "32", "--depth", "1", "--batch", "16",
+           "--steps", "40", "--patch", "4", "--latent", "4", "--width", "32", "--depth", "1", "--batch", "16",
            "--device", "cpu", "--seed", "3"]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert out.returncode == 0, out.stdout + out.stderr
 
     infos = [json.loads((states / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert [(i["rank"], i["world"], i["step"]) for i in infos] == [(0, 2, 8), (1, 2, 8)]
-    # each rank samples its own patches (their losses differ), yet the weights are the same
-    assert infos[0]["losses"] != infos[1]["losses"]
+    assert [(i["rank"], i["world"], i["step"], i["stopped"]) for i in infos] == [(0, 2, 10, True),
+                                                                                 (1, 2, 10, True)]
+    # each rank samples its own patches (their losses differ), yet the weights are the same,
+    # and both log each step's mean over the two ranks
+    assert infos[0]["losses"] != infos[1]["losses"] and len(infos[0]["losses"]) == 10
+    assert infos[0]["logged"] == infos[1]["logged"]
+    means = [(a + b) / 2 for a, b in zip(infos[0]["losses"], infos[1]["losses"])]
+    assert infos[0]["logged"] == pytest.approx(means, rel=1e-5)
     w0, w1 = (torch.load(states / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
 
@@ -79,4 +96,4 @@ def test_two_gloo_ranks_end_identical_and_only_rank0_writes(imc_testdata, tmp_pa
     from napari_imc_vae.engine.checkpoint import TrainedModel
 
     saved = TrainedModel.load(model)
-    assert saved.step == 8 and all(torch.equal(saved.model.state_dict()[k], w0[k]) for k in w0)
+    assert saved.step == 10 and all(torch.equal(saved.model.state_dict()[k], w0[k]) for k in w0)

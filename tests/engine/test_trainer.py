@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.data import PatchSampler
@@ -42,7 +43,7 @@ def make_trainer(steps=40, seed=0, images=None, model_seed=0, **train_kw) -> Tra
 
 
 def test_loss_decreases_and_progress_is_reported():
-    trainer = make_trainer(steps=120, val_every=60)
+    trainer = make_trainer(steps=120, val_every=60, log_every=1)
     reports: list[TrainProgress] = []
     result = trainer.fit(reports.append)
     losses = [h["loss"] for h in result.history]
@@ -63,7 +64,7 @@ def test_loss_decreases_and_progress_is_reported():
 
 
 def test_learning_rate_warms_up_then_decays():
-    trainer = make_trainer(steps=40, warmup_steps=4)
+    trainer = make_trainer(steps=40, warmup_steps=4, log_every=1)
     result = trainer.fit()
     lrs = [h["lr"] for h in result.history]
     assert lrs[0] < lrs[3] == pytest.approx(3e-3)
@@ -81,7 +82,7 @@ def test_seeded_runs_are_reproducible_on_cpu():
 
 
 def test_stop_from_the_callback_ends_within_one_step():
-    trainer = make_trainer(steps=500)
+    trainer = make_trainer(steps=500, log_every=1)
     seen = []
 
     def on_progress(p):
@@ -122,12 +123,13 @@ def test_best_validation_state_is_kept():
 
 
 def test_resume_continues_step_count_and_optimizer_state():
-    first = make_trainer(steps=10)
+    first = make_trainer(steps=10, log_every=1)
     r1 = first.fit()
     state = first.optimizer.state_dict()
     assert all(int(s["step"]) == 10 for s in state["state"].values())
     resumed = Trainer(r1.model, first.sampler, CriticConfig(),
-                      TrainConfig(steps=6, batch_size=32, device="cpu", val_every=100, max_val_patches=64),
+                      TrainConfig(steps=6, batch_size=32, device="cpu", val_every=100, max_val_patches=64,
+                                  log_every=1),
                       step=r1.step, optimizer_state=state, history=r1.history)
     # the optimizer's moments are carried over, not restarted
     loaded = resumed.optimizer.state_dict()["state"]
@@ -173,7 +175,101 @@ def test_infinite_pixels_are_excluded_not_fatal():
 
 
 @pytest.mark.parametrize(("field", "value"), [("steps", 0), ("batch_size", -1), ("lr", 0.0), ("precision", "fp8"),
-                                              ("val_fraction", 1.0), ("val_every", 0)])
+                                              ("val_fraction", 1.0), ("val_every", 0),
+                                              ("log_every", 0)])
 def test_bad_train_config_names_the_field(field, value):
     with pytest.raises(ValueError, match=rf"TrainConfig\.{field}"):
         TrainConfig(**{field: value})
+
+
+# reads every log_every steps, no per-step host sync (issue 11) -------------------------------------
+class HostSyncCounter(TorchDispatchMode):
+    """Counts reads of tensor values by the host: ``.item()``, ``float()``, ``bool()`` and ``int()``
+    of a tensor all dispatch ``aten._local_scalar_dense``; ``.tolist()``, ``.numpy()`` and
+    ``.cpu()`` bypass the dispatcher and are counted by wrappers. On a GPU each is a sync."""
+
+    def __init__(self, monkeypatch):
+        super().__init__()
+        self.count = 0
+        for name in ("tolist", "numpy", "cpu"):
+            monkeypatch.setattr(torch.Tensor, name, self._counting(getattr(torch.Tensor, name)))
+
+    def _counting(self, method):
+        def wrapper(tensor, *args, **kwargs):
+            self.count += 1
+            return method(tensor, *args, **kwargs)
+        return wrapper
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_step_syncs(monkeypatch, steps: int, log_every: int) -> tuple[int, list[int]]:
+    """Host syncs of ``steps`` training steps outside validation, and the steps reported."""
+    trainer = make_trainer(steps=steps, log_every=log_every, val_every=10**6)
+    validate = trainer.validate
+    counter = HostSyncCounter(monkeypatch)
+    in_validation = []
+
+    def uncounted_validate():
+        before = counter.count
+        try:
+            return validate()
+        finally:
+            in_validation.append(counter.count - before)
+
+    monkeypatch.setattr(trainer, "validate", uncounted_validate)
+    reports = []
+    with counter:
+        trainer.fit(lambda p: reports.append(p.run_step))
+    monkeypatch.undo()
+    assert in_validation, "the run ends with a validation"
+    return counter.count - sum(in_validation), reports
+
+
+def test_one_host_sync_per_log_window_over_100_steps(monkeypatch):
+    syncs, reports = count_step_syncs(monkeypatch, 100, log_every=25)
+    assert reports == [25, 50, 75, 100]
+    assert syncs == 4
+    # the counter sees per-step reads: reading every step shows 100 (the old loop read 2 per step)
+    syncs, reports = count_step_syncs(monkeypatch, 100, log_every=1)
+    assert syncs == 100 and len(reports) == 100
+
+
+def test_reads_in_windows_keep_every_step_and_report_window_means():
+    reports = []
+    sparse = make_trainer(steps=45, log_every=10, val_every=20, seed=2).fit(reports.append)
+    dense = make_trainer(steps=45, log_every=1, val_every=20, seed=2).fit()
+    # reads at every 10th step, at validations (20, 40) and at the end; the same training
+    assert [r.run_step for r in reports] == [10, 20, 30, 40, 45]
+    assert [r.step for r in reports if r.validation is not None] == [20, 40, 45]
+    for a, b in zip(sparse.model.state_dict().values(), dense.model.state_dict().values()):
+        assert torch.equal(a, b)
+    # the history still has every step; each report carries the means of its window
+    assert sparse.history == dense.history and len(sparse.history) == 45
+    for report, lo in zip(reports, [0, 10, 20, 30, 40]):
+        window = dense.history[lo:report.run_step]
+        for key in ("loss", "mse", "perm_loss", "grad_norm"):
+            assert report.metrics[key] == pytest.approx(np.mean([h[key] for h in window]), rel=1e-6), key
+        assert report.metrics["step"] == report.step and report.metrics["lr"] == window[-1]["lr"]
+
+
+def test_stop_between_reads_ends_before_the_next_step():
+    trainer = make_trainer(steps=500, log_every=10)
+    sample_views = trainer.sampler.sample_views
+    calls = []
+
+    def sample_then_stop(*args, **kwargs):  # as if Stop were pressed during step 13
+        calls.append(1)
+        if len(calls) == 13:
+            trainer.stop()
+        return sample_views(*args, **kwargs)
+
+    trainer.sampler.sample_views = sample_then_stop
+    reports = []
+    result = trainer.fit(reports.append)
+    assert result.stopped and result.step == 13 and len(calls) == 13
+    assert [r.run_step for r in reports] == [10, 13] and reports[-1].validation is not None
+    assert [v["step"] for v in result.validation_history] == [13.0]

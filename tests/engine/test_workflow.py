@@ -97,7 +97,7 @@ def test_a_model_fitted_on_panels_with_an_extra_channel_applies_to_either():
 
 
 def test_stop_during_a_run_returns_the_model_so_far():
-    run = TrainingRun([image(0)], model_config=TINY, train_config=config(steps=1000))
+    run = TrainingRun([image(0)], model_config=TINY, train_config=config(steps=1000, log_every=1))
     trained, stopped = run.run(lambda p: run.stop() if p.run_step == 2 else None)
     assert stopped and trained.step == 2
     rec = apply_model(trained, image(3, size=(9, 9)))
@@ -133,15 +133,19 @@ def test_nan_pixels_train_with_finite_losses():
     assert np.isnan(rec.channel_error[1, 4, 4]) and np.isfinite(rec.error[4, 4])
 
 
-def test_constant_image_trains_to_a_sensible_result():
-    flat = image(0, data=np.full((3, 20, 20), 7.0, np.float32))
-    run = TrainingRun([flat], model_config=TINY, train_config=config(steps=6))
-    assert run.normalizer.constant == [True, True, True]
+def test_a_constant_channel_trains_and_a_constant_image_is_refused():
+    data = np.random.default_rng(1).poisson(4.0, (3, 20, 20)).astype(np.float32)
+    data[1] = 7.0
+    mixed = image(0, data=data)
+    run = TrainingRun([mixed], model_config=TINY, train_config=config(steps=6))
+    assert run.normalizer.constant == [False, True, False]
     trained, _ = run.run()
     assert all(math.isfinite(h["loss"]) for h in trained.history)
-    assert all(h["cosine_loss"] == 0.0 for h in trained.history)  # all-zero pixels: no direction
-    rec = apply_model(trained, flat)
-    np.testing.assert_allclose(rec.raw, 7.0, rtol=1e-5)  # a constant channel maps back to its value
+    rec = apply_model(trained, mixed)
+    np.testing.assert_allclose(rec.raw[1], 7.0, rtol=1e-5)  # a constant channel maps back to its value
+    flat = image(0, data=np.full((3, 20, 20), 7.0, np.float32))
+    with pytest.raises(ValueError, match="is constant .* nothing to learn"):
+        TrainingRun([flat], model_config=TINY, train_config=config(steps=6))
 
 
 def test_bad_images_argument():

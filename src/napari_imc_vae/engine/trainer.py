@@ -1,8 +1,10 @@
 """The training loop: AdamW, warm-up then cosine, clipping, bf16 where it pays, callbacks, stop().
 
 The trainer knows nothing of a GUI: it reports :class:`TrainProgress` records to a callback and
-honours :meth:`Trainer.stop` within one step. Under ``torchrun`` the model is wrapped in
-DistributedDataParallel; each rank samples its own patches, and only rank 0 should write files.
+honours :meth:`Trainer.stop` before the next step (under DDP within ``log_every`` steps). Loss
+terms stay on the device and are read every ``log_every`` steps, so a GPU's queue of kernels is
+not drained each step. Under ``torchrun`` the model is wrapped in DistributedDataParallel on the
+rank's own GPU; each rank samples its own patches, and only rank 0 should write files.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from torch import nn
 
 from napari_imc_vae.engine.critic import CriticConfig, base_logits_from_views, critic, permutation_consistency
 from napari_imc_vae.engine.data import PatchSampler
-from napari_imc_vae.engine.device import DistributedContext, init_distributed, resolve_device
+from napari_imc_vae.engine.device import (
+    DistributedContext,
+    init_distributed,
+    resolve_device,
+    resolve_precision,
+    wrap_distributed,
+)
 from napari_imc_vae.engine.model import PatchVAE
 
 
@@ -39,9 +47,13 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     device: str = "auto"
-    #: "auto" = bf16 autocast on CUDA, fp32 elsewhere; or "bf16" / "fp32".
+    #: "auto" = bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), fp32
+    #: elsewhere; or "bf16" / "fp32".
     precision: str = "auto"
     val_every: int = 200
+    #: Read the loss terms back (and report progress) every this many steps: each read waits
+    #: for the GPU to finish its queue.
+    log_every: int = 10
     val_fraction: float = 0.15
     max_val_patches: int = 2048
     #: Stop after this many seconds even if ``steps`` are not done; the schedule follows
@@ -49,7 +61,7 @@ class TrainConfig:
     time_limit_s: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "val_every", "max_val_patches"):
+        for name in ("steps", "batch_size", "val_every", "max_val_patches", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
@@ -63,7 +75,10 @@ class TrainConfig:
 
 @dataclass
 class TrainProgress:
-    """One step's report. ``validation`` is set on validation steps only."""
+    """A report every ``log_every`` steps: ``metrics`` are means over the steps since the last one.
+
+    ``validation`` is set on validation steps only.
+    """
 
     step: int  # steps done, counting earlier runs this model was resumed from
     run_step: int  # steps done in this run
@@ -141,13 +156,12 @@ class Trainer:
             self.optimizer.load_state_dict(optimizer_state)
             for group in self.optimizer.param_groups:
                 group["lr"] = train_config.lr
-        self.bf16 = train_config.precision == "bf16" or (
-            train_config.precision == "auto" and self.device.type == "cuda"
-        )
+        self.bf16 = resolve_precision(train_config.precision, self.device)
+        self._term_names: list[str] | None = None  # set by the first step
 
     # control ---------------------------------------------------------------------------------------
     def stop(self) -> None:
-        """Ask the loop to end after the current step (thread-safe)."""
+        """Ask the loop to end after the current step (under DDP: at the next read; thread-safe)."""
         self._stop.set()
 
     @property
@@ -158,7 +172,12 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def _train_step(self, net: nn.Module, generator: torch.Generator) -> dict[str, float]:
+    def _train_step(self, net: nn.Module, generator: torch.Generator) -> torch.Tensor:
+        """One optimizer step; returns its loss terms and grad norm as one tensor on the device.
+
+        Nothing here is read back to the host: on a GPU a read would drain the queue of kernels
+        every step. :meth:`fit` sums these tensors and reads them every ``log_every`` steps.
+        """
         views, transforms = self.sampler.sample_views(self.config.batch_size, generator)
         finite = self.sampler.all_finite  # then no masks and no NaN replacement: most of the
         x = views if finite else torch.nan_to_num(views, nan=0.0, posinf=0.0, neginf=0.0)  # elementwise cost
@@ -174,9 +193,9 @@ class Trainer:
         terms.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=True)
         self.optimizer.step()
-        metrics = terms.as_floats()
-        metrics["grad_norm"] = float(grad_norm)
-        return metrics
+        if self._term_names is None:
+            self._term_names = [*vars(terms), "grad_norm"]
+        return torch.stack([*(v.detach().float() for v in vars(terms).values()), grad_norm.float()])
 
     # validation ------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -216,81 +235,125 @@ class Trainer:
         finally:
             self.model.train(was_training)
 
-    def _should_end(self, elapsed: float) -> bool:
-        """Stop requested or time up; under DDP every rank ends at the same step (or they would hang)."""
+    def _out_of_time(self, tick: float) -> bool:
         limit = self.config.time_limit_s
-        end = self._stop.is_set() or (limit is not None and elapsed >= limit)
+        return limit is not None and time.perf_counter() - tick >= limit
+
+    def _read_window(self, window: list[torch.Tensor], tick: float) -> tuple[list[dict[str, float]], bool]:
+        """Read the terms of the steps since the last read: the one host sync of a window.
+
+        Under DDP the terms and the stop and time-up flags travel in one all-reduce, so every
+        rank logs the ranks' mean and all of them end at the same step (a stop asked of one rank
+        counts as asked of all).
+
+        Returns
+        -------
+        rows : list of dict
+            Each step's terms (the mean over the ranks).
+        end : bool
+            Some rank was asked to stop or ran out of time.
+        """
+        stacked = torch.stack(window)  # (steps, terms)
+        flags = torch.tensor([float(self._stop.is_set()), float(self._out_of_time(tick))], device=stacked.device)
+        packed = torch.cat([stacked.reshape(-1), flags])
+        world = 1
         if self.dist.active:
             import torch.distributed as dist
 
-            flag = torch.tensor([float(end)], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            end = bool(flag.item())
-        return end
+            dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+            world = self.dist.world_size
+        *values, stop, out_of_time = packed.tolist()
+        if stop > 0:
+            self._stop.set()
+        n = len(self._term_names)
+        rows = [{k: v / world for k, v in zip(self._term_names, values[i:i + n])} for i in range(0, len(values), n)]
+        return rows, stop > 0 or out_of_time > 0
+
+    def _record_validation(self, best: dict) -> dict[str, float] | None:
+        validation = self.validate()
+        if validation is not None:
+            validation["step"] = float(self.step)
+            self.validation_history.append(validation)
+            if validation["val_loss"] < best["loss"]:
+                best.update(loss=validation["val_loss"], val=validation,
+                            state=copy.deepcopy(self.model.state_dict()))
+        return validation
 
     # the loop --------------------------------------------------------------------------------------
     def fit(self, on_progress: Callable[[TrainProgress], None] | None = None) -> TrainResult:
-        """Run ``config.steps`` steps (or until :meth:`stop`), keep the best validation state."""
+        """Run ``config.steps`` steps (or until :meth:`stop`), keep the best validation state.
+
+        Loss terms stay on the device and are read every ``log_every`` steps, on validation
+        steps and at the end; :attr:`history` still gets one record per step, and ``on_progress``
+        one report per read with the means since the previous one. A single process honours
+        :meth:`stop` before the next step; under DDP the ranks agree on stopping at the reads.
+        """
         cfg = self.config
         torch.manual_seed(cfg.seed + self.step)
         generator = torch.Generator(device=self.device).manual_seed(cfg.seed + 7919 * self.dist.rank + self.step)
-        net: nn.Module = self.model
-        if self.dist.active:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        net: nn.Module = wrap_distributed(self.model, self.device) if self.dist.active else self.model
         self.model.train()
-        best_loss, best_state, best_val = math.inf, None, None
+        best: dict = {"loss": math.inf, "state": None, "val": None}
         run_start, tick = self.step, time.perf_counter()
+        window: list[torch.Tensor] = []  # each step's terms, on the device until the next read
+        lrs: list[float] = []
+        validated_at = -1
+
+        def read_and_report(run_step: int, validate: bool) -> bool:
+            nonlocal window, lrs, validated_at
+            rows, end = self._read_window(window, tick)
+            first = self.step - len(rows) + 1
+            for i, (row, lr) in enumerate(zip(rows, lrs)):
+                if not math.isfinite(row["loss"]):
+                    raise TrainingError(
+                        f"the loss became {row['loss']} at step {first + i}; "
+                        "try a lower learning rate or check the input for extreme values"
+                    )
+                row["step"], row["lr"] = float(first + i), lr
+            self.history.extend(rows)
+            window, lrs = [], []
+            validation = None
+            if validate or end or run_step == cfg.steps:
+                validation, validated_at = self._record_validation(best), self.step
+            if on_progress is not None:
+                means = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+                means["step"], means["lr"] = rows[-1]["step"], rows[-1]["lr"]
+                rate = run_step * cfg.batch_size * self.dist.world_size / max(time.perf_counter() - tick, 1e-9)
+                on_progress(TrainProgress(self.step, run_step, cfg.steps, means, validation, rate,
+                                          str(self.device)))
+            return end
+
         for run_step in range(cfg.steps):
-            elapsed = time.perf_counter() - tick
-            if self._should_end(elapsed):
+            # a single process checks its own flags each step (no sync); DDP ranks only at reads
+            if not self.dist.active and (self._stop.is_set() or self._out_of_time(tick)):
                 break
+            elapsed = time.perf_counter() - tick
             progress = None
             if cfg.time_limit_s is not None:
                 progress = max(run_step / cfg.steps, elapsed / cfg.time_limit_s)
+            lr = cfg.lr * lr_factor(run_step, cfg.steps, cfg.warmup_steps, progress)
             for group in self.optimizer.param_groups:
-                group["lr"] = cfg.lr * lr_factor(run_step, cfg.steps, cfg.warmup_steps, progress)
+                group["lr"] = lr
             try:
-                metrics = self._train_step(net, generator)
+                window.append(self._train_step(net, generator))
             except torch.OutOfMemoryError as e:
                 raise TrainingError(
                     f"out of memory on {self.device} at batch size {cfg.batch_size}; "
                     f"try a smaller batch, e.g. --batch {max(1, cfg.batch_size // 2)}"
                 ) from e
-            if not math.isfinite(metrics["loss"]):
-                raise TrainingError(
-                    f"the loss became {metrics['loss']} at step {self.step + 1}; "
-                    "try a lower learning rate or check the input for extreme values"
-                )
+            lrs.append(lr)
             self.step += 1
-            metrics["step"], metrics["lr"] = float(self.step), self.optimizer.param_groups[0]["lr"]
-            self.history.append(metrics)
-            validation = None
-            out_of_time = cfg.time_limit_s is not None and time.perf_counter() - tick >= cfg.time_limit_s
-            last = run_step == cfg.steps - 1 or self._stop.is_set() or out_of_time
-            if (run_step + 1) % cfg.val_every == 0 or last:
-                validation = self.validate()
-                if validation is not None:
-                    validation["step"] = float(self.step)
-                    self.validation_history.append(validation)
-                    if validation["val_loss"] < best_loss:
-                        best_loss, best_val = validation["val_loss"], validation
-                        best_state = copy.deepcopy(self.model.state_dict())
-            if on_progress is not None:
-                elapsed = time.perf_counter() - tick
-                rate = (run_step + 1) * cfg.batch_size * self.dist.world_size / max(elapsed, 1e-9)
-                on_progress(TrainProgress(self.step, run_step + 1, cfg.steps, metrics, validation, rate, str(self.device)))
-        validated = self.validation_history and self.validation_history[-1].get("step") == float(self.step)
-        if self.step > run_start and not validated:  # stopped from the callback after its step
-            validation = self.validate()
-            if validation is not None:
-                validation["step"] = float(self.step)
-                self.validation_history.append(validation)
-                if validation["val_loss"] < best_loss:
-                    best_loss, best_val, best_state = validation["val_loss"], validation, None
-        if best_state is not None:
-            self.model.load_state_dict(best_state)
+            done = run_step + 1
+            validate = done % cfg.val_every == 0
+            if (len(window) >= cfg.log_every or validate or done == cfg.steps) and read_and_report(done, validate):
+                break
+        if window:  # a single process stopped (or ran out of time) between reads
+            read_and_report(self.step - run_start, validate=True)
+        if self.step > run_start and validated_at != self.step:  # stopped from the callback after a read
+            self._record_validation(best)
+        if best["state"] is not None:
+            self.model.load_state_dict(best["state"])
         self.model.eval()
         return TrainResult(
-            self.model, self.step, self._stop.is_set(), self.history, self.validation_history, best_val
+            self.model, self.step, self._stop.is_set(), self.history, self.validation_history, best["val"]
         )
