@@ -145,7 +145,8 @@ def test_reconstruct_writes_every_output(model_file, ome_files, tmp_path, capsys
                  "--device", "cpu"]) == 0
     out, err = capsys.readouterr()
     stem = image.name[: -len(".ome.tiff")]
-    names = {f"{stem}_recon.ome.tiff", f"{stem}_error.tiff", f"{stem}_latent.tiff", f"{stem}_quality.json"}
+    names = {f"{stem}_recon.ome.tiff", f"{stem}_error.tiff", f"{stem}_latent.tiff", f"{stem}_quality.json",
+             f"{stem}_motifs.tiff", f"{stem}_motifs.csv"}
     assert {p.name for p in outdir.iterdir()} == names
     assert "reconstruct [" in err and "reconstructing" in out
 
@@ -172,7 +173,8 @@ def test_reconstruct_writes_every_output(model_file, ome_files, tmp_path, capsys
 
     q = no_nan_json((outdir / f"{stem}_quality.json").read_text())
     assert q["n_patches"] == ((h - 4) // 2 + 1) * ((w - 4) // 2 + 1) and q["stride"] == 2 and q["patch_size"] == 4
-    assert "same patches" in q["baselines"]
+    # the baseline is the one stored in the model file, fitted on the model's training patches
+    assert "training patches" in q["baseline"] and "20210305_NE_mockData1_001" in q["baseline"]
     report = q["report"]
     assert {"model", "pca", "mean", "verdicts", "latent_dim", "pca_k"} <= set(report)
     assert report["latent_dim"] == 4 and report["verdicts"]

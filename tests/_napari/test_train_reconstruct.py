@@ -14,6 +14,7 @@ from napari_imc_vae._napari.layer_data import IMC_KEY, image_layer_data
 from napari_imc_vae._napari.model_store import RunState, model_store
 from napari_imc_vae._napari.picker import SELECTED_LAYERS
 from napari_imc_vae._napari.reconstruct_widget import ReconstructWidget
+from napari_imc_vae._napari.train_task import format_report
 from napari_imc_vae._napari.train_widget import TrainWidget
 from napari_imc_vae.datasets import synthetic_tissue
 from napari_imc_vae.engine.checkpoint import TrainedModel
@@ -35,13 +36,13 @@ def _state(layer) -> dict:
 def _tiny(widget: TrainWidget, steps: int = 30) -> None:
     """A model small enough to train in a few seconds on two CPU cores."""
     f = widget.form
-    f.patch.setValue(8)
-    f.latent.setValue(4)
-    f.width.setValue(32)
-    f.depth.setValue(1)
-    f.steps.setValue(steps)
-    f.batch.setValue(64)
-    f.device.setCurrentText("cpu")
+    f.patch.value = 8
+    f.latent.value = 4
+    f.hidden_width.value = 32
+    f.depth.value = 1
+    f.steps.value = steps
+    f.batch.value = 64
+    f.device.value = "cpu"
 
 
 @pytest.fixture
@@ -69,13 +70,17 @@ def _reconstruct(qtbot, widget):
 def test_normalize_train_reconstruct(docked, qtbot):
     viewer, train, recon = docked
     _, norm = viewer.window.add_plugin_dock_widget(PLUGIN, "Normalize channels")
-    norm.hide_raw.setChecked(False)
+    norm.hide_raw.value = False
     with qtbot.waitSignal(norm.finished, timeout=60_000):
         norm.normalize()
     raw_layers = [viewer.layers[name] for name in PANEL]
     before = [_state(layer) for layer in raw_layers]
-    # Only raw images are offered for training; the first one is checked.
+    # Only raw images are offered for training; the first one is checked. The layer
+    # selection is a check box of its own, not an entry that reads like an image.
     assert [im.label for im in train.images.images] == [f"{IMAGE} (5 channels)"]
+    lst = train.images.list
+    assert [lst.item(r).text() for r in range(lst.count())] == [f"{IMAGE} (5 channels)"]
+    assert not train.images.use_selection.isChecked()
     assert recon.model is None and not recon.run_button.isEnabled()
     _tiny(train)
     assert "Device in use: cpu" in train.device_label.text()
@@ -96,11 +101,16 @@ def test_normalize_train_reconstruct(docked, qtbot):
     assert train.progress_bar.value() == 30
     text = train.report.toPlainText()
     assert "PCA" in text and ("Blurry" in text or "Sharpness ratio" in text), text
+    # the whole report, each verdict once, in the tab raised at the end of training
+    assert train.report.report_text() == format_report(outcome)
+    assert train.tabs.currentWidget() is train.report
+    for verdict in outcome.report.verdicts():
+        assert text.count(verdict) == 1, verdict
     assert model_store(viewer).model is outcome.trained and recon.run_button.isEnabled()
     assert "unsaved" in recon.model_label.text()
 
-    recon.k.setValue(3)
-    recon.channel_errors.setChecked(True)
+    recon.k.value = 3
+    recon.channel_errors.value = True
     layers = _reconstruct(qtbot, recon)
     names = [layer.name for layer in viewer.layers]
     assert names[-1] == f"{IMAGE}_error"  # on top
@@ -123,9 +133,14 @@ def test_normalize_train_reconstruct(docked, qtbot):
     error = viewer.layers[f"{IMAGE}_error"]
     assert error.data.shape == (81, 91) and error.colormap.name == "magma"
     assert 0 < error.opacity < 1 and tuple(error.scale) == tuple(raw0.scale)
+    # the latent map is one 2-D RGB layer (its first 3 principal components): no dims slider
     latent = viewer.layers[f"{IMAGE}_latent"]
-    assert latent.data.shape == (4, 21, 23)
-    np.testing.assert_allclose(latent.scale[-2:], np.asarray(raw0.scale) * 4)
+    assert latent.rgb and latent.data.shape == (21, 23, 3) and viewer.dims.ndim == 2
+    assert latent.metadata[IMC_KEY]["latent"].shape == (4, 21, 23)
+    np.testing.assert_allclose(latent.scale, np.asarray(raw0.scale) * 4)
+    # the quality report of the model on this image, whole
+    assert recon.report.report_text() == recon.result.report_text
+    assert recon.result.report_text and "PCA" in recon.report.toPlainText()
     motifs = viewer.layers[f"{IMAGE}_motifs"]
     assert type(motifs).__name__ == "Labels" and motifs.data.shape == (81, 91)
     assert set(np.unique(motifs.data)) <= {1, 2, 3} and motifs.data.min() == 1
@@ -135,7 +150,7 @@ def test_normalize_train_reconstruct(docked, qtbot):
     assert_unchanged(raw_layers, before, _state)
 
     # Running again replaces layers of the same name.
-    recon.channel_errors.setChecked(False)
+    recon.channel_errors.value = False
     _reconstruct(qtbot, recon)
     again = [layer.name for layer in viewer.layers]
     assert again.count(f"{IMAGE}_error") == 1 and again.count("YBX1 [recon]") == 1
@@ -172,8 +187,8 @@ def test_stop_save_load_reconstruct(docked, qtbot, tmp_path):
 
     # Resume from the file: same step count continues.
     assert train.resume_from(str(path)) is not None
-    assert not train.form.patch.isEnabled()
-    train.form.steps.setValue(5)
+    assert not train.form.patch.enabled
+    train.form.steps.value = 5
     resumed = _train(qtbot, train)
     assert resumed.trained.step == outcome.trained.step + 5
 
@@ -216,7 +231,7 @@ def test_nothing_checked_and_small_image(docked, rng):
     assert train.train() is None
     assert any("No image checked" in m for m in messages_since(n))
     train.images.set_checked([f"{IMAGE} (5 channels)"])
-    train.form.patch.setValue(128)
+    train.form.patch.value = 128
     assert train.train() is None
     assert any("smaller than the 128 × 128 px patch" in m for m in messages_since(n))
 
@@ -242,61 +257,9 @@ def test_model_for_other_channels(docked, qtbot, tmp_path):
     assert isinstance(recon.model, TrainedModel)
 
 
-def _extra_channel_case():
-    """A model of four channels and an image with those four reordered plus one it does not know."""
-    from napari_imc_vae.engine.trainer import TrainConfig
-    from napari_imc_vae.engine.workflow import TrainingRun
-    from napari_imc_vae.io import ImcImage
-
-    full = synthetic_tissue(shape=(32, 32), n_channels=5)
-    known = [0, 1, 3, 4]  # 'H3K27Ac' (index 2) is the channel the model never saw
-    panel = ImcImage(full.data[known], [full.channel_names[i] for i in known],
-                     metals=[full.metals[i] for i in known], source="panel.ome.tiff")
-    trained, _ = TrainingRun(
-        [panel], model_config={"patch_size": 8, "latent_dim": 4, "width": 32, "depth": 1},
-        train_config=TrainConfig(steps=3, batch_size=32, device="cpu", val_every=3, max_val_patches=32),
-    ).run()
-    order = [4, 2, 0, 3, 1]
-    image = ImcImage(full.data[order], [full.channel_names[i] for i in order],
-                     metals=[full.metals[i] for i in order], source="wide.ome.tiff")
-    return trained, image
-
-
-def test_reconstruction_layers_are_the_models_channels_named_after_their_raw_layers():
-    """Extra channels: the model's channels are no permutation of the image's, so no argsort."""
-    from napari_imc_vae._napari.reconstruct_task import reconstruction_layers, run_reconstruction
-    from napari_imc_vae.engine.workflow import apply_model
-
-    trained, image = _extra_channel_case()
-    assert image.channel_names == ["DNA2", "H3K27Ac", "Histone H3", "DNA1", "Ki67"]
-    result = run_reconstruction(trained, image, k=2, stride=4)
-    assert result.channel_index == [0, 2, 3, 4] and result.ignored_channels == ["H3K27Ac"]
-    assert result.raw.shape == result.channel_error.shape == (4, 32, 32)
-    rec = apply_model(trained, image, stride=4)  # the model's order
-    n = image.n_channels
-    base = [f"raw {c}" for c in image.channel_names]
-    tuples = reconstruction_layers(
-        result, base_names=base, image_name="wide", colormaps=[f"cmap{i}" for i in range(n)],
-        contrast=[(i, i + 1.0) for i in range(n)], visible=[i % 2 == 0 for i in range(n)],
-        scale=(1.0, 1.0), translate=(0.0, 0.0), channel_errors=True)
-    recon = [(data, kw) for data, kw, _ in tuples if kw["name"].endswith("[recon]")]
-    errors = [(data, kw) for data, kw, _ in tuples if kw["name"].endswith("[error]")]
-    assert [kw["name"] for _, kw in recon] == [f"raw {c} [recon]" for c in ["DNA2", "Histone H3", "DNA1", "Ki67"]]
-    assert [kw["name"] for _, kw in errors] == [f"raw {c} [error]" for c in ["DNA2", "Histone H3", "DNA1", "Ki67"]]
-    for (data, kw), (err, _), i in zip(recon, errors, result.channel_index):
-        name = image.channel_names[i]
-        assert kw["colormap"] == f"cmap{i}" and kw["contrast_limits"] == (i, i + 1.0)
-        assert kw["visible"] == (i % 2 == 0)
-        info = kw["metadata"][IMC_KEY]
-        assert info["channel_name"] == name and info["channel_index"] == i
-        j = trained.channel_names.index(name)
-        np.testing.assert_array_equal(data, rec.raw[j])
-        np.testing.assert_array_equal(err, rec.channel_error[j])
-    assert len(tuples) == 4 + 4 + 3
-
-
-def test_widget_reconstructs_the_models_channels_and_names_the_ignored(make_napari_viewer, qtbot):
-    trained, image = _extra_channel_case()
+def test_widget_reconstructs_the_models_channels_and_names_the_ignored(make_napari_viewer, qtbot,
+                                                                      extra_channel_case):
+    trained, image = extra_channel_case
     viewer = make_napari_viewer()
     data, kwargs, _ = image_layer_data(image)
     raw_layers = viewer.add_image(data, **kwargs)
@@ -320,46 +283,3 @@ def test_widget_reconstructs_the_models_channels_and_names_the_ignored(make_napa
         assert layer.colormap.name == raw.colormap.name
         assert tuple(layer.contrast_limits) == tuple(raw.contrast_limits)
         assert layer.metadata[IMC_KEY]["channel_name"] == c
-
-
-def test_kmeans_finds_separated_clusters(rng):
-    from napari_imc_vae._napari.reconstruct_task import kmeans, upsample_grid
-
-    centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
-    truth = np.repeat([0, 1, 2], [50, 30, 20])
-    points = centers[truth] + rng.normal(0, 0.5, (100, 2))
-    labels, found = kmeans(points, 3, seed=1)
-    assert np.bincount(labels).tolist() == [50, 30, 20]  # ordered by size
-    for j in range(3):
-        assert len(set(labels[truth == j])) == 1
-    np.testing.assert_allclose(found, centers, atol=0.5)
-    assert kmeans(points[:2], 5)[0].max() <= 1  # k > N: at most N clusters
-    with pytest.raises(ValueError, match="k must be"):
-        kmeans(points, 0)
-    grid = np.arange(6).reshape(2, 3)
-    up = upsample_grid(grid, 4, (7, 11))
-    assert up.shape == (7, 11) and up[0, 0] == 0 and up[6, 10] == 5 and up[1, 1] == 0 and up[1, 2] == 1 and up[2, 0] == 3
-
-
-def test_contrast_limits_come_from_the_worker_not_the_gui_thread(monkeypatch):
-    """The layers reuse the limits computed with the reconstruction (the worker thread)."""
-    from napari_imc_vae._napari import reconstruct_task
-    from napari_imc_vae._napari.layer_data import contrast_limits
-
-    trained, image = _extra_channel_case()
-    result = reconstruct_task.run_reconstruction(trained, image, k=2, stride=4, channel_error_limits=True)
-    limits = result.display_limits
-    assert limits["error"] == contrast_limits(result.error)
-    assert limits["latent"] == contrast_limits(result.latent.reshape(1, -1))
-    assert limits["channel_error"] == [contrast_limits(c) for c in result.channel_error]
-    calls = []
-    monkeypatch.setattr(reconstruct_task, "contrast_limits", lambda a: calls.append(a) or (0.0, 1.0))
-    n = image.n_channels
-    tuples = reconstruct_task.reconstruction_layers(
-        result, base_names=list(image.channel_names), image_name="wide", colormaps=["gray"] * n,
-        contrast=[(0.0, 1.0)] * n, visible=[True] * n, scale=(1.0, 1.0), translate=(0.0, 0.0),
-        channel_errors=True)
-    assert calls == []  # nothing recomputed when the layers are built
-    by_name = {kw["name"]: kw for _, kw, _ in tuples}
-    assert by_name["wide_error"]["contrast_limits"] == limits["error"]
-    assert by_name["DNA2 [error]"]["contrast_limits"] == limits["channel_error"][0]

@@ -1,11 +1,19 @@
-"""``napari-imc-vae reconstruct`` and ``quality``: apply a trained model to an image."""
+"""``napari-imc-vae reconstruct`` and ``quality``: apply a trained model to an image.
+
+Thin over :mod:`napari_imc_vae.engine.apply` (the Reconstruct widget calls the same
+functions with the same settings, so both give the same arrays and figures) and
+:func:`napari_imc_vae.io.outputs.write_model_outputs`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from napari_imc_vae.cli._common import PROG, ProgressBar, load_model, read_image
+from napari_imc_vae.cli._common import PROG, CommandError, ProgressBar, load_model, read_image
+
+DEFAULT_MOTIFS = 6  # engine.motifs.DEFAULT_MOTIFS; not imported here so that --help stays fast
 
 
 def _add_model_and_image(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +30,11 @@ def _add_model_and_image(parser: argparse.ArgumentParser) -> None:
 def add_reconstruct(parser: argparse.ArgumentParser) -> None:
     _add_model_and_image(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
+    parser.add_argument("--motifs", type=int, default=DEFAULT_MOTIFS, metavar="K",
+                        help=f"tissue motifs: k-means clusters of the latent map, written as "
+                             f"<image>_motifs.tiff (labels 1..K on the latent grid, pixel size x stride) "
+                             f"and <image>_motifs.csv; 0 for none (default {DEFAULT_MOTIFS}, as the widget)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the motif fit (default 0)")
 
 
 def add_quality(parser: argparse.ArgumentParser) -> None:
@@ -29,170 +42,65 @@ def add_quality(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-#: quality patches are capped to bound time and memory on large images (evenly spaced over the
-#: grid). 8,192 patches of 40 channels give the report's figures within ~0.002 of 20,000 and keep
-#: ``reconstruct`` on a 1024²×40 image at 32 s / 2.6 GB peak instead of 77 s / 4.5 GB.
-_MAX_QUALITY_PATCHES = 8_192
+def _settings(args: argparse.Namespace, **extra):
+    from napari_imc_vae.engine.apply import ApplySettings
+
+    return ApplySettings(stride=args.stride, batch_size=args.batch, device=args.device, **extra)
 
 
-def match_channels_noted(trained, image):
-    """The model's channels in the image; one line on stderr naming those the model ignores.
-
-    Raises
-    ------
-    ChannelMismatchError
-        When the image lacks channels of the model (before any work is done).
-    """
-    match = trained.match_channels(image)
+def _prepare(args: argparse.Namespace, what: str):
+    """Model, image and the channel note, before any work (bad input fails here)."""
+    trained, device = load_model(args.model, args.device)
+    image = read_image(args.path, args.acquisition, what)
+    match = trained.match_channels(image)  # ChannelMismatchError names missing and extra channels
     if match.ignored:
         print(f"{PROG}: note: {match.note()}", file=sys.stderr)
-    return match
-
-
-def _quality_grid(trained, image, stride: int | None):
-    """The quality patches of ``image``: a stride grid, capped (see :class:`GridPatches`).
-
-    Raises
-    ------
-    PatchSizeError
-        When the image is smaller than one patch.
-    """
-    from napari_imc_vae.engine.data import PatchSizeError
-    from napari_imc_vae.engine.quality import GridPatches
-
-    p = trained.model.config.patch_size
-    _, h, w = image.shape
-    if h < p or w < p:
-        raise PatchSizeError(f"{image.name} is {h}×{w} px, smaller than the model's {p}×{p} patch; "
-                             f"no quality report")
-    return GridPatches((trained.normalizer.n_channels, h, w), p, stride or max(1, p // 2),
-                       cap=_MAX_QUALITY_PATCHES)
-
-
-def _assess(trained, image, stride: int | None, batch: int, grid=None):
-    """Quality report of ``trained`` on one image: patches on a stride grid of the normalized image.
-
-    Parameters
-    ----------
-    grid : GridPatches, optional
-        From :func:`_quality_grid`, already fed the normalized rows (by the reconstruction's
-        ``on_rows``); default: normalize just the rows the patches need.
-
-    Returns
-    -------
-    report : QualityReport
-    meta : dict
-        Patch size, stride, patch count and a note on the baselines.
-
-    Raises
-    ------
-    PatchSizeError
-        When the image is smaller than one patch.
-    """
-    from napari_imc_vae.engine.inference import normalized_rows
-    from napari_imc_vae.engine.quality import evaluate
-    from napari_imc_vae.engine.workflow import ordered_data
-
-    if grid is None:
-        grid = _quality_grid(trained, image, stride)
-        grid.read(normalized_rows(ordered_data(trained, image), trained.normalizer))
-    patches, smooth = grid.result()
-    report = evaluate(trained.model, patches, patches, batch_size=batch, smooth_target=smooth)
-    meta = {
-        "patch_size": grid.patch,
-        "stride": grid.stride,
-        "n_patches": int(len(patches)),
-        "baselines": "PCA and the mean predictor are fitted on the same patches of this one image "
-                     "that the model is measured on (no held-out region): optimistic baselines, "
-                     "since the model was not fitted on these patches",
-    }
-    return report, meta
-
-
-def _quality_dict(trained, image, report, meta: dict, model_path: str) -> dict:
-    """JSON-safe description of a quality assessment (NaN written as null)."""
-    return {"model": model_path, "model_sha256": trained.file_sha256, "image": image.source,
-            "acquisition": image.acquisition, "shape": list(image.shape), **meta,
-            "report": report.to_dict()}
-
-
-def _channel_labels(trained) -> list[str]:
-    """steinbock-style OME names (``Pr141_Cytokeratin 5``) so that readers recover metal and target."""
-    return [name if key == name else f"{key}_{name}"
-            for name, key in zip(trained.channel_names, trained.channel_keys)]
+    return trained, device, image
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
+    from napari_imc_vae.engine.apply import apply_to_image
+    from napari_imc_vae.io.atomic import check_output_dir
+    from napari_imc_vae.io.outputs import write_model_outputs
 
-    import tifffile
-
-    from napari_imc_vae.engine.data import PatchSizeError
-    from napari_imc_vae.engine.workflow import apply_model
-
-    trained, device = load_model(args.model, args.device)
-    image = read_image(args.path, args.acquisition, "reconstructing")
-    match_channels_noted(trained, image)
-    try:  # the quality patches are cut from the normalized rows as the reconstruction passes them
-        grid, no_quality = _quality_grid(trained, image, args.stride), None
-    except PatchSizeError as e:  # the reconstruction works at any size; the report needs a patch
-        grid, no_quality = None, e
+    settings = _settings(args, motifs=args.motifs, seed=args.seed)
+    trained, device, image = _prepare(args, "reconstructing")
+    out = check_output_dir(args.output)  # before the work: a bad folder fails now, named
     print(f"reconstructing {image.name} {image.shape} on {device}", flush=True)
     bar = ProgressBar("reconstruct")
     try:
-        rec = apply_model(trained, image, stride=args.stride, batch_size=args.batch, device=str(device),
-                          on_progress=lambda done, total: bar.update(done, total, "tiles"),
-                          on_rows=None if grid is None else grid.add)
+        app = apply_to_image(trained, image, settings,
+                             on_progress=lambda stage, done, total: bar.update(done, total, "tiles")
+                             if stage == "reconstruct" else None)
     finally:
         bar.close()
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = image.name
-    px = float(image.pixel_size_um)
-    written = []
-    path = out / f"{stem}_recon.ome.tiff"
-    tifffile.imwrite(path, rec.raw, photometric="minisblack",
-                     metadata={"axes": "CYX", "Channel": {"Name": _channel_labels(trained)},
-                               "PhysicalSizeX": px, "PhysicalSizeY": px})
-    written.append(path)
-    path = out / f"{stem}_error.tiff"
-    tifffile.imwrite(path, rec.error, photometric="minisblack", metadata={"axes": "YX"})
-    written.append(path)
-    path = out / f"{stem}_latent.tiff"
-    tifffile.imwrite(path, rec.latent, photometric="minisblack", metadata={"axes": "CYX"})
-    written.append(path)
-    if grid is not None:
-        report, meta = _assess(trained, image, args.stride, args.batch, grid)
-        quality = _quality_dict(trained, image, report, meta, args.model)
-    else:
-        print(f"{PROG}: warning: {no_quality}", file=sys.stderr)
-        quality = {"model": args.model, "image": image.source, "report": None, "reason": str(no_quality)}
-    quality["latent_stride"] = int(rec.stride)
-    path = out / f"{stem}_quality.json"
-    path.write_text(json.dumps(quality, indent=2, allow_nan=False))
-    written.append(path)
+    rec = app.reconstruction
+    if app.report is None:
+        print(f"{PROG}: warning: no quality report: {app.quality.get('reason')}", file=sys.stderr)
+    quality = {**app.quality, "model": args.model}
+    written = write_model_outputs(out, image.name, recon_raw=rec.raw, channel_names=app.channel_names,
+                                  error=rec.error, latent=rec.latent, stride=rec.stride,
+                                  pixel_size_um=image.pixel_size_um, quality=quality, motifs=app.motifs,
+                                  motif_rows=app.motif_rows)
     for p in written:
         print(f"wrote {p}")
-    report = quality.get("report")
-    if report is not None:
-        print("\n".join(f"- {v}" for v in report["verdicts"]))
+    if app.report is not None:
+        print("\n".join(f"- {v}" for v in app.report.verdicts()))
     return 0
 
 
 def run_quality(args: argparse.Namespace) -> int:
-    import json
+    from napari_imc_vae.engine.apply import assess_image
 
-    trained, _ = load_model(args.model, args.device)
-    image = read_image(args.path, args.acquisition, "assessing")
-    match_channels_noted(trained, image)
-    report, meta = _assess(trained, image, args.stride, args.batch)
+    trained, _, image = _prepare(args, "assessing")
+    report, quality = assess_image(trained, image, _settings(args, motifs=0))
+    quality["model"] = args.model
+    if report is None:  # e.g. smaller than a patch, or every patch touches a NaN pixel
+        raise CommandError(f"no quality report: {quality.get('reason')}")
     if args.json:
-        print(json.dumps(_quality_dict(trained, image, report, meta, args.model), indent=2, allow_nan=False))
+        print(json.dumps(quality, indent=2, allow_nan=False))
     else:
-        print(f"{image.name}: {meta['n_patches']} patches of {meta['patch_size']} px at stride "
-              f"{meta['stride']}; {meta['baselines']}")
+        print(f"{image.name}: {quality['n_patches']} patches of {quality['patch_size']} px at stride "
+              f"{quality['stride']}. Baseline: {quality['baseline']}.")
         print(report.format_text())
     return 0
-
-

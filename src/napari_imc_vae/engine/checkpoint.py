@@ -11,17 +11,18 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 
 from napari_imc_vae import __version__
+from napari_imc_vae.engine.baselines import PCABaseline
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.model import ModelConfig, PatchVAE
 from napari_imc_vae.engine.trainer import TrainConfig
 from napari_imc_vae.io import ImcImage
+from napari_imc_vae.io.atomic import atomic_write
 from napari_imc_vae.preprocessing import ChannelMatch, ChannelMismatchError, Normalizer, match_channels
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ChannelMismatchError", "ModelFileError", "TrainedModel", "file_sha256"]
@@ -50,6 +51,11 @@ class TrainedModel:
     validation_history: list[dict[str, float]] = field(default_factory=list)
     source_file: str | None = None
     file_sha256: str | None = None
+    #: PCA-k (k = latent dims) and the mean patch, fitted on the training patches at the end of
+    #: training: the fair yardstick for every later quality report. None in older files.
+    baseline: PCABaseline | None = None
+    #: Where the baseline was fitted, in words, and on how many patches of which images.
+    baseline_info: dict = field(default_factory=dict)
 
     @property
     def channel_names(self) -> list[str]:
@@ -92,20 +98,29 @@ class TrainedModel:
             "normalizer": self.normalizer.to_dict(),
             "history": [dict(h) for h in self.history],
             "validation_history": [dict(h) for h in self.validation_history],
+            **({} if self.baseline is None else
+               {"baseline": {**self.baseline.to_state(), "info": dict(self.baseline_info)}}),
         }
 
+    @property
+    def baseline_source(self) -> str | None:
+        """The baseline's provenance in words, for reports; None without a stored baseline."""
+        if self.baseline is None:
+            return None
+        return self.baseline_info.get("fitted_on") or f"PCA-{self.baseline.k} fitted on the training patches"
+
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model file atomically; returns the path."""
+        """Write the model file atomically (the user's umask applies); returns the path.
+
+        Raises
+        ------
+        OutputError
+            The file cannot be written (names the path and the cause).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(self.to_dict(), f)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        state = self.to_dict()
+        atomic_write(path, lambda f: torch.save(state, f))
         self.source_file, self.file_sha256 = str(path), file_sha256(path)
         return path
 
@@ -149,12 +164,16 @@ class TrainedModel:
             normalizer = Normalizer.from_dict(d["normalizer"])
             critic_config = CriticConfig(**_known(CriticConfig, d["critic_config"]))
             train_config = TrainConfig(**_known(TrainConfig, d["train_config"]))
+            stored = d.get("baseline")
+            baseline = None if stored is None else PCABaseline.from_state(stored)
+            baseline_info = {} if stored is None else dict(stored.get("info", {}))
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ModelFileError(f"{source} is damaged: {e}") from e
         model.eval()
         return cls(
             model, normalizer, critic_config, train_config, int(d.get("step", 0)), d.get("optimizer_state"),
             list(d.get("history", [])), list(d.get("validation_history", [])), source, sha256,
+            baseline, baseline_info,
         )
 
 

@@ -1,0 +1,203 @@
+"""Applying a model (engine.apply): one home for the CLI and the widget, a fair baseline, motifs."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_imc_vae.cli import main
+from napari_imc_vae.engine.apply import ApplySettings, apply_to_image, assess_image
+from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.trainer import TrainConfig
+from napari_imc_vae.engine.workflow import ImageContentError, TrainingRun
+from napari_imc_vae.io import ImcImage, read_imc
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TRAIN = ("20210305_NE_mockData2_001", "20210305_NE_mockData3_001")
+HELD_OUT = "20210305_NE_mockData5_003"
+
+
+def _read(imc_testdata, stem: str) -> ImcImage:
+    return read_imc(imc_testdata / "steinbock_img" / f"{stem}.ome.tiff")
+
+
+@pytest.fixture(scope="module")
+def trained_on_two(imc_testdata, tmp_path_factory):
+    """A small model trained on two real ROIs, saved: (path, TrainedModel)."""
+    torch.set_num_threads(1)
+    images = [_read(imc_testdata, s) for s in TRAIN]
+    trained, _ = TrainingRun(
+        images, model_config={"latent_dim": 8, "width": 64, "depth": 1},
+        train_config=TrainConfig(steps=150, batch_size=128, device="cpu", seed=0),
+    ).run()
+    path = trained.save(tmp_path_factory.mktemp("model") / "m.pt")
+    return path, TrainedModel.load(path)
+
+
+def test_the_model_file_stores_the_training_baseline(trained_on_two):
+    path, trained = trained_on_two
+    assert trained.baseline is not None and trained.baseline.k == 8
+    info = trained.baseline_info
+    assert info["images"] == list(TRAIN) and info["n_patches"] > 1000
+    assert "training patches" in trained.baseline_source and TRAIN[0] in trained.baseline_source
+    assert path.stat().st_size < 3_000_000
+    d = torch.load(path, weights_only=True)  # plain data only
+    assert torch.equal(d["baseline"]["components"].float(), trained.baseline.components.float())
+
+
+def test_a_model_file_without_a_baseline_loads_and_gives_no_verdict_against_pca(trained_on_two, imc_testdata):
+    path, _ = trained_on_two
+    d = torch.load(path, weights_only=True)
+    del d["baseline"]  # the format of model files written before baselines were stored
+    old = TrainedModel.from_dict(d, source="old.pt")
+    assert old.baseline is None
+    report, quality = assess_image(old, _read(imc_testdata, HELD_OUT))
+    assert "none stored" in quality["baseline"]
+    text = " ".join(report.verdicts())
+    assert "no stored baseline" in text.lower() or "baseline" in text.lower()
+    assert "Beats PCA" not in text and "Falls short of PCA" not in text
+    assert quality["report"]["pca"]["r2"] is None and quality["report"]["model"]["r2"] is not None
+
+
+def _patches(norm: np.ndarray, p: int = 8, stride: int = 4) -> np.ndarray:
+    w = np.lib.stride_tricks.sliding_window_view(norm, (p, p), axis=(1, 2))[:, ::stride, ::stride]
+    return w.transpose(1, 2, 0, 3, 4).reshape(-1, norm.shape[0], p, p)
+
+
+def _pooled_r2(x: np.ndarray, x_hat: np.ndarray) -> float:
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    return 1.0 - float(((x - x_hat) ** 2).sum() / ((x - mean) ** 2).sum())
+
+
+def test_the_verdict_on_an_unseen_image_matches_an_independent_pca_fitted_on_the_training_images(
+        trained_on_two, imc_testdata):
+    """ΔR² against PCA: the report's (stored baseline) vs scikit-learn PCA on the training images."""
+    from sklearn.decomposition import PCA
+
+    _, trained = trained_on_two
+    held = _read(imc_testdata, HELD_OUT)
+    report, _ = assess_image(trained, held)
+    train_x = np.concatenate([_patches(trained.normalizer(_read(imc_testdata, s))) for s in TRAIN])
+    test_x = _patches(trained.normalizer(held))
+    pca = PCA(n_components=8).fit(train_x.reshape(len(train_x), -1))
+    pca_rec = pca.inverse_transform(pca.transform(test_x.reshape(len(test_x), -1))).reshape(test_x.shape)
+    with torch.no_grad():
+        model_rec = trained.model.eval().reconstruct(torch.from_numpy(test_x))[0].numpy()
+    independent = _pooled_r2(test_x, model_rec) - _pooled_r2(test_x, pca_rec)
+    reported = report.model.r2 - report.pca.r2
+    assert abs(reported - independent) <= 0.03, (reported, independent)
+    assert np.sign(reported) == np.sign(independent) or abs(independent) < 0.03
+
+
+def test_nonfinite_pixels_are_left_out_and_counted(trained_on_two, imc_testdata):
+    _, trained = trained_on_two
+    clean = _read(imc_testdata, HELD_OUT)
+    data = clean.data.copy()
+    data[0, 10, 10], data[1, 30, 40], data[2, 50, 60] = np.nan, np.inf, -np.inf
+    with warnings.catch_warnings():  # the NaN/Inf warning is the reader's business, not this test's
+        warnings.simplefilter("ignore")
+        dirty = ImcImage(data, clean.channel_names, metals=clean.metals, source="dirty.ome.tiff")
+    report_dirty, q_dirty = assess_image(trained, dirty)
+    report_clean, _ = assess_image(trained, clean)
+    assert report_dirty.model.active_units == report_clean.model.active_units > 0
+    assert "posterior_collapse" not in report_dirty.problems
+    assert 3 <= q_dirty["n_skipped_nonfinite"] <= 3 * 4  # each pixel lies in at most 4 stride-4 patches
+    assert abs(report_dirty.model.r2 - report_clean.model.r2) < 0.01
+
+
+def test_an_image_without_signal_is_refused_before_any_work(trained_on_two, imc_testdata, tmp_path, capsys):
+    path, trained = trained_on_two
+    like = _read(imc_testdata, HELD_OUT)
+    for kind, value in (("no finite pixel", np.nan), ("is constant", 7.0)):
+        data = np.full(like.shape, value, np.float32)
+        image = ImcImage(data, like.channel_names, metals=like.metals, source=f"{kind[:2]}.ome.tiff")
+        with pytest.raises(ImageContentError, match=kind):
+            apply_to_image(trained, image)
+        with pytest.raises(ImageContentError, match=kind):
+            TrainingRun([image], train_config=TrainConfig(steps=1, device="cpu"))
+        file = tmp_path / f"blank_{kind[:2]}.ome.tiff"
+        tifffile.imwrite(file, data, metadata={"axes": "CYX", "Channel": {"Name": [
+            f"{m}_{n}" for m, n in zip(like.channel_keys, like.channel_names)]}})
+        for argv in (["train", str(file), "-o", str(tmp_path / "x.pt"), "--steps", "1"],
+                     ["reconstruct", str(path), str(file), "-o", str(tmp_path / "out")],
+                     ["quality", str(path), str(file)]):
+            assert main(argv) == 1
+            err = capsys.readouterr().err
+            assert kind in err and file.name in err and "Traceback" not in err
+        assert not (tmp_path / "x.pt").exists() and not any((tmp_path / "out").glob("*"))
+
+
+def test_cli_and_widget_give_identical_arrays_motifs_and_figures(trained_on_two, imc_testdata, tmp_path, capsys):
+    from napari_imc_vae._napari.reconstruct_task import run_reconstruction
+    from napari_imc_vae.engine.motifs import upsample_grid
+
+    path, _ = trained_on_two
+    file = imc_testdata / "steinbock_img" / f"{HELD_OUT}.ome.tiff"
+    assert main(["reconstruct", str(path), str(file), "-o", str(tmp_path), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    widget = run_reconstruction(TrainedModel.load(path), read_imc(file), k=6, stride=None)
+    stem = HELD_OUT
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / f"{stem}_recon.ome.tiff"), widget.raw)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / f"{stem}_error.tiff"), widget.error)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / f"{stem}_latent.tiff"), widget.latent)
+    grid = tifffile.imread(tmp_path / f"{stem}_motifs.tiff")
+    np.testing.assert_array_equal(upsample_grid(grid, widget.stride, widget.image.shape[1:]), widget.motifs)
+    cli_quality = json.loads((tmp_path / f"{stem}_quality.json").read_text())
+    widget_quality = json.loads(json.dumps(widget.quality))
+    assert cli_quality["report"] == widget_quality["report"]
+    assert cli_quality["report"]["model"]["r2"] == pytest.approx(widget.report.model.r2)
+    assert "training patches" in widget.report_text
+
+
+def test_reconstruct_writes_motifs_and_physical_pixel_sizes(trained_on_two, imc_testdata, tmp_path, capsys):
+    path, trained = trained_on_two
+    file = imc_testdata / "steinbock_img" / f"{HELD_OUT}.ome.tiff"
+    assert main(["reconstruct", str(path), str(file), "-o", str(tmp_path), "--motifs", "4", "--stride", "2"]) == 0
+    capsys.readouterr()
+    image = read_imc(file)
+    stem = HELD_OUT
+    labels = tifffile.imread(tmp_path / f"{stem}_motifs.tiff")
+    latent = tifffile.imread(tmp_path / f"{stem}_latent.tiff")
+    assert labels.dtype == np.int32 and labels.shape == latent.shape[1:]
+    assert set(np.unique(labels)) <= {1, 2, 3, 4} and labels.min() == 1
+    for name, size in (("motifs.tiff", 2.0), ("latent.tiff", 2.0), ("error.tiff", 1.0), ("recon.ome.tiff", 1.0)):
+        with tifffile.TiffFile(tmp_path / f"{stem}_{name}") as tf:
+            assert f'PhysicalSizeX="{image.pixel_size_um * size}"' in tf.ome_metadata, name
+    import csv
+
+    with open(tmp_path / f"{stem}_motifs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["motif"] for r in rows] == ["1", "2", "3", "4"]
+    assert set(trained.channel_names) <= set(rows[0]) or any("Cytokeratin 5" in c for c in rows[0])
+    assert sum(float(r["fraction"]) for r in rows) == pytest.approx(1.0, abs=1e-4)
+    assert sum(int(r["pixels"]) for r in rows) == image.shape[1] * image.shape[2]
+    assert [int(r["pixels"]) for r in rows] == sorted((int(r["pixels"]) for r in rows), reverse=True)
+
+
+def test_output_folder_is_checked_before_the_work(trained_on_two, imc_testdata, tmp_path, capsys):
+    path, _ = trained_on_two
+    file = imc_testdata / "steinbock_img" / f"{HELD_OUT}.ome.tiff"
+    blocker = tmp_path / "a_file"
+    blocker.write_text("keep me")
+    assert main(["reconstruct", str(path), str(file), "-o", str(blocker)]) == 1
+    err = capsys.readouterr().err
+    assert "a_file" in err and "not a folder" in err and "reconstructing" not in err
+    assert blocker.read_text() == "keep me"
+
+
+def test_cancel_stops_between_batches(trained_on_two, imc_testdata):
+    from napari_imc_vae.engine.apply import ApplyCancelled
+
+    _, trained = trained_on_two
+    calls = []
+    with pytest.raises(ApplyCancelled, match="cancelled"):
+        apply_to_image(trained, _read(imc_testdata, HELD_OUT), ApplySettings(batch_size=64),
+                       on_progress=lambda stage, done, total: calls.append(done),
+                       cancel=lambda: len(calls) >= 2)
+    assert len(calls) == 2
