@@ -39,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     for widget in (train, recon):
         widget.setMinimumWidth(520)
     f = train.form
-    f.patch.setValue(8)
-    f.latent.setValue(16)
-    f.width.setValue(256)
-    f.batch.setValue(256)
+    f.patch.value = 8
+    f.latent.value = 16
+    f.hidden_width.value = 256
+    f.batch.value = 256
     f.steps.setValue(100_000)  # stopped by the clock below
     train.activity.setChecked(False)  # napari's animated indicator is costly under Xvfb
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"trained {outcome.trained.step} steps in {outcome.seconds:.0f} s")
     if outcome.report is not None:
         print("\n".join(outcome.report.verdicts()))
-    recon.k.setValue(5)
+    recon.k.value = 5
     if wait_for(recon.finished, recon.reconstruct) is None:
         return 1
 

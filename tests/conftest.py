@@ -38,3 +38,29 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def extra_channel_case():
+    """A 3-step model of four channels, and an image with those four reordered plus one it lacks.
+
+    Returns ``(trained, image)``: the image's channels are DNA2, H3K27Ac, Histone H3, DNA1,
+    Ki67; the model never saw H3K27Ac. Shared by the reconstruction tests with and without Qt.
+    """
+    from napari_imc_vae.datasets import synthetic_tissue
+    from napari_imc_vae.engine.trainer import TrainConfig
+    from napari_imc_vae.engine.workflow import TrainingRun
+    from napari_imc_vae.io import ImcImage
+
+    full = synthetic_tissue(shape=(32, 32), n_channels=5)
+    known = [0, 1, 3, 4]  # 'H3K27Ac' (index 2) is the channel the model never saw
+    panel = ImcImage(full.data[known], [full.channel_names[i] for i in known],
+                     metals=[full.metals[i] for i in known], source="panel.ome.tiff")
+    trained, _ = TrainingRun(
+        [panel], model_config={"patch_size": 8, "latent_dim": 4, "width": 32, "depth": 1},
+        train_config=TrainConfig(steps=3, batch_size=32, device="cpu", val_every=3, max_val_patches=32),
+    ).run()
+    order = [4, 2, 0, 3, 1]
+    image = ImcImage(full.data[order], [full.channel_names[i] for i in order],
+                     metals=[full.metals[i] for i in order], source="wide.ome.tiff")
+    return trained, image

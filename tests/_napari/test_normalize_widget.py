@@ -60,8 +60,8 @@ def test_normalize_real_acquisition(docked, qtbot, imc_testdata):
     raw_layers = list(source.layers)
     assert [layer.name for layer in raw_layers] == [f"{c} [ROI_002]" for c in PANEL]
     before = [_state(layer) for layer in viewer.layers]
-    widget.hide_raw.setChecked(False)
-    widget.clip_on.setChecked(True)
+    widget.hide_raw.value = False
+    widget.clip_on.value = True
     params = widget.params()
     assert params.hot_pixel_threshold == 50 and params.arcsinh_cofactor == 5
     assert params.clip_percentile == pytest.approx(99.9) and params.zscore
@@ -117,7 +117,7 @@ def test_rerun_replaces_and_hides_raw(docked, qtbot, imc_testdata):
     # Docked before the file was opened: the picker followed the layers as they came.
     assert widget.picker.combo.currentText() == "20210305_NE_mockData1_002 (5 channels)"
     _run(qtbot, widget)
-    widget.arcsinh_on.setChecked(False)
+    widget.arcsinh_on.value = False
     _run(qtbot, widget)
     names = [layer.name for layer in viewer.layers]
     assert names.count("YBX1 [normalized]") == 1 and len(names) == 10

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QListWidget, QListWidgetItem, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QListWidget, QListWidgetItem, QVBoxLayout, QWidget
 
 from napari_imc_vae._napari.layer_data import RAW
 from napari_imc_vae._napari.layers import LayerImage, find_imc_images, imc_image_from_layers
@@ -13,11 +13,12 @@ from napari_imc_vae._napari.picker import SELECTED_LAYERS
 
 
 class ImageChecklist(QWidget):
-    """Check the IMC images to use; "Selected layers" builds one from the layer selection.
+    """Check the IMC images to use; a check box below adds the layer list's selection.
 
-    The list follows the viewer's layers (refreshed on insert/remove), keeping each
-    image's check state by name and kind. The first image is checked when it appears
-    in an otherwise unchecked list.
+    The list holds only the images found among the viewer's layers (refreshed on
+    insert/remove), keeping each image's check state by name and kind; the first image
+    is checked when it appears in an otherwise unchecked list. "Selected layers" is a
+    separate check box under the list, not a list entry, so it does not read as an image.
 
     Parameters
     ----------
@@ -34,13 +35,18 @@ class ImageChecklist(QWidget):
         self.viewer, self.kinds = viewer, kinds
         self._images: list[LayerImage] = []
         self.list = QListWidget()
-        self.list.setToolTip("Check the images to train on (one panel). "
-                             f"'{SELECTED_LAYERS}' uses the layer list's selection.")
-        self.list.setMaximumHeight(110)
+        self.list.setToolTip("Check the images to train on (one panel).")
+        self.list.setMaximumHeight(90)
         self.list.itemChanged.connect(lambda _: self.changed.emit())
+        self.use_selection = QCheckBox(f"Also the {SELECTED_LAYERS.lower()} in the layer list")
+        self.use_selection.setToolTip("Builds one image from the layers selected in napari's "
+                                      "layer list (e.g. layers opened without this plugin)")
+        self.use_selection.toggled.connect(lambda _: self.changed.emit())
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
         layout.addWidget(self.list)
+        layout.addWidget(self.use_selection)
         for event in (viewer.layers.events.inserted, viewer.layers.events.removed):
             event.connect(self.refresh)
         self.refresh()
@@ -50,17 +56,8 @@ class ImageChecklist(QWidget):
         return list(self._images)
 
     def _checked_keys(self) -> set:
-        keys = set()
-        for row in range(self.list.count()):
-            if self.list.item(row).checkState() == Qt.CheckState.Checked:
-                keys.add(self._key(row))
-        return keys
-
-    def _key(self, row: int):
-        if row < len(self._images):
-            im = self._images[row]
-            return (im.name, im.kind)
-        return SELECTED_LAYERS
+        return {(im.name, im.kind) for row, im in enumerate(self._images)
+                if self.list.item(row).checkState() == Qt.CheckState.Checked}
 
     def refresh(self, event=None) -> None:
         """Re-scan the viewer's layers, keeping check states."""
@@ -69,13 +66,12 @@ class ImageChecklist(QWidget):
         except RuntimeError:  # the Qt side is gone (widget closed)
             return
         self._images = find_imc_images(self.viewer.layers, kinds=self.kinds)
-        if not checked and self._images:
+        if not checked and self._images and not self.use_selection.isChecked():
             checked = {(self._images[0].name, self._images[0].kind)}
         self.list.blockSignals(True)
         self.list.clear()
         for im in self._images:
             self._add_item(im.label, (im.name, im.kind) in checked)
-        self._add_item(SELECTED_LAYERS, SELECTED_LAYERS in checked)
         self.list.blockSignals(False)
         self.changed.emit()
 
@@ -86,14 +82,16 @@ class ImageChecklist(QWidget):
         self.list.addItem(item)
 
     def set_checked(self, labels: Collection[str]) -> None:
-        """Check exactly the entries with these texts (image labels or "Selected layers")."""
+        """Check exactly these images (their labels) and, if named, :data:`SELECTED_LAYERS`."""
         texts = [self.list.item(r).text() for r in range(self.list.count())]
-        unknown = set(labels) - set(texts)
+        unknown = set(labels) - set(texts) - {SELECTED_LAYERS}
         if unknown:
-            raise ValueError(f"No entries {sorted(unknown)} in the image list; it offers {texts}")
+            raise ValueError(f"No entries {sorted(unknown)} in the image list; it offers "
+                             f"{[*texts, SELECTED_LAYERS]}")
         for row, text in enumerate(texts):
             self.list.item(row).setCheckState(
                 Qt.CheckState.Checked if text in labels else Qt.CheckState.Unchecked)
+        self.use_selection.setChecked(SELECTED_LAYERS in labels)
 
     def checked(self) -> list[LayerImage]:
         """The checked images, in list order.
@@ -104,20 +102,16 @@ class ImageChecklist(QWidget):
             Nothing checked, or "Selected layers" checked with a selection that is
             not one IMC image (the message names the layer and the problem).
         """
-        out = []
-        for row in range(self.list.count()):
-            if self.list.item(row).checkState() != Qt.CheckState.Checked:
-                continue
-            if row < len(self._images):
-                out.append(self._images[row])
-            else:
-                selection = self.viewer.layers.selection
-                out.append(imc_image_from_layers(
-                    [layer for layer in self.viewer.layers if layer in selection]))
+        out = [im for row, im in enumerate(self._images)
+               if self.list.item(row).checkState() == Qt.CheckState.Checked]
+        if self.use_selection.isChecked():
+            selection = self.viewer.layers.selection
+            out.append(imc_image_from_layers(
+                [layer for layer in self.viewer.layers if layer in selection]))
         if not out:
             raise ValueError("No image checked: open an IMC image (File > Open) and check it in "
                              "the list, or select its channel layers and check "
-                             f"'{SELECTED_LAYERS}'")
+                             f"'{self.use_selection.text()}'")
         names = [im.name for im in out]
         if len(set(map(id, (lay for im in out for lay in im.layers)))) < sum(
                 len(im.layers) for im in out):

@@ -81,17 +81,17 @@ def headless_demo(out: Path, path: str | None = None, *, steps: int = 100) -> in
 
     viewer, w = open_viewer(path, title="napari-imc-vae demo")
     norm, train, recon = (w[name] for name in WIDGETS)
-    norm.hide_raw.setChecked(False)
+    norm.hide_raw.value = False
     if wait_for(norm.finished, norm.normalize) is None:
         print("normalization failed", file=sys.stderr)
         return 1
     f = train.form
-    f.patch.setValue(DEMO_MODEL["patch"])
-    f.latent.setValue(DEMO_MODEL["latent"])
-    f.width.setValue(DEMO_MODEL["width"])
-    f.depth.setValue(DEMO_MODEL["depth"])
-    f.batch.setValue(DEMO_MODEL["batch"])
-    f.steps.setValue(steps)
+    f.patch.value = DEMO_MODEL["patch"]
+    f.latent.value = DEMO_MODEL["latent"]
+    f.hidden_width.value = DEMO_MODEL["width"]
+    f.depth.value = DEMO_MODEL["depth"]
+    f.batch.value = DEMO_MODEL["batch"]
+    f.steps.value = steps
     train.activity.setChecked(False)  # napari's animated indicator is costly under Xvfb
     raise_dock(train)
     outcome = wait_for(train.finished, train.train)

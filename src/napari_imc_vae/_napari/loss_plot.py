@@ -1,7 +1,8 @@
 """Live plot of every critic term during training (pyqtgraph, log y axis).
 
 Records are appended as they arrive; the curves are redrawn by a timer at most
-:data:`REDRAW_INTERVAL_MS` apart, so a fast trainer cannot make the GUI stutter.
+:data:`REDRAW_INTERVAL_MS` apart, so a fast trainer cannot make the GUI stutter. The legend
+sits in its own row below the axes: inside them it hid the curves of a narrow dock.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ VALIDATION_TERM = "val_loss"
 REDRAW_INTERVAL_MS = 100
 #: Log axes cannot show 0 (perm_loss is exactly 0 when all views agree): floor for display.
 LOG_FLOOR = 1e-6
+#: Legend entries per row below the plot (8 entries: two rows).
+LEGEND_COLUMNS = 4
 
 
 class LossPlot(QWidget):
@@ -35,23 +38,28 @@ class LossPlot(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.plot = pg.PlotWidget()
-        self.plot.setMinimumHeight(200)
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.canvas.setMinimumHeight(240)
+        self.plot = self.canvas.addPlot(row=0, col=0)
         self.plot.setLogMode(x=False, y=True)
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.plot.setLabel("bottom", "step")
         self.plot.setLabel("left", "critic term")
-        self.plot.addLegend(offset=(-5, 5), labelTextSize="8pt", colCount=2)
         self.plot.setClipToView(True)
         self.plot.setDownsampling(auto=True, mode="peak")
-        self.curves = {name: self.plot.plot([], [], name=name, pen=pg.mkPen(color, width=1.5))
+        self.curves = {name: self.plot.plot([], [], pen=pg.mkPen(color, width=1.5))
                        for name, color in TERMS.items()}
         self.curves[VALIDATION_TERM] = self.plot.plot(
-            [], [], name="validation loss", pen=None, symbol="o", symbolSize=6,
-            symbolBrush=(255, 255, 255), symbolPen=None)
+            [], [], pen=None, symbol="o", symbolSize=6, symbolBrush=(255, 255, 255), symbolPen=None)
+        # a row of its own under the axes, so no entry covers a curve
+        self.legend = pg.LegendItem(colCount=LEGEND_COLUMNS, labelTextSize="8pt",
+                                    horSpacing=12, verSpacing=-6)
+        self.canvas.addItem(self.legend, row=1, col=0)
+        for name, curve in self.curves.items():
+            self.legend.addItem(curve, "validation loss" if name == VALIDATION_TERM else name)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.plot)
+        layout.addWidget(self.canvas)
         self._data: dict[str, tuple[list[float], list[float]]] = {}
         self._dirty = False
         self.redraws = 0

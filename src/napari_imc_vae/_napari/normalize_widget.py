@@ -11,11 +11,12 @@ from __future__ import annotations
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtWidgets import QCheckBox, QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
+from magicgui.widgets import CheckBox
+from qtpy.QtWidgets import QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from napari_imc_vae._napari.layer_data import NORMALIZED, image_layer_data
 from napari_imc_vae._napari.layers import LayerImage, imc_info
-from napari_imc_vae._napari.normalization_form import NormalizationBox
+from napari_imc_vae._napari.normalization_form import NormalizationForm
 from napari_imc_vae._napari.normalize_task import NormalizationResult, run_normalization
 from napari_imc_vae._napari.picker import ImagePicker
 from napari_imc_vae._napari.stats_view import HistogramView, StatsTable
@@ -50,14 +51,13 @@ class NormalizeWidget(QWidget):
         self._worker = None
 
         self.picker = ImagePicker(napari_viewer)
-        settings = NormalizationBox("Normalization (applied in this order)", INITIAL_NORMALIZATION)
+        settings = NormalizationForm("Normalization (applied in this order)", INITIAL_NORMALIZATION)
         self.hot_on, self.hot_threshold = settings.hot_on, settings.hot_threshold
         self.arcsinh_on, self.cofactor = settings.arcsinh_on, settings.cofactor
         self.clip_on, self.clip_percentile = settings.clip_on, settings.clip_percentile
         self.zscore = settings.zscore
-        self.hide_raw = QCheckBox("Hide the raw layers afterwards")
-        self.hide_raw.setChecked(True)
-        settings.form.addRow(self.hide_raw)
+        self.hide_raw = CheckBox(text="Hide the raw layers afterwards", value=True)
+        settings.append(self.hide_raw)
         self.normalization_box = settings
 
         self.run_button = QPushButton("Normalize and add layers")
@@ -74,7 +74,7 @@ class NormalizeWidget(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.picker)
-        layout.addWidget(settings)
+        layout.addWidget(settings.native)
         layout.addWidget(self.run_button)
         layout.addWidget(self.status)
         layout.addWidget(split, 1)
@@ -169,7 +169,7 @@ class NormalizeWidget(QWidget):
         top = max(self.viewer.layers.index(layer) for layer in source.layers)
         indices = [self.viewer.layers.index(layer) for layer in new]
         self.viewer.layers.move_multiple(indices, top + 1)
-        if self.hide_raw.isChecked():
+        if self.hide_raw.value:
             for layer in source.layers:
                 layer.visible = False
         return new

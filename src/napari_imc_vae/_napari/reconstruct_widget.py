@@ -7,8 +7,12 @@ a file. Adds, beside the raw layers and never changing them:
   contrast limits, scale, translate, additive blending); image channels the model does not
   know are left out, and the widget says which;
 - ``<image>_error`` on top (per-pixel error, magma, partly transparent);
-- optionally ``"<raw layer> [error]"`` per channel; ``<image>_latent`` (D, ny, nx) on the
-  stride grid; ``<image>_motifs``, k-means clusters of the latent map as Labels.
+- optionally ``"<raw layer> [error]"`` per channel; ``<image>_latent``, the first three
+  principal components of the latent map as one RGB layer on the stride grid (2-D, so napari
+  adds no slider; the full map is in its metadata, see :mod:`.latent_view`);
+  ``<image>_motifs``, k-means clusters of the latent map as Labels.
+
+Below the options, the quality report of the model on that image (``result.report_text``).
 
 Running again replaces the layers of the same names; every layer's ``metadata["imc"]
 ["provenance"]`` records model hash (or "unsaved"), normalization, training step, stride.
@@ -16,14 +20,13 @@ Running again replaces the layers of the same names; every layer's ``metadata["i
 
 from __future__ import annotations
 
+from magicgui.widgets import CheckBox, Container
 from napari.layers import Layer
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QFormLayout,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -33,16 +36,18 @@ from qtpy.QtWidgets import (
 )
 
 from napari_imc_vae._napari.layer_data import COLORMAPS, RAW, contrast_limits
+from napari_imc_vae._napari.latent_view import latent_rgb_layer
 from napari_imc_vae._napari.layers import LayerImage, imc_info
 from napari_imc_vae._napari.model_file import open_model_file
 from napari_imc_vae._napari.model_store import RunState, RunStatus, model_label, model_store
+from napari_imc_vae._napari.normalization_form import int_spin
 from napari_imc_vae._napari.picker import ImagePicker
 from napari_imc_vae._napari.reconstruct_task import (
     ReconstructResult,
     reconstruct_updates,
     reconstruction_layers,
 )
-from napari_imc_vae._napari.train_form import ispin
+from napari_imc_vae._napari.report_view import ReportView
 from napari_imc_vae.engine.checkpoint import TrainedModel
 
 
@@ -78,21 +83,22 @@ class ReconstructWidget(QWidget):
         self.load_button = QPushButton("Load model…")
         self.load_button.clicked.connect(lambda: self.load_model())
         self.picker = ImagePicker(napari_viewer)
-        self.k = ispin(6, 1, 64, tip="number of tissue motifs (k-means clusters of the latent map)")
-        self.stride = ispin(0, 0, 256, tip="tile step in pixels; auto = half the patch")
-        self.stride.setSpecialValueText("auto (patch / 2)")
-        self.channel_errors = QCheckBox("Per-channel error layers")
-        self.show_recon = QCheckBox("Show the reconstruction, hide the raw layers")
-        form = QFormLayout()
-        form.addRow("Tissue motifs, k", self.k)
-        form.addRow("Stride", self.stride)
-        form.addRow(self.channel_errors)
-        form.addRow(self.show_recon)
+        self.k = int_spin(6, 1, 64, label="Tissue motifs, k",
+                          tip="number of tissue motifs (k-means clusters of the latent map)")
+        self.stride = int_spin(0, 0, 256, label="Stride, px (0: auto)",
+                               tip="tile step in pixels; 0 = auto, half the patch")
+        self.channel_errors = CheckBox(text="Per-channel error layers", label="")
+        self.show_recon = CheckBox(text="Show the reconstruction, hide the raw layers", label="")
+        self.options = Container(widgets=[self.k, self.stride, self.channel_errors, self.show_recon])
         self.run_button = QPushButton("Reconstruct")
         self.run_button.clicked.connect(self.reconstruct)
         self.progress_bar = QProgressBar()
         self.message = QLabel("Train a model (Train VAE) or load one, pick an image, press Reconstruct.")
         self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.report = ReportView("The quality report of the model on the image appears here "
+                                 "after Reconstruct.")
+        self.report.setMinimumHeight(260)
 
         row = QHBoxLayout()
         row.addWidget(self.model_label, 1)
@@ -100,11 +106,12 @@ class ReconstructWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         layout.addWidget(self.picker)
-        layout.addLayout(form)
+        layout.addWidget(self.options.native)
         layout.addWidget(self.run_button)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.message)
-        layout.addStretch(1)
+        layout.addWidget(QLabel("Quality report"))
+        layout.addWidget(self.report, 1)
         self.status.changed.connect(self._update_buttons)
         self._show_model(self.store.model)
 
@@ -156,11 +163,11 @@ class ReconstructWidget(QWidget):
         except (ValueError, TypeError) as e:
             show_error(f"Reconstruct: {e}")
             return None
-        k, stride = self.k.value(), self.stride.value() or None
+        k, stride = self.k.value, self.stride.value or None
         # contrast limits are computed in the worker too: percentiles of every error channel
         # on the GUI thread would freeze napari for large images
         worker = create_worker(reconstruct_updates, trained, image, k=k, stride=stride,
-                               channel_error_limits=self.channel_errors.isChecked(),
+                               channel_error_limits=self.channel_errors.value,
                                _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda result: self._on_returned(source, result, note))
@@ -169,6 +176,7 @@ class ReconstructWidget(QWidget):
         self._pbar = progress(total=0, desc=f"Reconstructing {source.name}")
         self.progress_bar.setRange(0, 0)
         self.message.setText(f"Reconstructing {source.name} …" + (f" ({note})" if note else ""))
+        self.report.set_report("")
         if note:
             show_info(f"Reconstruct {source.name}: {note}")
         self.status.state = RunState.TRAINING
@@ -211,9 +219,11 @@ class ReconstructWidget(QWidget):
         self.message.setText(
             f"Added {len(layers)} layers for {source.name}: '… [recon]', "
             f"'{source.name}_error' (mean {err.mean() if err.size else float('nan'):.3g}, "
-            f"normalized units), '{source.name}_latent' ({result.latent.shape[0]} dims, "
-            f"stride {result.stride}) and '{source.name}_motifs' (k = {result.k})."
-            + (f" Note: {note}." if note else ""))
+            f"normalized units), '{source.name}_latent' (its {result.latent.shape[0]} dims as 3 "
+            f"principal components in RGB, stride {result.stride}) and '{source.name}_motifs' "
+            f"(k = {result.k})." + (f" Note: {note}." if note else ""))
+        # a result without a report (the reconstruction alone) shows the placeholder
+        self.report.set_report(getattr(result, "report_text", "") or "")
         self.finished.emit(layers)
 
     def _add_layers(self, source: LayerImage, result: ReconstructResult) -> list:
@@ -230,12 +240,16 @@ class ReconstructWidget(QWidget):
             colormaps = [COLORMAPS[i % len(COLORMAPS)] for i in range(raw.n_channels)]
             contrast = [contrast_limits(c) for c in raw.data]
             visible = [i < len(COLORMAPS) for i in range(raw.n_channels)]
-        show = self.show_recon.isChecked()
+        show = self.show_recon.value
         tuples = reconstruction_layers(
             result, base_names=names, image_name=source.name, colormaps=colormaps,
             contrast=contrast, visible=[v and show for v in visible],
             scale=tuple(source.layers[0].scale[-2:]), translate=source.translate,
-            channel_errors=self.channel_errors.isChecked())
+            channel_errors=self.channel_errors.value)
+        latent_name = f"{source.name}_latent"
+        # a (D, ny, nx) layer would add a dims slider every 2-D layer shares: show it as RGB
+        tuples = [latent_rgb_layer(t) if t[1]["name"] == latent_name and t[0].ndim == 3 else t
+                  for t in tuples]
         new_names = {kw["name"] for _, kw, _ in tuples}
         for layer in list(self.viewer.layers):
             info = imc_info(layer)

@@ -14,16 +14,14 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, Signal
-from qtpy.QtGui import QFontDatabase
 from qtpy.QtWidgets import (
     QCheckBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QPlainTextEdit,
     QProgressBar,
     QPushButton,
-    QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -32,6 +30,7 @@ from napari_imc_vae._napari.checklist import ImageChecklist
 from napari_imc_vae._napari.loss_plot import LossPlot
 from napari_imc_vae._napari.model_file import MODEL_FILTER, open_model_file
 from napari_imc_vae._napari.model_store import RunState, RunStatus, model_store
+from napari_imc_vae._napari.report_view import ReportView
 from napari_imc_vae._napari.train_form import TrainForm
 from napari_imc_vae._napari.train_task import (
     TrainJob,
@@ -99,8 +98,8 @@ class TrainWidget(QWidget):
         self.images = ImageChecklist(napari_viewer)
         self.form = TrainForm(DEFAULT_NORMALIZATION, available_devices())
         self.device_label = QLabel()
-        self.form.device.currentTextChanged.connect(self._show_device)
-        self._show_device(self.form.device.currentText())
+        self.form.device.changed.connect(self._show_device)
+        self._show_device(self.form.device.value)
         self.resume_label = QLabel("New model")
         self.resume_label.setWordWrap(True)
 
@@ -134,18 +133,16 @@ class TrainWidget(QWidget):
         self.progress_text.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.progress_text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.plot = LossPlot()
-        self.report = QPlainTextEdit()
-        self.report.setReadOnly(True)
-        self.report.setPlaceholderText("The quality report appears here when training ends.")
-        self.report.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.plot)
-        split.addWidget(self.report)
+        self.report = ReportView("The quality report appears here when training ends.")
+        # one tab each, so the report gets the whole lower part of the dock, not a sliver
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.plot, "Loss curves")
+        self.tabs.addTab(self.report, "Quality report")
 
         layout = QVBoxLayout(self)
         layout.addWidget(QLabel("Images (one panel)"))
         layout.addWidget(self.images)
-        layout.addWidget(self.form)
+        layout.addWidget(self.form.native)
         layout.addWidget(self.device_label)
         layout.addWidget(self.resume_label)
         layout.addLayout(row1)
@@ -153,7 +150,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.activity)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.progress_text)
-        layout.addWidget(split, 1)
+        layout.addWidget(self.tabs, 1)
         self.status.changed.connect(self._update_buttons)
         self._update_buttons(self.status.state)
 
@@ -165,7 +162,7 @@ class TrainWidget(QWidget):
         self.save_button.setEnabled(not busy and self.trained is not None)
         self.resume_button.setEnabled(not busy)
         self.fresh_button.setEnabled(not busy and self.resume is not None)
-        self.form.setEnabled(not busy)
+        self.form.enabled = not busy
         self.images.setEnabled(not busy)
 
     def _show_device(self, name: str) -> None:
@@ -222,7 +219,8 @@ class TrainWidget(QWidget):
         self.progress_bar.setRange(0, steps)
         self.progress_bar.setValue(0)
         self.progress_text.setText(f"Preparing {len(request.images)} image(s) …")
-        self.report.clear()
+        self.report.set_report("")
+        self.tabs.setCurrentWidget(self.plot)
         if self.activity.isChecked():
             self._pbar = progress(total=steps, desc="Training VAE")
         self.status.state = RunState.TRAINING
@@ -271,7 +269,8 @@ class TrainWidget(QWidget):
         how = "Stopped" if outcome.stopped else "Done"
         self.progress_text.setText(f"{how} at model step {outcome.trained.step} after "
                                    f"{outcome.seconds:.1f} s. The model is ready in Reconstruct.")
-        self.report.setPlainText(format_report(outcome))
+        self.report.set_report(format_report(outcome))
+        self.tabs.setCurrentWidget(self.report)
         model_store(self.viewer).set(outcome.trained)
         self.finished.emit(outcome)
 

@@ -1,0 +1,71 @@
+"""The work behind the "Reconstruct" widget without Qt: layer tuples and their display limits.
+
+``reconstruct_task`` is numpy + engine only, so these run without a display; the widget
+tests in ``tests/_napari`` check the same layers once added to a viewer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_imc_vae._napari.layer_data import IMC_KEY
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_reconstruction_layers_are_the_models_channels_named_after_their_raw_layers(extra_channel_case):
+    """Extra channels: the model's channels are no permutation of the image's, so no argsort."""
+    from napari_imc_vae._napari.reconstruct_task import reconstruction_layers, run_reconstruction
+    from napari_imc_vae.engine.workflow import apply_model
+
+    trained, image = extra_channel_case
+    assert image.channel_names == ["DNA2", "H3K27Ac", "Histone H3", "DNA1", "Ki67"]
+    result = run_reconstruction(trained, image, k=2, stride=4)
+    assert result.channel_index == [0, 2, 3, 4] and result.ignored_channels == ["H3K27Ac"]
+    assert result.raw.shape == result.channel_error.shape == (4, 32, 32)
+    rec = apply_model(trained, image, stride=4)  # the model's order
+    n = image.n_channels
+    base = [f"raw {c}" for c in image.channel_names]
+    tuples = reconstruction_layers(
+        result, base_names=base, image_name="wide", colormaps=[f"cmap{i}" for i in range(n)],
+        contrast=[(i, i + 1.0) for i in range(n)], visible=[i % 2 == 0 for i in range(n)],
+        scale=(1.0, 1.0), translate=(0.0, 0.0), channel_errors=True)
+    recon = [(data, kw) for data, kw, _ in tuples if kw["name"].endswith("[recon]")]
+    errors = [(data, kw) for data, kw, _ in tuples if kw["name"].endswith("[error]")]
+    assert [kw["name"] for _, kw in recon] == [f"raw {c} [recon]" for c in ["DNA2", "Histone H3", "DNA1", "Ki67"]]
+    assert [kw["name"] for _, kw in errors] == [f"raw {c} [error]" for c in ["DNA2", "Histone H3", "DNA1", "Ki67"]]
+    for (data, kw), (err, _), i in zip(recon, errors, result.channel_index):
+        name = image.channel_names[i]
+        assert kw["colormap"] == f"cmap{i}" and kw["contrast_limits"] == (i, i + 1.0)
+        assert kw["visible"] == (i % 2 == 0)
+        info = kw["metadata"][IMC_KEY]
+        assert info["channel_name"] == name and info["channel_index"] == i
+        j = trained.channel_names.index(name)
+        np.testing.assert_array_equal(data, rec.raw[j])
+        np.testing.assert_array_equal(err, rec.channel_error[j])
+    assert len(tuples) == 4 + 4 + 3
+
+
+def test_contrast_limits_come_from_the_worker_not_the_gui_thread(monkeypatch, extra_channel_case):
+    """The layers reuse the limits computed with the reconstruction (the worker thread)."""
+    from napari_imc_vae._napari import reconstruct_task
+    from napari_imc_vae._napari.layer_data import contrast_limits
+
+    trained, image = extra_channel_case
+    result = reconstruct_task.run_reconstruction(trained, image, k=2, stride=4, channel_error_limits=True)
+    limits = result.display_limits
+    assert limits["error"] == contrast_limits(result.error)
+    assert limits["latent"] == contrast_limits(result.latent.reshape(1, -1))
+    assert limits["channel_error"] == [contrast_limits(c) for c in result.channel_error]
+    calls = []
+    monkeypatch.setattr(reconstruct_task, "contrast_limits", lambda a: calls.append(a) or (0.0, 1.0))
+    n = image.n_channels
+    tuples = reconstruct_task.reconstruction_layers(
+        result, base_names=list(image.channel_names), image_name="wide", colormaps=["gray"] * n,
+        contrast=[(0.0, 1.0)] * n, visible=[True] * n, scale=(1.0, 1.0), translate=(0.0, 0.0),
+        channel_errors=True)
+    assert calls == []  # nothing recomputed when the layers are built
+    by_name = {kw["name"]: kw for _, kw, _ in tuples}
+    assert by_name["wide_error"]["contrast_limits"] == limits["error"]
+    assert by_name["DNA2 [error]"]["contrast_limits"] == limits["channel_error"][0]
