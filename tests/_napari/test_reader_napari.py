@@ -110,3 +110,48 @@ def test_viewer_open_with_plugin(make_napari_viewer, imc_testdata):
     layers = viewer.open(str(imc_testdata / MCD), plugin="napari-imc-vae")
     assert len(layers) == 15
     assert layers[0].name == "Ag107 [ROI_001]"
+
+
+def test_steinbock_folder_opens_one_group_of_layers_per_image(imc_testdata, tmp_path):
+    from imc_variants import steinbock_folder
+
+    folder = steinbock_folder(imc_testdata, tmp_path / "img", n=3)
+    images = read_imc_all(folder)
+    out = _read(folder)
+    assert len(out) == len(images) == 3
+    right_edges = []
+    for (data, kwargs, _), image in zip(out, images):
+        np.testing.assert_array_equal(data, image.data)
+        assert kwargs["name"] == [f"{c} [{image.name}]" for c in PANEL]  # names carry the image
+        assert {m[IMC_KEY]["source"] for m in kwargs["metadata"]} == {image.source}
+        ty, tx = kwargs["translate"]
+        assert ty == 0 and all(tx > edge for edge in right_edges)
+        right_edges.append(tx + data.shape[-1] * image.pixel_size_um)
+    names = [n for _, kwargs, _ in out for n in kwargs["name"]]
+    assert len(set(names)) == len(names)
+
+
+def test_single_channel_roi_folder_opens_as_one_image(imc_testdata, tmp_path):
+    from imc_variants import single_channel_folder, steinbock_roi
+
+    roi = steinbock_roi(imc_testdata)
+    folder = single_channel_folder(tmp_path / "ROI7", roi, prefix="ROI7_")
+    (layer_data,) = _read(folder)
+    data, kwargs, _ = layer_data
+    np.testing.assert_array_equal(data, roi.data)
+    assert kwargs["name"] == ["Ag107", "Pr141_Cytokeratin 5", "Sm147_Laminin", "Eu153_YBX1", "Yb172_H3K27Ac"]
+
+
+def test_mixed_folder_warns_naming_the_odd_file(imc_testdata, tmp_path):
+    import shutil
+
+    from imc_variants import single_channel_folder, steinbock_roi
+    from napari.utils.notifications import notification_manager
+
+    folder = single_channel_folder(tmp_path / "mixed", steinbock_roi(imc_testdata))
+    shutil.copy(imc_testdata / STEINBOCK, folder)
+    reader = napari_get_reader(str(folder))
+    n = len(notification_manager.records)
+    assert reader(str(folder)) is None
+    messages = [str(r.message) for r in notification_manager.records[n:]]
+    assert any("odd multi-channel files: 20210305_NE_mockData1_002.ome.tiff" in m for m in messages), messages

@@ -5,7 +5,10 @@ marker, additive blending, percentile contrast limits and ``scale`` = pixel
 size (see :mod:`.layer_data`). An ``.mcd`` opens every acquisition: layer
 names get the acquisition in brackets (``"H3K27Ac [ROI_001]"``) and the
 acquisitions are laid out left to right, :data:`GAP_UM` apart, so that none
-hides another.
+hides another. A folder is what :func:`napari_imc_vae.io.folder_layout` says (the
+rule every caller shares): one image of single-channel files, or a set of images, each
+opened as one group of channel layers whose names carry the image
+(``"H3K27Ac [20210305_NE_mockData1_001]"``), laid out like acquisitions.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from napari.utils.notifications import show_warning
 
 from napari_imc_vae._napari.layer_data import image_layer_data
 from napari_imc_vae.io import FILE_SUFFIXES, FOLDER_SUFFIXES, ImcReadError, format_for, read_imc_all
+from napari_imc_vae.io.folder import looks_like_imc_txt
 
 GAP_UM = 10.0
 
@@ -32,11 +36,8 @@ def _looks_readable(path: Path) -> bool:
         if not path.name.lower().endswith(FILE_SUFFIXES) or not path.is_file() or path.stat().st_size == 0:
             return False
         if format_for(path).key == "txt":
-            # "*.txt" matches every text file: take only IMC exports, whose header
-            # starts with the push columns and X/Y.
-            with open(path, "rb") as f:
-                head = f.read(512)
-            return b"Start_push" in head or (b"\tX\t" in head and b"\tY\t" in head)
+            # "*.txt" matches every text file: take only IMC exports
+            return looks_like_imc_txt(path)
         return True
     except OSError:
         return False
@@ -85,8 +86,13 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple] | None:
             show_warning(f"napari-imc-vae could not read {p}: {e}")
             return None
         many = len(images) > 1
+        from_folder = Path(p).is_dir()
         x = 0.0
         for image in images:
-            layer_data.append(image_layer_data(image, with_acquisition=many, translate=(0.0, x)))
+            data, kwargs, kind = image_layer_data(image, with_acquisition=many and not from_folder,
+                                                  translate=(0.0, x))
+            if many and from_folder:  # a set of images: the layer names carry the image
+                kwargs["name"] = [f"{name} [{image.name}]" for name in image.channel_names]
+            layer_data.append((data, kwargs, kind))
             x += image.data.shape[-1] * image.pixel_size_um + GAP_UM
     return layer_data

@@ -35,11 +35,14 @@ def read_image(path: str, acquisition: str | None, what: str = "diagnosing"):
         if acquisition is None:
             names = list_acquisitions(path)
             if len(names) > 1:
-                print(f"{PROG}: note: {path} holds {len(names)} acquisitions ({', '.join(names)}); "
-                      f"{what} {image.acquisition}; choose one with --acquisition",
+                listed = ", ".join(names[:6]) + (f", ... ({len(names) - 6} more)" if len(names) > 6 else "")
+                print(f"{PROG}: note: {path} holds {len(names)} acquisitions ({listed}); "
+                      f"{what} {image.acquisition or image.name}; choose one with --acquisition",
                       file=sys.stderr)
     for w in caught:  # e.g. NaN/Inf pixels: one line each, not a warnings traceback
         print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+    for note in image.notes:  # e.g. a file-name prefix removed from the channel names
+        print(f"{PROG}: note: {note}", file=sys.stderr)
     return image
 
 
@@ -104,47 +107,50 @@ def is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def image_files(folder) -> list:
-    """The image files of a folder, or ``[]`` when it is one image (single-channel TIFFs)."""
+def image_targets(paths: list[str]) -> list[str]:
+    """The files (or single-image folders) the given paths stand for, in order.
+
+    A folder is what :func:`napari_imc_vae.io.folder_layout` says: one image of
+    single-channel files stays one target; a set of stacks or ``.mcd`` files gives its files.
+    """
     from pathlib import Path
 
-    from napari_imc_vae.io import FILE_SUFFIXES, format_for
+    from napari_imc_vae.io import folder_layout
 
-    kinds = {p: format_for(p).key for p in sorted(Path(folder).iterdir())
-             if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(FILE_SUFFIXES)}
-    # plain TIFFs without a panel.csv: histoCAT/MIBI style, the folder itself is one image
-    if all(kind == "tiff" for kind in kinds.values()) and not (Path(folder) / "panel.csv").is_file():
-        return []
-    if "mcd" in kinds.values():
-        # .txt files beside .mcd files are exports of the same acquisitions
-        return [p for p, kind in kinds.items() if kind != "txt"]
-    return list(kinds)
+    targets = []
+    for path in paths:
+        layout = folder_layout(path) if Path(path).is_dir() else None
+        if layout is not None and layout.kind != "channels":
+            targets.extend(str(f) for f in layout.files)
+        else:
+            targets.append(path)
+    return targets
+
+
+def _read_target(path: str, acquisition: str | None) -> list:
+    """The images of one file or single-image folder; an .mcd gives all its acquisitions."""
+    from napari_imc_vae.io import read_imc, read_imc_all
+
+    if acquisition is not None:
+        return [read_imc(path, acquisition=acquisition_arg(path, acquisition))]
+    return list(read_imc_all(path))
+
+
+def _messages(caught, images) -> list[str]:
+    """Warnings (NaN/Inf pixels, tifffile's remarks) and reader notes (a prefix removed), one line each."""
+    return [f"warning: {w.message}" for w in caught] + [f"note: {n}" for im in images for n in im.notes]
 
 
 def read_all(paths: list[str], acquisition: str | None, quiet: bool) -> list:
     """Every image of the given files and folders; an .mcd gives all its acquisitions."""
-    from pathlib import Path
-
-    from napari_imc_vae.io import read_imc, read_imc_all
-
-    targets = []
-    for path in paths:
-        files = image_files(path) if Path(path).is_dir() else []
-        if files:
-            targets.extend(str(f) for f in files)
-        else:
-            targets.append(path)
     images = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for path in targets:
-            if acquisition is not None:
-                images.append(read_imc(path, acquisition=acquisition_arg(path, acquisition)))
-            else:
-                images.extend(read_imc_all(path))
+        for path in image_targets(paths):
+            images.extend(_read_target(path, acquisition))
     if not quiet:
-        for w in caught:
-            print(f"{PROG}: warning: {w.message}", file=sys.stderr)
+        for line in _messages(caught, images):
+            print(f"{PROG}: {line}", file=sys.stderr)
     return images
 
 

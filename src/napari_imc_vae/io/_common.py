@@ -18,8 +18,12 @@ _ELEMENTS = frozenset(
     "Eu Gd Tb Dy Ho Er Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U "
     "Np Pu Am Cm Bk Cf Es Fm Md No Lr".split()
 )
-_SYMBOL_MASS = re.compile(r"^([A-Z][a-z]?)(\d{1,3})(?:Di)?$")  # Pr141, Pr141Di
-_MASS_SYMBOL = re.compile(r"^(\d{1,3})([A-Z][a-z]?)(?:Di)?$")  # 141Pr (Fluidigm labels)
+_SYMBOL_MASS = re.compile(r"^([A-Z][a-z]?)\(?(\d{2,3})\)?(?:Di)?$")  # Pr141, Pr(141), Pr141Di
+_MASS_SYMBOL = re.compile(r"^\(?(\d{2,3})\)?([A-Z][a-z]?)(?:Di)?$")  # 141Pr (Fluidigm labels)
+# IMC (CyTOF) detects masses 75-209; outside that "H3", "B7" or "C5" are markers, not metals.
+_MASSES = range(75, 210)
+# "CD45(Pr141Di)", "CD45 (141Pr)": a label, then the metal in parentheses
+_LABEL_METAL = re.compile(r"^(.*?)[\s_-]*\(([^()]+(?:\(\d+\))?[^()]*)\)$")
 # readimc / imctools labels: "Cytoker_651((3356))Pr141" -> target, clone/lot, tube, metal.
 _FLUIDIGM_SUFFIX = re.compile(r"\(\([^()]*\)\)\s*([A-Za-z]{1,2}\d{1,3})(?:Di)?$")
 
@@ -28,17 +32,68 @@ MAX_NBYTES = 1 << 34
 
 
 def parse_metal(text: str | None) -> str | None:
-    """Return ``"Pr141"`` for ``"Pr141"``, ``"Pr141Di"`` or ``"141Pr"``; None if not a metal."""
+    """``"Pr141"`` for ``"Pr141"``, ``"Pr141Di"``, ``"141Pr"``, ``"Pr(141)"`` or ``"(Pr141)"``.
+
+    None when ``text`` is not a metal tag: an unknown element symbol, or a mass outside
+    IMC's 75-209 (so that the markers ``H3`` or ``B7`` stay markers).
+    """
     if not text:
         return None
     text = text.strip()
-    m = _SYMBOL_MASS.match(text)
-    if m and m.group(1) in _ELEMENTS:
-        return f"{m.group(1)}{int(m.group(2))}"
-    m = _MASS_SYMBOL.match(text)
-    if m and m.group(2) in _ELEMENTS:
-        return f"{m.group(2)}{int(m.group(1))}"
+    if text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
+    for pattern, symbol, mass in ((_SYMBOL_MASS, 1, 2), (_MASS_SYMBOL, 2, 1)):
+        m = pattern.match(text)
+        if m and m.group(symbol) in _ELEMENTS and int(m.group(mass)) in _MASSES:
+            return f"{m.group(symbol)}{int(m.group(mass))}"
     return None
+
+
+def split_identity(text: str | None) -> tuple[str | None, str | None]:
+    """Metal and label of a channel named by one string, in the usual spellings.
+
+    ``"Pr141"``, ``"141Pr"``, ``"Pr(141)"``, ``"Pr141Di"`` -> ``("Pr141", None)``;
+    ``"141Pr_CD45"``, ``"CD45_141Pr"``, ``"CD45(Pr141Di)"``, ``"CD45 (141Pr)"`` ->
+    ``("Pr141", "CD45")``; a Fluidigm label ``"CD45_1234((567))Pr141"`` -> ``("Pr141",
+    "CD45")``; ``"CD45"`` -> ``(None, "CD45")``. Between underscores the first token that
+    is a metal is the metal; the tokens after it (else before it) are the label.
+    """
+    text = (text or "").strip()
+    if not text:
+        return None, None
+    metal = parse_metal(text)
+    if metal:
+        return metal, None
+    m = _LABEL_METAL.match(text)
+    if m and parse_metal(m.group(2)):
+        return parse_metal(m.group(2)), m.group(1).strip() or None
+    metal = metal_from_label(text)
+    if metal:
+        return metal, clean_label(text) or None
+    tokens = text.split("_")
+    for i, token in enumerate(tokens):
+        metal = parse_metal(token)
+        if metal:
+            label = ("_".join(tokens[i + 1:]) or "_".join(tokens[:i])).strip()
+            # "Ag107_107Ag": the label only repeats the metal, spelled as the metal
+            return metal, (metal if parse_metal(label) == metal else label) or None
+    return None, text
+
+
+def steinbock_name(metal: str | None, label: str | None) -> str:
+    """``Pr141_CD45`` for a metal and a label, else whichever of them there is."""
+    if metal and label and parse_metal(label) != metal:
+        return f"{metal}_{label}"
+    return metal or label or ""
+
+
+def label_key(name: str) -> str:
+    """What a channel name says about its target, for matching by label.
+
+    ``"Pr141_CD45"``, ``"CD45"`` and ``"cd45"`` give ``"cd45"``; a bare metal gives itself.
+    """
+    metal, label = split_identity(name)
+    return (label or metal or name).strip().casefold()
 
 
 def clean_label(label: str | None) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from napari_imc_vae.io import _suffixes, mcd, tiff
+from napari_imc_vae.io import _suffixes, folder, mcd, tiff
 from napari_imc_vae.io.image import ImcImage, ImcReadError, source_stem
 
 Acquisition = int | str | None
@@ -90,8 +90,16 @@ FORMATS: tuple[Format, ...] = (
         extra="mcd",
     ),
     _single("txt", "IMC .txt export, one acquisition", _suffixes.TXT, mcd.read_txt, extra="mcd"),
-    _single("folder", "folder of single-channel TIFFs, file name = marker (histoCAT, MIBI)", (),
-            tiff.read_tiff_folder),
+    Format(
+        "folder",
+        "folder: of single-channel TIFFs, one image (histoCAT, MCD Viewer, MIBI exports; "
+        "file name = metal and marker); of multi-channel stacks or .txt files (steinbock img/), "
+        "one image per file; of .mcd files, their acquisitions",
+        (),
+        read=folder.read_folder,
+        acquisitions=folder.folder_acquisitions,
+        read_all=folder.read_folder_all,
+    ),
 )
 
 SUPPORTED_FORMATS: list[str] = [f.describe() for f in FORMATS]
@@ -100,8 +108,8 @@ SUPPORTED_FORMATS: list[str] = [f.describe() for f in FORMATS]
 #: ``filename_patterns`` are ``"*" + suffix`` of these.
 FILE_SUFFIXES: tuple[str, ...] = _suffixes.ALL
 
-#: Suffixes of the files a folder image is read from (one channel each).
-FOLDER_SUFFIXES: tuple[str, ...] = _suffixes.TIFF
+#: Suffixes of the files a folder is read from (see :mod:`.folder` for the rule).
+FOLDER_SUFFIXES: tuple[str, ...] = _suffixes.ALL
 
 
 def format_for(path: str | os.PathLike[str]) -> Format:
@@ -133,10 +141,11 @@ def read_imc(path: str | os.PathLike[str], *, acquisition: Acquisition = None) -
     ----------
     path : str or PathLike
         An ``.mcd``, ``.txt``, ``.ome.tiff``/``.ome.tif``, ``.tiff``/``.tif`` file, or a
-        folder of single-channel TIFFs.
+        folder (see :mod:`napari_imc_vae.io.folder` for what a folder is).
     acquisition : int or str, optional
         Which acquisition: a 0-based index or an identifier from :func:`list_acquisitions`.
-        Default: the first (the only one for every format but ``.mcd``).
+        Default: the first (the only one for every format but ``.mcd`` and folders of
+        several images).
 
     Returns
     -------

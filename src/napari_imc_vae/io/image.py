@@ -48,6 +48,9 @@ class ImcImage:
         Path the image was read from.
     acquisition : str or None
         Which acquisition of a multi-acquisition file (``.mcd``) this is.
+    notes : list of str
+        What the reader did that the user should know (e.g. a file-name prefix it
+        removed from every channel name); the command line prints them.
     """
 
     data: np.ndarray
@@ -57,6 +60,7 @@ class ImcImage:
     pixel_size_um: float = 1.0
     source: str = ""
     acquisition: str | None = None
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         data = np.asarray(self.data)
@@ -93,14 +97,13 @@ class ImcImage:
 
     @property
     def channel_keys(self) -> list[str]:
-        """Identity used to match channels between images and models.
+        """Identity used to match channels between images and models, one per channel.
 
-        The metal (``Pr141``) when every channel has one, since the same panel
-        is labelled differently by different exporters; else the channel name.
+        The channel's metal (``Pr141``) where known, since the same panel is labelled
+        differently by different exporters; else its name (matched by label, see
+        :func:`napari_imc_vae.preprocessing.match_channels`).
         """
-        if all(self.metals):
-            return [str(m) for m in self.metals]
-        return list(self.channel_names)
+        return [str(m) if m else n for m, n in zip(self.metals, self.channel_names)]
 
     @property
     def nonfinite_count(self) -> int:

@@ -1,4 +1,4 @@
-"""TIFF readers: OME-TIFF, plain stacks with a panel, 2-D/multi-page TIFFs, folders of TIFFs.
+"""TIFF readers: OME-TIFF, plain stacks with a panel, 2-D/multi-page TIFFs (folders: :mod:`.folder`).
 
 Channel identity of one stack, in order of preference: the OME-XML channel names
 (:mod:`~napari_imc_vae.io.ometiff`), a same-stem ``.csv`` or ``panel.csv`` beside the file
@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_imc_vae.io._common import MAX_NBYTES, as_stack, build_image, check_file, parse_metal
-from napari_imc_vae.io._suffixes import TIFF as TIFF_SUFFIXES
-from napari_imc_vae.io.image import ImcImage, ImcReadError, source_stem
+from napari_imc_vae.io._common import MAX_NBYTES, as_stack, build_image, check_file
+from napari_imc_vae.io.image import ImcImage, ImcReadError
 from napari_imc_vae.io.ometiff import parse_ome_channels
 from napari_imc_vae.io.panel import PanelCountError, find_panel
 
@@ -280,67 +279,3 @@ def _identify(data: np.ndarray, path: Path, ome_xml: str | None) -> ImcImage:
     return build_image(
         data, path, metals=[None] * n, labels=[None] * n, names=[f"ch{i}" for i in range(n)]
     )
-
-
-def _identity_from_stem(stem: str) -> tuple[str | None, str | None]:
-    """``"Pr141_CD45"``, ``"CD45_Pr141"``, ``"Pr141"`` or ``"CD45"`` -> (metal, label)."""
-    metal = parse_metal(stem)
-    if metal:
-        return metal, None
-    head, _, tail = stem.partition("_")
-    if tail and parse_metal(head):
-        return parse_metal(head), tail
-    head, _, tail = stem.rpartition("_")
-    if head and parse_metal(tail):
-        return parse_metal(tail), head
-    return None, stem
-
-
-def read_tiff_folder(path: Path) -> ImcImage:
-    """Read a folder of single-channel TIFFs (histoCAT, MIBI exports) as one stack.
-
-    Parameters
-    ----------
-    path : Path
-        The folder. Every ``.tif``/``.tiff`` in it (not hidden), sorted by name, is one
-        channel named after its file stem; a metal in the stem (``Pr141_CD45.tiff``,
-        ``CD45_Pr141.tiff``) is recorded as the channel's metal.
-
-    Returns
-    -------
-    ImcImage
-        ``data`` of shape (C, Y, X), pixel size 1.0 µm.
-
-    Raises
-    ------
-    ImcReadError
-        An empty folder, unreadable files, files with more than one channel, or files
-        whose shapes differ.
-    """
-    if not path.is_dir():
-        raise ImcReadError(f"{path}: folder does not exist")
-    files = sorted(
-        p
-        for p in path.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in TIFF_SUFFIXES
-    )
-    if not files:
-        raise ImcReadError(f"{path}: folder holds no .tif/.tiff files")
-    planes, metals, labels = [], [], []
-    for file in files:
-        data, _ = load_tiff(file)
-        if data.ndim == 3 and data.shape[0] == 1:
-            data = data[0]
-        if data.ndim != 2:
-            raise ImcReadError(
-                f"{file}: a folder of single-channel TIFFs needs 2-D images, got shape {data.shape}"
-            )
-        if planes and data.shape != planes[0].shape:
-            raise ImcReadError(
-                f"{file}: shape {data.shape} differs from {files[0].name}'s {planes[0].shape}"
-            )
-        metal, label = _identity_from_stem(source_stem(file))
-        planes.append(data.astype(np.float32, copy=False))
-        metals.append(metal)
-        labels.append(label)
-    return build_image(np.stack(planes), path, metals=metals, labels=labels)

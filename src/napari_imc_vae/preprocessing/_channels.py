@@ -1,9 +1,9 @@
 """Bring images to one channel order: pooled fitting, and matching an image to a panel.
 
 :func:`match_channels` is the one rule every caller uses (the normalizer, the model, pooled
-fitting): channels are matched by key (metal) when the panel's keys are all in the image, else
-by name; channels the panel needs but the image lacks are an error; channels the image has in
-excess are left out, and the :class:`ChannelMatch` says which.
+fitting): each channel is matched by metal when both sides know it, else by label (``Pr141_CD45``
+and ``CD45`` are one label); channels the panel needs but the image lacks are an error naming
+both sides; channels the image has in excess are left out, and the :class:`ChannelMatch` says which.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def match_channels(names, keys, other_names, other_keys=None, *, panel: str = "t
     Parameters
     ----------
     names, keys : sequence of str
-        The panel's channel names and keys (metals, or the names when there are none);
-        ``keys`` may be None.
+        The panel's channel names and keys (each channel's metal where known, else its
+        name); ``keys`` may be None.
     other_names, other_keys : sequence of str
         The image's; ``other_keys`` may be None (a bare stack).
     panel : str
@@ -66,36 +66,55 @@ def match_channels(names, keys, other_names, other_keys=None, *, panel: str = "t
     Returns
     -------
     ChannelMatch
-        Matched by key when both sides have keys and every panel key is in the image,
-        else by name.
+        Each panel channel is matched **by metal** when it has one and the image knows
+        metals, else **by label** (``Pr141_CD45``, ``CD45`` and ``cd45`` are one label:
+        :func:`~napari_imc_vae.io._common.label_key`), else by name.
 
     Raises
     ------
     ChannelMismatchError
-        When the image lacks channels of the panel: names the missing channels, the
-        image's extra ones and the expected panel, by whichever identity (metal or name)
-        the image matches best, so an image without metals is not told that its named
-        channels are all "extra".
+        When the image lacks channels of the panel: names the missing channels, the image's
+        extra ones, the expected panel and the image's channels, each channel by the identity
+        it was matched by (metal or name).
     """
-    other_names = list(other_names)
-    pairs = [(keys, other_keys)] if keys is not None and other_keys is not None else []
-    pairs.append((names, other_names))
-    for mine, theirs in pairs:
-        if set(mine) <= set(theirs):
-            position = {k: i for i, k in enumerate(theirs)}
-            index = tuple(position[k] for k in mine)
-            used = set(index)
-            return ChannelMatch(index, tuple(n for i, n in enumerate(other_names) if i not in used))
+    from napari_imc_vae.io._common import label_key, parse_metal
 
-    def gaps(pair):
-        mine, theirs = pair
-        return [c for c in mine if c not in set(theirs)], [c for c in theirs if c not in set(mine)]
-
-    (mine, _), (missing, extra) = min(((pair, gaps(pair)) for pair in pairs),
-                                      key=lambda item: (len(item[1][0]), len(item[1][1])))
+    names = [str(n) for n in names]
+    other_names = [str(n) for n in other_names]
+    keys = [str(k) for k in keys] if keys is not None else list(names)
+    other_keys = [str(k) for k in other_keys] if other_keys is not None else list(other_names)
+    other_metals = [parse_metal(k) if parse_metal(k) == k else None for k in other_keys]
+    by_metal = {m: j for j, m in reversed(list(enumerate(other_metals))) if m}
+    unlabelled_only = all(other_metals)  # every image channel has a metal: nothing to compare labels with
+    used: set[int] = set()
+    index, missing, shown = [], [], []
+    for name, key in zip(names, keys):
+        metal = parse_metal(key) if parse_metal(key) == key else None
+        j = by_metal.get(metal) if metal else None
+        if j is not None and j not in used:
+            shown.append(metal)
+        elif metal and unlabelled_only:
+            shown.append(metal)
+            j = None
+        else:  # by label, among the image channels whose metal (if any) is not a panel metal
+            label = label_key(name)
+            j = next((j for j, n in enumerate(other_names) if j not in used and
+                      (n == name or label_key(n) == label)), None)
+            shown.append(name)
+        if j is None:
+            missing.append(shown[-1])
+        else:
+            used.add(j)
+            index.append(j)
+    ignored = tuple(n for j, n in enumerate(other_names) if j not in used)
+    if not missing:
+        return ChannelMatch(tuple(index), ignored)
+    extra = [other_keys[j] for j in range(len(other_names)) if j not in used]
+    image_side = list(other_keys)
     raise ChannelMismatchError(
         f"the image's channels do not match {panel}: missing {missing}, extra {extra or 'none'} "
-        f"(expected {len(mine)} channels: {', '.join(map(str, mine))})"
+        f"(expected {len(shown)} channels: {', '.join(shown)}); "
+        f"the image has {len(image_side)}: {', '.join(image_side)}"
     )
 
 
