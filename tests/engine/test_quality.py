@@ -1,4 +1,4 @@
-"""Baselines, Gaussian smoothing and the quality report on stand-in models and synthetic data."""
+"""Gaussian smoothing, grid patches and the quality report: stand-in models, synthetic and real data."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from napari_imc_vae.engine import baselines
-from napari_imc_vae.engine.baselines import MeanBaseline, PCABaseline
+from napari_imc_vae.engine import metrics, report
+from napari_imc_vae.engine.baselines import PCABaseline
 from napari_imc_vae.engine.d4 import D4_INVERSE, d4_apply
 from napari_imc_vae.engine.quality import GridPatches, QualityReport, evaluate, gaussian_smooth
 from napari_imc_vae.engine.tiling import TileGrid
@@ -61,58 +61,6 @@ def noisy_set():
     rng = np.random.default_rng(2)
     tiles = rng.normal(size=(200, 3, 8, 8)).astype(np.float32)
     return tiles[:150], tiles[150:]
-
-
-# --- baselines ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("n", [5, 40])  # fewer and more patches than features (F = 2·3·3 = 18)
-def test_pca_full_rank_reconstructs_exactly(n, rng):
-    x = rng.normal(size=(n, 2, 3, 3)).astype(np.float32)
-    pca = PCABaseline.fit(x, min(n, 18))
-    assert np.allclose(pca.reconstruct(x), x, atol=1e-5)
-    comps = pca.components
-    assert torch.allclose(comps @ comps.T, torch.eye(pca.k, dtype=comps.dtype), atol=1e-8)
-
-
-def test_pca_k0_is_the_mean_predictor(rng):
-    x = rng.normal(size=(30, 2, 3, 3))
-    y = rng.normal(size=(4, 2, 3, 3))
-    expected = np.broadcast_to(x.mean(axis=0), y.shape)
-    assert np.allclose(PCABaseline.fit(x, 0).reconstruct(y), expected, atol=1e-6)
-    assert np.allclose(MeanBaseline.fit(x).reconstruct(y), expected, atol=1e-6)
-
-
-def test_pca_error_equals_trailing_singular_values(rng):
-    x = rng.normal(size=(60, 1, 4, 4)) @ np.diag(np.linspace(0.2, 3, 4))
-    flat = x.reshape(60, -1)
-    s = np.linalg.svd(flat - flat.mean(0), compute_uv=False)
-    for k in (1, 5, 10):
-        rec = PCABaseline.fit(x, k).reconstruct(x)
-        assert ((rec - x) ** 2).sum() == pytest.approx((s[k:] ** 2).sum(), rel=1e-4)
-
-
-def test_pca_randomized_path_close_to_exact(rng, monkeypatch):
-    x = (rng.normal(size=(300, 1, 6, 6)) * np.linspace(3, 0.1, 36).reshape(1, 1, 6, 6)).astype(np.float32)
-    exact = PCABaseline.fit(x, 4).reconstruct(x)
-    monkeypatch.setattr(baselines, "_EXACT_LIMIT", 8)
-    approx = PCABaseline.fit(x, 4).reconstruct(x)
-    assert np.abs(approx - exact).max() < 1e-3
-
-
-def test_pca_nan_tolerant_and_bad_arguments(rng):
-    x = rng.normal(size=(20, 1, 2, 2))
-    x[0, 0, 0, 0] = np.nan
-    pca = PCABaseline.fit(x, 2)
-    assert np.isfinite(pca.reconstruct(x)).all()
-    with pytest.raises(ValueError, match=r"k must be an int in 0..min\(N, C\*P\*P\) = 4, got 5"):
-        PCABaseline.fit(x, 5)
-    with pytest.raises(ValueError, match=r"patches must have shape \(N, C, P, P\)"):
-        PCABaseline.fit(x[0], 1)
-    with pytest.raises(ValueError, match=r"patches must have shape \(N, 1, 2, 2\)"):
-        pca.reconstruct(np.zeros((3, 2, 2, 2)))
-    with pytest.raises(ValueError, match="k must be 0"):
-        MeanBaseline.fit(x, 3)
 
 
 # --- smoothing ---------------------------------------------------------------------------------
@@ -270,13 +218,27 @@ def test_report_serialises_and_formats(smooth_set):
         assert word in text
 
 
-def test_nan_in_validation_patches(smooth_set):
+def test_nan_in_validation_patches_are_left_out(smooth_set):
     train, val = smooth_set
-    val = val.copy()
-    val[0, :, 2, 2] = np.nan
-    rep = evaluate(StandIn(3, 8), val, train)
-    assert math.isfinite(rep.model.r2) and math.isfinite(rep.pca.r2)
+    dirty = val.copy()
+    dirty[0, :, 2, 2] = np.nan
+    rep = evaluate(StandIn(3, 8), dirty, train)
+    clean = evaluate(StandIn(3, 8), val[1:], train)
+    assert rep.n_skipped_nonfinite == 1 and rep.n_val == len(val) - 1
+    assert rep.model == clean.model and rep.pca == clean.pca and rep.mean_smooth == clean.mean_smooth
+    assert any(f"1 of {len(val)} patches touch NaN/Inf pixels" in v for v in rep.verdicts())
+    assert "patches with NaN/Inf pixels left out: 1" in rep.format_text()
     json.dumps(rep.to_dict(), allow_nan=False)
+
+
+def test_no_patch_without_nonfinite_pixels_is_an_error(smooth_set):
+    train, val = smooth_set
+    dirty = val[:3].copy()
+    dirty[:, 0, 0, 0] = [np.nan, np.inf, -np.inf]
+    with pytest.raises(ValueError, match="no patch without NaN/Inf pixels among the 3 held-out patches"):
+        evaluate(StandIn(3, 8), dirty, train)
+    with pytest.raises(ValueError, match="no training patch without NaN/Inf pixels among the 3"):
+        evaluate(StandIn(3, 8), val, dirty)
 
 
 def test_nan_measures_become_none():
@@ -289,6 +251,8 @@ def test_nan_measures_become_none():
     json.dumps(rep.to_dict(), allow_nan=False)
     assert rep.to_dict()["model"]["r2"] is None
     assert "—" in rep.format_text()
+    assert any("R² is undefined" in v for v in rep.verdicts())
+    assert not any("+nan" in v or "Beats" in v for v in rep.verdicts())
 
 
 @pytest.mark.parametrize(
@@ -298,6 +262,9 @@ def test_nan_measures_become_none():
         (np.zeros((2, 3, 8, 8)), np.zeros((4, 2, 8, 8)), {}, r"train_patches must have shape \(M, 3, 8, 8\)"),
         (np.zeros((2, 3, 8, 8)), np.zeros((4, 3, 8, 8)), {"smooth_target": np.zeros((1, 3, 8, 8))}, "smooth_target"),
         (np.zeros((2, 3, 8, 8)), np.zeros((4, 3, 8, 8)), {"batch_size": 0}, "batch_size"),
+        (np.zeros((2, 3, 8, 8)), None, {"baseline": PCABaseline.fit(np.ones((4, 3, 4, 4)), 1)},
+         r"fitted on patches of shape \(3, 4, 4\); val_patches have \(3, 8, 8\)"),
+        (np.zeros((2, 3, 8, 8)), None, {"baseline": "PCA"}, "baseline must be a PCABaseline, got str"),
     ],
 )
 def test_bad_input(val, train, kwargs, match):
@@ -311,4 +278,115 @@ def test_real_model_smoke(smooth_set):
     model = model_mod.PatchVAE(model_mod.ModelConfig(in_channels=3, patch_size=8, latent_dim=4, width=16, depth=1))
     rep = evaluate(model, val[:20], train)
     assert rep.pca_k == 4 and 0 <= rep.model.perm_accuracy <= 1
+    json.dumps(rep.to_dict(), allow_nan=False)
+
+
+# --- the baseline: given, stored, or missing ------------------------------------------------------
+
+
+def test_a_stored_baseline_gives_the_figures_of_fitting_on_the_training_patches(smooth_set):
+    train, val = smooth_set
+    fitted = evaluate(StandIn(3, 8, "channel_mean"), val, train)
+    source = "PCA-3 fitted on 48 training patches of ROI_001 at the end of training"
+    stored = PCABaseline.from_state(PCABaseline.fit(train, 3).to_state())
+    rep = evaluate(StandIn(3, 8, "channel_mean"), val, baseline=stored, baseline_source=source)
+    assert rep.pca == fitted.pca and rep.mean == fitted.mean and rep.pca_smooth == fitted.pca_smooth
+    assert rep.verdicts() == fitted.verdicts() and rep.n_train == fitted.n_train == len(train)
+    assert fitted.baseline_source == "training patches given to evaluate" and rep.baseline_source == source
+    d = rep.to_dict()
+    assert d["baseline"] == {"fitted_on": source, "k": 3} and d["pca"]["r2"] == pytest.approx(fitted.pca.r2)
+    assert f"Baseline: {source}" in rep.format_text()
+    # the old positional call still works
+    assert evaluate(StandIn(3, 8, "channel_mean"), val, train).model == fitted.model
+
+
+def test_without_a_baseline_only_the_absolute_verdicts(smooth_set):
+    train, val = smooth_set
+    rep = evaluate(StandIn(3, 8, "constant"), val, baseline_source="ignored without a baseline")
+    assert rep.pca is None and rep.mean is None and rep.pca_smooth is None and rep.mean_smooth is None
+    assert rep.pca_k is None and rep.n_train is None and rep.baseline_source is None
+    # smooth data: collapse, blur, averaging and underfit by the absolute thresholds still apply
+    assert {"posterior_collapse", "blur", "averaged_outputs", "underfit"} <= set(rep.problems)
+    assert not {"below_pca", "no_better_than_mean"} & set(rep.problems)
+    text = "\n".join(rep.verdicts())
+    assert "holds no stored baseline (older format)" in text and "retrain (or re-save after training)" in text
+    for phrase in ("Beats PCA", "Falls short", "mean patch:", "PCA-"):
+        assert phrase not in text
+    d = rep.to_dict()
+    json.dumps(d, allow_nan=False)
+    assert d["pca"]["r2"] is None and d["mean"]["r2"] is None and d["baseline"] == {"fitted_on": None, "k": None}
+    assert d["model"]["r2"] == pytest.approx(rep.model.r2)
+    assert "Baseline: none stored in the model file" in rep.format_text()
+    # shot noise without a baseline: no blur or averaging verdict (nothing fair to compare with)
+    noisy = np.random.default_rng(5).normal(size=(40, 3, 8, 8)).astype(np.float32)
+    blurry = evaluate(StandIn(3, 8, "channel_mean"), noisy)
+    assert not blurry.smooth_data and blurry.problems == []
+
+
+def test_thresholds_are_read_by_the_words(smooth_set, monkeypatch):
+    train, val = smooth_set
+    monkeypatch.setitem(report.THRESHOLDS, "r2", 0.99)
+    monkeypatch.setitem(report.THRESHOLDS, "active_fraction", 0.5)
+    monkeypatch.setattr(report, "NO_BETTER_THAN_MEAN", 0.02)
+    rep = evaluate(StandIn(3, 8, "constant"), val, train)
+    text = "\n".join(rep.verdicts())
+    assert "below 0.99" in text and "(< 50%)" in text and "R² within 0.02 of" in text
+    assert "≥ 0.99" in rep.format_text() and "≥ 50% of dims" in rep.format_text()
+
+
+def test_one_pass_measures_equal_the_float64_functions(imc_patches):
+    train, val = imc_patches
+    model = StandIn(5, 8, "channel_mean")
+    rep = evaluate(model, val, train, batch_size=100)
+    rec, mu = model.reconstruct(torch.from_numpy(val))
+    smooth = gaussian_smooth(val)
+    pca = PCABaseline.fit(train, 5).reconstruct(val)
+    mean = np.broadcast_to(train.mean(axis=0), val.shape)
+    for got, (target, prediction) in [(rep.model, (val, rec)), (rep.model_smooth, (smooth, rec)),
+                                      (rep.pca, (val, pca)), (rep.pca_smooth, (smooth, pca)),
+                                      (rep.mean, (val, mean)), (rep.mean_smooth, (smooth, mean))]:
+        want = metrics.reconstruction_measures(target, prediction)
+        for key, value in want.items():
+            assert getattr(got, key) == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    assert rep.target_smoothness == pytest.approx(metrics.sharpness_ratio(val, smooth), rel=1e-5)
+    assert rep.model.active_units == metrics.active_units(mu)
+
+
+def test_nonfinite_pixels_leave_active_units_unchanged(imc_patches):
+    """One NaN, one +Inf and one −Inf pixel in a real image's patches: 32/32 stays 32/32."""
+    model_mod = pytest.importorskip("napari_imc_vae.engine.model")
+    train, val = imc_patches
+    torch.manual_seed(0)
+    model = model_mod.PatchVAE(model_mod.ModelConfig(in_channels=5, latent_dim=32, width=64))
+    baseline = PCABaseline.fit(train, 32)
+    clean = evaluate(model, val, baseline=baseline, baseline_source="train ROIs")
+    dirty = val.copy()
+    dirty[10, 0, 3, 3], dirty[50, 2, 0, 7], dirty[90, 4, 5, 1] = np.nan, np.inf, -np.inf
+    rep = evaluate(model, dirty, baseline=baseline, baseline_source="train ROIs")
+    assert clean.model.active_units == 32 and rep.model.active_units == 32
+    assert "posterior_collapse" not in rep.problems and rep.n_skipped_nonfinite == 3
+    assert rep.model.r2 == pytest.approx(clean.model.r2, abs=0.01)
+    json.dumps(rep.to_dict(), allow_nan=False)
+
+
+def test_a_pca_fitted_on_the_measured_patches_is_not_a_fair_baseline(imc_patches):
+    """Why the baseline comes from the training patches: in-sample PCA scores higher on the same patches."""
+    train, val = imc_patches
+    in_sample = evaluate(StandIn(5, 8), val, val)
+    held_out = evaluate(StandIn(5, 8), val, train)
+    assert in_sample.pca.r2 > held_out.pca.r2 + 0.01
+
+
+def test_a_broken_model_is_named_not_measured(smooth_set):
+    train, val = smooth_set
+
+    class Diverged(StandIn):
+        def reconstruct(self, x):
+            return torch.full_like(x, math.nan), x.mean(dim=(2, 3))
+
+    rep = evaluate(Diverged(3, 8), val, train)
+    assert rep.n_nonfinite_reconstructions == len(val) and "nonfinite_reconstruction" in rep.problems
+    text = "\n".join(rep.verdicts())
+    assert f"reconstruction of {len(val)} of {len(val)} patches holds NaN/Inf" in text
+    assert "R² is undefined" in text and "nan" not in text.replace("NaN", "")
     json.dumps(rep.to_dict(), allow_nan=False)

@@ -2,36 +2,37 @@
 
 :func:`evaluate` measures a model on held-out patches next to two baselines on the
 same patches — the mean patch (R² ≈ 0) and PCA with as many components as latent
-dimensions, fitted on the training patches — once against the patches themselves
-and once against a lightly smoothed target (Gaussian σ = 1 px), which separates
-structure from shot noise. :meth:`QualityReport.verdicts` turns the figures into
-plain language: posterior collapse, blur, averaged outputs, and how the model
-compares with PCA-k.
+dimensions — once against the patches themselves and once against a lightly smoothed
+target (Gaussian σ = 1 px), which separates structure from shot noise. The baselines are
+fitted where the model was: on training patches given here, or stored in the model file at
+the end of training; without either, the report gives no verdict against them.
+
+The measures are accumulated in one pass over chunks (:mod:`~napari_imc_vae.engine.measures`);
+patches touching a NaN/Inf pixel are left out of all of them and counted.
 
 The absolute thresholds of DESIGN §4 hold for smooth inputs only. Whether the data
 are smooth is read off the data: smoothing with σ = 1 px keeps most of the gradient
-energy of smooth images and little of shot noise (``target_smoothness`` ≥ 0.5).
+energy of smooth images and little of shot noise (``target_smoothness`` ≥ ``SMOOTH_DATA``).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from napari_imc_vae.engine import metrics
 from napari_imc_vae.engine.baselines import PCABaseline
+from napari_imc_vae.engine.measures import PredictionSums, StreamSums, finite_patches, sharpness_between
+from napari_imc_vae.engine.report import SMOOTH_DATA, THRESHOLDS, Measures, QualityReport
 from napari_imc_vae.engine.tiling import reflect_index
 
 __all__ = ["GridPatches", "Measures", "QualityReport", "evaluate", "gaussian_smooth", "smoothing_radius",
-           "THRESHOLDS"]
+           "THRESHOLDS", "TRAINING_PATCHES_SOURCE"]
 
-#: Healthy values on smooth inputs (DESIGN §4).
-THRESHOLDS = {"r2": 0.8, "sharpness_ratio": 0.7, "diversity_ratio": 0.7, "active_fraction": 0.25,
-              "cosine_loss": 0.1, "perm_accuracy": 0.95}
-_SMOOTH_DATA = 0.5  # target_smoothness above which the data count as smooth
+#: ``baseline_source`` when :func:`evaluate` fits the baselines on the training patches it is given.
+TRAINING_PATCHES_SOURCE = "training patches given to evaluate"
 
 
 def smoothing_radius(sigma: float = 1.0, truncate: float = 4.0) -> int:
@@ -245,190 +246,30 @@ class GridPatches:
         return self.patches, self.smooth
 
 
-@dataclass
-class Measures:
-    """DESIGN §4 measures of one predictor on one target; None where not applicable."""
-
-    r2: float
-    mse: float
-    sharpness_ratio: float
-    diversity_ratio: float
-    cosine_loss: float
-    active_units: int | None = None
-    active_fraction: float | None = None
-    perm_accuracy: float | None = None
-    perm_used: int | None = None
-    perm_left_out: int | None = None
-
-    @classmethod
-    def measure(cls, x, x_hat, **extra) -> "Measures":
-        return cls(**metrics.reconstruction_measures(x, x_hat), **extra)
+def _patch_tensor(patches, name: str) -> torch.Tensor:
+    """(N, C, P, P) float32 on the CPU; no copy when given float32 on the CPU."""
+    # torch.as_tensor first: patches may be tensors on a GPU, which np.asarray cannot read
+    t = torch.as_tensor(patches).detach().to("cpu", torch.float32)
+    if t.ndim != 4:
+        raise ValueError(f"{name} must have shape (N, C, P, P), got {tuple(t.shape)}")
+    return t
 
 
-def _json(v):
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _json(u) for k, u in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json(u) for u in v]
-    return v
-
-
-def _f(v, digits: int = 3) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else (
-        str(v) if isinstance(v, int) else f"{v:.{digits}f}")
-
-
-@dataclass
-class QualityReport:
-    """Model, PCA-k and mean predictor on the same held-out patches.
-
-    Attributes
-    ----------
-    model, pca, mean : Measures
-        Against the held-out patches.
-    model_smooth, pca_smooth, mean_smooth : Measures
-        Same reconstructions against the smoothed target (Gaussian σ = 1 px).
-    latent_dim, pca_k, n_val, n_train : int
-    target_smoothness : float
-        ``Σ‖∇smooth(x)‖² / Σ‖∇x‖²`` (median over channels): near 1 for smooth data,
-        near 0 for shot noise.
-    smooth_data : bool
-        Whether the absolute DESIGN §4 thresholds apply.
-    smooth_source : str
-        ``"image"`` when the caller passed patches cut from a smoothed image,
-        ``"patch"`` when each patch was smoothed on its own.
-    """
-
-    model: Measures
-    pca: Measures
-    mean: Measures
-    model_smooth: Measures
-    pca_smooth: Measures
-    mean_smooth: Measures
-    latent_dim: int
-    pca_k: int
-    n_val: int
-    n_train: int
-    target_smoothness: float
-    smooth_data: bool
-    smooth_source: str = "patch"
-    problems: list[str] = field(default_factory=list, init=False)
-
-    def __post_init__(self) -> None:
-        self.problems = self._problems()
-
-    def _problems(self) -> list[str]:
-        m, p, smooth, th = self.model, self.pca, self.smooth_data, THRESHOLDS
-        out = []
-        if self.model.active_fraction is not None and self.model.active_fraction < th["active_fraction"]:
-            out.append("posterior_collapse")
-        if m.sharpness_ratio < p.sharpness_ratio or (smooth and m.sharpness_ratio < th["sharpness_ratio"]):
-            out.append("blur")
-        if m.diversity_ratio < (th["diversity_ratio"] if smooth else p.diversity_ratio):
-            out.append("averaged_outputs")
-        if m.r2 < p.r2:
-            out.append("below_pca")
-        if smooth and m.r2 < th["r2"]:
-            out.append("underfit")
-        if smooth and m.cosine_loss > th["cosine_loss"]:
-            out.append("channel_mix")
-        if m.perm_accuracy is not None and m.perm_accuracy < th["perm_accuracy"]:
-            out.append("orientation")
-        return out
-
-    def verdicts(self) -> list[str]:
-        """Plain-language findings, most serious first."""
-        m, p, k, d = self.model, self.pca, self.pca_k, self.latent_dim
-        probs, out = set(self.problems), []
-        if "posterior_collapse" in probs:
-            out.append(f"Posterior collapse: only {m.active_units} of {d} latent dimensions carry "
-                       f"information (< 25%); the decoder ignores most of the latent.")
-        dr2 = m.r2 - p.r2
-        if dr2 >= 0:
-            out.append(f"Beats PCA-{k} by ΔR² = {dr2:+.3f} (R² {m.r2:.3f} vs {p.r2:.3f}).")
-        else:
-            out.append(f"Falls short of PCA-{k} by ΔR² = {dr2:+.3f} (R² {m.r2:.3f} vs {p.r2:.3f}); "
-                       f"a linear projection explains more.")
-        if m.r2 <= self.mean.r2 + 0.01:
-            out.append("No better than predicting the mean patch: the model has learned nothing useful.")
-        if "blur" in probs:
-            ref = f"PCA-{k}'s {p.sharpness_ratio:.3f}" if m.sharpness_ratio < p.sharpness_ratio else "0.7"
-            out.append(f"Blurry: sharpness ratio {m.sharpness_ratio:.3f} is below {ref}; "
-                       f"reconstructions lose edges and fine structure.")
-        else:
-            out.append(f"Sharpness ratio {m.sharpness_ratio:.3f} "
-                       f"({_ratio_text(m.sharpness_ratio, p.sharpness_ratio)} PCA-{k}).")
-        if "averaged_outputs" in probs:
-            out.append(f"Averaged outputs: diversity ratio {m.diversity_ratio:.3f} — reconstructions vary "
-                       f"less across patches than the data do; samples look alike.")
-        if "underfit" in probs:
-            out.append(f"Underfits smooth data: R² {m.r2:.3f} is below 0.8.")
-        if "channel_mix" in probs:
-            out.append(f"Channel mix off: cosine loss {m.cosine_loss:.3f} is above 0.1.")
-        if "orientation" in probs:
-            out.append(f"Orientation predictions inconsistent across rotations/flips: accuracy "
-                       f"{m.perm_accuracy:.3f} < 0.95.")
-        if m.perm_used is not None and m.perm_left_out and m.perm_left_out > m.perm_used:
-            out.append(f"{m.perm_left_out} of {m.perm_used + m.perm_left_out} patches are symmetric "
-                       f"(e.g. empty) and have no orientation; permutation accuracy rests on few patches.")
-        if not self.smooth_data:
-            out.append(f"The data are shot-noisy (σ=1 px smoothing keeps {self.target_smoothness:.0%} of "
-                       f"the gradient energy): the absolute thresholds do not apply; against the smoothed "
-                       f"target R² is {self.model_smooth.r2:.3f} (PCA-{k} {self.pca_smooth.r2:.3f}).")
-        if not probs:
-            out.append("No problem found.")
-        return out
-
-    def to_dict(self) -> dict:
-        """Plain, JSON-safe dict (NaN becomes None), verdicts included."""
-        d = _json(asdict(self))
-        d["verdicts"] = self.verdicts()
-        return d
-
-    def format_text(self) -> str:
-        """A table of all measures and the verdicts, for a terminal or a text box."""
-        rows = [("R²", "r2", "≥ 0.8"), ("MSE", "mse", ""), ("sharpness ratio", "sharpness_ratio", "≥ 0.7"),
-                ("diversity ratio", "diversity_ratio", "≥ 0.7"), ("cosine loss", "cosine_loss", "≤ 0.1")]
-        k = self.pca_k
-        head = f"{'measure':<22}{'model':>9}{f'PCA-{k}':>9}{'mean':>9}   healthy (smooth data)"
-        lines = [f"Quality on {self.n_val} held-out patches (PCA fitted on {self.n_train}), "
-                 f"latent dim {self.latent_dim}", head]
-        for label, key, healthy in rows:
-            vals = [_f(getattr(m, key)) for m in (self.model, self.pca, self.mean)]
-            lines.append(f"{label:<22}{vals[0]:>9}{vals[1]:>9}{vals[2]:>9}   {healthy}")
-        m = self.model
-        lines.append(f"{'active units':<22}{f'{m.active_units}/{self.latent_dim}':>9}"
-                     f"{_f(self.pca.active_units):>9}{'—':>9}   ≥ 25% of dims")
-        lines.append(f"{'permutation accuracy':<22}{_f(m.perm_accuracy):>9}{'—':>9}{'—':>9}   ≥ 0.95"
-                     f"  ({m.perm_left_out} symmetric patches left out)")
-        lines.append(f"Against the smoothed target (σ = 1 px, per {self.smooth_source}):")
-        for label, key, _ in rows:
-            vals = [_f(getattr(m, key)) for m in (self.model_smooth, self.pca_smooth, self.mean_smooth)]
-            lines.append(f"  {label:<20}{vals[0]:>9}{vals[1]:>9}{vals[2]:>9}")
-        lines.append("Verdicts:")
-        lines.extend(f"- {v}" for v in self.verdicts())
-        return "\n".join(lines)
-
-
-def _ratio_text(a: float, b: float) -> str:
-    return f"{a / b:.2f}× that of" if b > 0 else "vs 0 for"
+def _fit_on(train_patches, shape: tuple[int, ...], latent_dim: int) -> PCABaseline:
+    tr = _patch_tensor(train_patches, "train_patches")
+    if tuple(tr.shape[1:]) != shape:
+        raise ValueError(f"train_patches must have shape (M, {', '.join(map(str, shape))}), got {tuple(tr.shape)}")
+    finite = finite_patches(tr)
+    n = int(finite.sum())
+    if n == 0:
+        raise ValueError(f"no training patch without NaN/Inf pixels among the {len(tr)} given: "
+                         f"no baseline can be fitted")
+    return PCABaseline.fit(tr if n == len(tr) else tr[finite], min(latent_dim, n, int(np.prod(shape))))
 
 
 @torch.no_grad()
-def _run_model(model, x: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    p = next(model.parameters(), None)
-    device = p.device if p is not None else torch.device("cpu")
-    recs, mus = [], []
-    for b0 in range(0, len(x), batch_size):
-        r, mu = model.reconstruct(torch.nan_to_num(x[b0 : b0 + batch_size]).to(device))
-        recs.append(r.float().cpu())
-        mus.append(mu.float().cpu())
-    return torch.cat(recs).numpy(), torch.cat(mus).numpy()
-
-
-def evaluate(model, val_patches, train_patches, *, batch_size: int = 512, smooth_target=None,
+def evaluate(model, val_patches, train_patches=None, *, baseline: PCABaseline | None = None,
+             baseline_source: str | None = None, batch_size: int = 512, smooth_target=None,
              smooth_data: bool | None = None, perm_patches: int | None = 4096) -> QualityReport:
     """Measure a model and its baselines on held-out patches.
 
@@ -438,12 +279,19 @@ def evaluate(model, val_patches, train_patches, *, batch_size: int = 512, smooth
         Has ``config.latent_dim``, ``reconstruct(x) -> (recon, mu)`` and
         ``predict_orientation(x)``; evaluated in eval mode, its mode restored after.
     val_patches : array of shape (N, C, P, P)
-        Held-out patches in normalized units; NaN allowed (fed to models as 0, left
-        out of every measure).
-    train_patches : array of shape (M, C, P, P)
-        Patches PCA-k and the mean predictor are fitted on.
+        Held-out patches in normalized units. Patches touching a NaN/Inf value are left out
+        of every measure (counted in ``n_skipped_nonfinite``).
+    train_patches : array of shape (M, C, P, P), optional
+        Patches PCA-k (k = latent dimensions) and the mean predictor are fitted on (those
+        without NaN/Inf values).
+    baseline : PCABaseline, optional
+        Used when no ``train_patches`` are given: a fitted baseline (e.g. the one stored in the
+        model file); the mean predictor is its mean. With neither, the report has no baseline.
+    baseline_source : str, optional
+        Where the baseline was fitted, in plain words, for the report; default with
+        ``train_patches``: :data:`TRAINING_PATCHES_SOURCE`.
     batch_size : int
-        Patches per model call.
+        Patches per model call and per chunk of the measures.
     smooth_target : array of shape (N, C, P, P), optional
         The same patches cut from the image smoothed with :func:`gaussian_smooth`
         (better at patch borders); default: each patch smoothed on its own.
@@ -451,7 +299,7 @@ def evaluate(model, val_patches, train_patches, *, batch_size: int = 512, smooth
         Whether the absolute thresholds apply; default: read off the data.
     perm_patches : int, optional
         Held-out patches (evenly spaced) used for the permutation accuracy, which
-        costs 8 model calls per patch; None uses all.
+        costs 8 orientation predictions per patch; None uses all.
 
     Returns
     -------
@@ -460,50 +308,85 @@ def evaluate(model, val_patches, train_patches, *, batch_size: int = 512, smooth
     Raises
     ------
     ValueError
-        If the patch arrays do not have matching (C, P, P) shapes.
+        If the patch arrays do not have matching (C, P, P) shapes, or no held-out patch is
+        free of NaN/Inf values.
     """
-    # torch.as_tensor first: patches may be tensors on a GPU, which np.asarray cannot read
-    x = torch.as_tensor(val_patches).detach().to("cpu", torch.float32)
-    tr = torch.as_tensor(train_patches).detach().to("cpu", torch.float32).numpy()
-    if x.ndim != 4 or len(x) < 1:
+    x = _patch_tensor(val_patches, "val_patches")
+    if len(x) < 1:
         raise ValueError(f"val_patches must have shape (N, C, P, P) with N >= 1, got {tuple(x.shape)}")
-    if tr.ndim != 4 or tr.shape[1:] != tuple(x.shape[1:]):
-        raise ValueError(f"train_patches must have shape (M, {', '.join(map(str, x.shape[1:]))}), got {tr.shape}")
+    shape = tuple(x.shape[1:])
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if smooth_target is None:
-        xs, source = gaussian_smooth(x), "patch"
-    else:
-        xs, source = np.asarray(smooth_target, dtype=np.float32), "image"
-        if xs.shape != tuple(x.shape):
-            raise ValueError(f"smooth_target must have the shape of val_patches {tuple(x.shape)}, got {xs.shape}")
+    xs, source = None, "patch"
+    if smooth_target is not None:
+        xs, source = _patch_tensor(smooth_target, "smooth_target"), "image"
+        if xs.shape != x.shape:
+            raise ValueError(f"smooth_target must have the shape of val_patches {tuple(x.shape)}, "
+                             f"got {tuple(xs.shape)}")
     d = int(model.config.latent_dim)
-    k = min(d, len(tr), int(np.prod(tr.shape[1:])))
+    if train_patches is not None:
+        baseline = _fit_on(train_patches, shape, d)
+        baseline_source = baseline_source or TRAINING_PATCHES_SOURCE
+    elif baseline is not None:
+        if not isinstance(baseline, PCABaseline):
+            raise ValueError(f"baseline must be a PCABaseline, got {type(baseline).__name__}")
+        if tuple(baseline.patch_shape) != shape:
+            raise ValueError(f"the baseline was fitted on patches of shape {tuple(baseline.patch_shape)}; "
+                             f"val_patches have {shape}")
+    keep = finite_patches(x) if xs is None else finite_patches(x) & finite_patches(xs)
+    kept = torch.nonzero(keep).squeeze(1) if not bool(keep.all()) else None
+    n = len(x) if kept is None else len(kept)
+    if n == 0:
+        raise ValueError(f"no patch without NaN/Inf pixels among the {len(x)} held-out patches: "
+                         f"nothing to measure")
+
+    def rows(a: torch.Tensor, b0: int, b1: int) -> torch.Tensor:
+        return a[b0:b1] if kept is None else a[kept[b0:b1]]
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    data, smooth = StreamSums(), StreamSums()
+    fit, pca = PredictionSums(), PredictionSums()
+    mean = PredictionSums(baseline.mean_patch()) if baseline is not None else None
+    mus, zs, bad = [], [], 0
     was_training = model.training
     model.eval()
     try:
-        rec, mu = _run_model(model, x, batch_size)
-        sub = x if perm_patches is None or len(x) <= perm_patches else \
-            x[np.linspace(0, len(x) - 1, perm_patches).round().astype(int)]
-        acc, used, left = metrics.permutation_accuracy(model, sub, batch_size=max(1, batch_size // 8))
+        for b0 in range(0, n, batch_size):
+            xb = rows(x, b0, b0 + batch_size)
+            sb = rows(xs, b0, b0 + batch_size) if xs is not None else \
+                torch.from_numpy(gaussian_smooth(xb, dtype=torch.float32))
+            rec, mu = model.reconstruct(xb.to(device))
+            rec, mu = rec.to("cpu", torch.float32), mu.to("cpu", torch.float32)
+            data.update(xb)
+            smooth.update(sb)
+            bad += int((~torch.isfinite(fit.update(rec, data, xb, smooth, sb))).sum())
+            mus.append(mu)
+            if baseline is not None:
+                pca_rec, z = baseline.project_finite(xb)
+                pca.update(pca_rec, data, xb, smooth, sb)
+                mean.update(None, data, xb, smooth, sb)
+                zs.append(z)
+        sub = perm_patches is not None and n > perm_patches
+        pick = torch.from_numpy(np.linspace(0, n - 1, perm_patches).round().astype(np.int64)) if sub else None
+        perm_x = (x if kept is None else x[kept]) if pick is None else x[pick if kept is None else kept[pick]]
+        acc, used, left = metrics.permutation_accuracy(model, perm_x, batch_size=max(1, batch_size // 8))
     finally:
         model.train(was_training)
-    pca = PCABaseline.fit(tr, k)
-    mean = PCABaseline(pca.mean, pca.components[:0], pca.patch_shape)  # PCA with k = 0
-    pca_rec, mean_rec = pca.reconstruct(x), mean.reconstruct(x)
-    au = metrics.active_units(mu)
-    pca_au = metrics.active_units(pca.encode(x))
-    smoothness = metrics.sharpness_ratio(x, xs)
+    au = metrics.active_units(torch.cat(mus))
+    model_m, model_s = fit.measures(Measures, data, smooth, active_units=au, active_fraction=au / d,
+                                    perm_accuracy=acc, perm_used=used, perm_left_out=left)
+    pca_m = pca_s = mean_m = mean_s = None
+    if baseline is not None:
+        pca_au = metrics.active_units(torch.cat(zs)) if baseline.k else 0
+        pca_m, pca_s = pca.measures(Measures, data, smooth, active_units=pca_au,
+                                    active_fraction=pca_au / max(baseline.k, 1))
+        mean_m, mean_s = mean.measures(Measures, data, smooth)
+    smoothness = sharpness_between(data, smooth)
     return QualityReport(
-        model=Measures.measure(x, rec, active_units=au, active_fraction=au / d, perm_accuracy=acc,
-                               perm_used=used, perm_left_out=left),
-        pca=Measures.measure(x, pca_rec, active_units=pca_au, active_fraction=pca_au / max(k, 1)),
-        mean=Measures.measure(x, mean_rec),
-        model_smooth=Measures.measure(xs, rec),
-        pca_smooth=Measures.measure(xs, pca_rec),
-        mean_smooth=Measures.measure(xs, mean_rec),
-        latent_dim=d, pca_k=k, n_val=len(x), n_train=len(tr),
-        target_smoothness=smoothness,
-        smooth_data=bool(smoothness >= _SMOOTH_DATA) if smooth_data is None else bool(smooth_data),
-        smooth_source=source,
+        model=model_m, pca=pca_m, mean=mean_m, model_smooth=model_s, pca_smooth=pca_s, mean_smooth=mean_s,
+        latent_dim=d, pca_k=None if baseline is None else baseline.k, n_val=n,
+        n_train=None if baseline is None else baseline.n_patches, target_smoothness=smoothness,
+        smooth_data=bool(smoothness >= SMOOTH_DATA) if smooth_data is None else bool(smooth_data),
+        smooth_source=source, baseline_source=baseline_source if baseline is not None else None,
+        n_skipped_nonfinite=len(x) - n, n_nonfinite_reconstructions=bad,
     )
