@@ -9,7 +9,7 @@ import torch
 from napari_imc_vae.engine.critic import (
     base_logits_from_views,
     CriticConfig,
-    cosine_loss,
+    cosine_term,
     critic,
     gradient_loss,
     kl_per_dimension,
@@ -46,7 +46,7 @@ def test_masked_mse_by_hand_with_nan_excluded():
     assert masked_mse(recon, target, torch.isfinite(target)).item() == pytest.approx((1 + 4 + 0.25) / 3)
 
 
-def test_cosine_loss_by_hand_zero_and_nan_pixels_excluded():
+def test_cosine_term_by_hand_zero_and_nan_pixels_excluded():
     # (B=1, C=2, 2, 2): the channel vector of each pixel
     target = torch.zeros(1, 2, 2, 2)
     recon = torch.zeros(1, 2, 2, 2)
@@ -55,18 +55,18 @@ def test_cosine_loss_by_hand_zero_and_nan_pixels_excluded():
     target[0, :, 1, 0], recon[0, :, 1, 0] = t([0.0, 0.0]), t([5.0, -1.0])  # all zero: no direction, left out
     target[0, :, 1, 1], recon[0, :, 1, 1] = t([float("nan"), 1.0]), t([1.0, 0.0])  # a NaN channel: left out
     valid = torch.isfinite(target)
-    assert cosine_loss(recon, target, valid).item() == pytest.approx(0.5)
+    assert cosine_term(recon, target, valid).item() == pytest.approx(0.5)
     # opposite direction: 1 − (−1) = 2
     recon[0, :, 0, 1] = t([-3.0, -4.0])
-    assert cosine_loss(recon, target, valid).item() == pytest.approx(1.5)
+    assert cosine_term(recon, target, valid).item() == pytest.approx(1.5)
     # a cosine of 0.6: target (1, 0), recon (3, 4)
     recon[0, :, 0, 0] = t([3.0, 4.0])
-    assert cosine_loss(recon, target, valid).item() == pytest.approx(((1 - 0.6) + 2.0) / 2)
+    assert cosine_term(recon, target, valid).item() == pytest.approx(((1 - 0.6) + 2.0) / 2)
 
 
-def test_cosine_loss_zero_when_no_pixel_has_a_direction():
+def test_cosine_term_zero_when_no_pixel_has_a_direction():
     z = torch.zeros(2, 3, 4, 4)
-    assert cosine_loss(torch.randn(2, 3, 4, 4), z, torch.ones_like(z, dtype=torch.bool)).item() == 0.0
+    assert cosine_term(torch.randn(2, 3, 4, 4), z, torch.ones_like(z, dtype=torch.bool)).item() == 0.0
 
 
 def test_gradient_loss_by_hand():

@@ -55,8 +55,11 @@ def masked_mse(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | 
     return diff.square().sum() / valid.sum().clamp_min(1)
 
 
-def cosine_loss(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-    """1 − cosine similarity of the C-channel vector of each pixel.
+def cosine_term(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """The critic's cosine term: 1 − cosine similarity of the C-channel vector of each pixel.
+
+    A differentiable 0-d tensor on one batch (logged as ``"cosine_loss"``); the quality
+    report's measure of the same name is :func:`napari_imc_vae.engine.metrics.cosine_loss`.
 
     Averaged over pixels whose channels are all valid (all pixels when ``valid`` is None) and
     whose true vector is not ~0 (an all-zero pixel has no direction). Returns 0 when no pixel
@@ -150,7 +153,11 @@ def permutation_consistency(
 
 @dataclass
 class CriticTerms:
-    """Every term of one evaluation of the critic (0-d tensors)."""
+    """Every term of one evaluation of the critic (0-d tensors), named as they are logged.
+
+    ``kld_loss`` is the raw KL, what the latent carries; it is logged only. ``kld_floored`` is
+    the free-bits KL, the term that enters ``loss`` (times ``kld_scale``).
+    """
 
     loss: torch.Tensor
     mse: torch.Tensor
@@ -202,7 +209,7 @@ def critic(
     # a term weighted 0 is still logged, but builds no autograd graph (its backward is the
     # cost at many channels, and the gradient term is off by default)
     with torch.set_grad_enabled(torch.is_grad_enabled() and config.cosine_weight != 0):
-        cos = cosine_loss(recon, target, valid)
+        cos = cosine_term(recon, target, valid)
     with torch.set_grad_enabled(torch.is_grad_enabled() and config.gradient_weight != 0):
         grad = gradient_loss(recon, target, valid)
     kld_raw, kld_floored = kld_free_bits(mu.float(), logvar.float(), config.free_bits)

@@ -104,7 +104,8 @@ def _view_slopes(grad: torch.Tensor, y: torch.Tensor, order: torch.Tensor) -> to
     b, c, p, _ = y.shape
     n = p * p
     perms = d4_permutations(p, y.device)[order]  # (8, P²)
-    g, yy = grad.reshape(b, c, n).float(), y.reshape(b, c, n).float()
+    dtype = torch.promote_types(torch.promote_types(grad.dtype, y.dtype), torch.float32)  # float32 at least
+    g, yy = grad.reshape(b, c, n).to(dtype), y.reshape(b, c, n).to(dtype)
     if n <= 256:
         pairs = torch.bmm(g.transpose(1, 2), yy).reshape(b, n * n)  # (B, P²·P²): <g[:, i], y[:, j]>
         index = (torch.arange(n, device=y.device) * n + perms).reshape(-1)  # (8·P²,)
@@ -140,7 +141,7 @@ class _OrientByChoice(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             order = inv if ctx.inverse else torch.arange(N_ELEMENTS, device=y.device)
             slopes = _view_slopes(grad, y, order)  # (B, 8): <∂L/∂out, view j>
-            prob = logits.float().softmax(dim=1)
+            prob = logits.to(slopes.dtype).softmax(dim=1)
             grad_logits = (prob * (slopes - (prob * slopes).sum(dim=1, keepdim=True))).to(logits.dtype)
         return grad_y, grad_logits, None
 

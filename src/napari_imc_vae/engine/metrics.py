@@ -155,6 +155,8 @@ def active_units(mu, threshold: float = 0.01) -> int:
 def cosine_loss(x, x_hat, eps: float = 1e-3) -> float:
     """Mean ``1 − cos(x̂_pixel, x_pixel)`` over pixels whose true C-vector has norm > ``eps``.
 
+    The quality measure, a Python float over a whole validation set (the critic's
+    differentiable term on one batch is :func:`napari_imc_vae.engine.critic.cosine_term`).
     All-zero background has no direction and is left out, as are pixels with a
     non-finite channel. A zero reconstruction vector counts as cosine 0.
 
