@@ -228,3 +228,88 @@ def test_input_not_modified(rng):
     norm = Normalizer.fit(data, hot_pixel_threshold=0, arcsinh_cofactor=1, clip_percentile=90)
     norm(data)
     np.testing.assert_array_equal(data, before)
+
+
+# --- the streaming fit (cohorts larger than RAM) -------------------------------------------------
+
+
+def _steinbock_images(imc_testdata):
+    from napari_imc_vae.io import read_imc
+
+    return [read_imc(f) for f in sorted((imc_testdata / "steinbock_img").glob("*.ome.tiff"))]
+
+
+def test_streaming_fit_equals_fit_on_real_rois(imc_testdata):
+    images = _steinbock_images(imc_testdata)
+    params = dict(hot_pixel_threshold=50, arcsinh_cofactor=5)
+    exact, streamed = Normalizer.fit(images, **params), Normalizer.fit_streaming(iter(images), **params)
+    # without clipping the moments are exact: only float64 rounding differs
+    np.testing.assert_allclose(streamed.mean, exact.mean, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(streamed.std, exact.std, rtol=1e-12)
+    assert streamed.constant == exact.constant
+    assert streamed.n_finite == exact.n_finite and streamed.channel_keys == exact.channel_keys
+
+
+@pytest.mark.parametrize("params", [dict(hot_pixel_threshold=50, arcsinh_cofactor=5, clip_percentile=99.9),
+                                    dict(arcsinh_cofactor=1, clip_percentile=95.0), dict(clip_percentile=99.0)])
+def test_streaming_fit_clips_within_the_histogram_bound_on_real_rois(imc_testdata, params):
+    images = _steinbock_images(imc_testdata)
+    exact, streamed = Normalizer.fit(images, **params), Normalizer.fit_streaming(images, **params)
+    hi, hi_exact = np.array(streamed.clip_high), np.array(exact.clip_high)
+    assert (np.abs(hi - hi_exact) <= 2.0**-10 * np.abs(hi_exact)).all()  # the documented bound
+    # the z-score moves by far less than the normalized noise (measured: 2e-5 of the std)
+    std = np.array(exact.std)
+    assert (np.abs(np.subtract(streamed.mean, exact.mean)) <= 1e-3 * std).all()
+    np.testing.assert_allclose(streamed.std, exact.std, rtol=1e-3)
+    assert streamed.constant == exact.constant
+
+
+def test_histogram_percentile_is_exact_for_discrete_values_and_bounded_otherwise(rng):
+    from napari_imc_vae.preprocessing.stats import LogHistogram
+
+    counts = np.arcsinh(rng.poisson(rng.gamma(0.5, 20.0, 200_000)) / 5.0)  # arcsinh of integer counts
+    continuous = np.concatenate([rng.lognormal(0, 2, 100_000), -rng.exponential(1.0, 1000), np.zeros(5000)])
+    for values, exact_expected in ((counts, True), (continuous, False)):
+        hist = LogHistogram()
+        for part in np.array_split(values, 7):
+            hist.add(part)
+        ordered = np.sort(values)
+        for q in (0.0, 1.0, 50.0, 90.0, 99.0, 99.9, 99.99, 100.0):
+            exact = np.percentile(values, q)
+            j = int(np.floor(q / 100 * (values.size - 1)))
+            scale = np.abs(ordered[j : j + 2]).max()
+            if exact_expected:
+                assert hist.percentile(q) == pytest.approx(exact, rel=1e-12, abs=1e-12)
+            else:
+                assert abs(hist.percentile(q) - exact) <= 2.0**-10 * scale + 2.0**-30
+
+
+def test_streaming_fit_edge_cases_match_fit():
+    data = np.stack([np.full((6, 5), 3.0), np.zeros((6, 5)), np.full((6, 5), np.nan),
+                     np.arange(30.0).reshape(6, 5)]).astype(np.float32)
+    data[3, 0, 0] = np.nan
+    sparse = np.zeros((1, 40, 50), np.float32)
+    sparse[0, 0, :3] = 9.0  # 0.15% non-zero: clipped at p99.9 it is constant
+    for stack, params in ((data, {}), (data, dict(arcsinh_cofactor=5, clip_percentile=90)),
+                          (sparse, dict(clip_percentile=99.0))):
+        exact = Normalizer.fit([stack, stack[:, ::-1]], **params)
+        streamed = Normalizer.fit_streaming([stack, stack[:, ::-1]], **params)
+        assert streamed.constant == exact.constant and streamed.n_finite == exact.n_finite
+        assert [v is None for v in streamed.clip_high] == [v is None for v in exact.clip_high]
+        limits = [(s, e) for s, e in zip(streamed.clip_high, exact.clip_high) if e is not None]
+        assert all(s == pytest.approx(e, rel=1e-9) for s, e in limits)
+        np.testing.assert_allclose(streamed.mean, exact.mean, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(streamed(stack), exact(stack), rtol=1e-6, atol=1e-6)
+
+
+def test_streaming_fit_matches_channels_by_name_and_refuses_bad_input(rng):
+    a = ImcImage(_image(rng, 3), ["CD3", "CD8", "Ki67"], metals=["Nd143", "Sm152", "Er168"])
+    b = ImcImage(a.data[::-1].copy(), ["Ki67", "CD8", "CD3"], metals=["Er168", "Sm152", "Nd143"])
+    assert Normalizer.fit_streaming([a, b]).mean == pytest.approx(Normalizer.fit([a, a]).mean, rel=1e-12)
+    with pytest.raises(ValueError, match="needs at least one image"):
+        Normalizer.fit_streaming([])
+    with pytest.raises(ValueError, match=r"images\[1\] has 2 channels, expected 3"):
+        Normalizer.fit_streaming([a.data, a.data[:2]])
+    c = ImcImage(a.data[:2].copy(), ["CD3", "CD8"], metals=["Nd143", "Sm152"])
+    with pytest.raises(ChannelMismatchError, match=r"images\[1\]: .*missing \['Er168'\]"):
+        Normalizer.fit_streaming([a, c])

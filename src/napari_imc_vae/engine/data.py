@@ -34,6 +34,102 @@ def _grid(y0: int, y1: int, x1: int, stride: int) -> tuple[np.ndarray, np.ndarra
     return yy.ravel(), xx.ravel()
 
 
+@dataclass(frozen=True)
+class GridSpec:
+    """Patch corners on a stride grid: rows ``y0, y0+stride, … ≤ y1``, columns ``0 … ≤ x1``."""
+
+    y0: int
+    y1: int
+    x1: int
+    stride: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(range(self.y0, self.y1 + 1, self.stride)), len(range(0, self.x1 + 1, self.stride))
+
+    @property
+    def size(self) -> int:
+        ny, nx = self.shape
+        return ny * nx
+
+    def corners(self, index: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Row and column of the corners (all, or those at ``index`` in row-major order)."""
+        if index is None:
+            return _grid(self.y0, self.y1, self.x1, self.stride)
+        nx = self.shape[1]
+        return self.y0 + (index // nx) * self.stride, (index % nx) * self.stride
+
+
+@dataclass(frozen=True)
+class ImageSplit:
+    """Where one (Y, X) image's training and validation patches lie.
+
+    ``train_rows``: training patches lie wholly in rows ``[0, train_rows)``; ``train`` is their
+    corner grid (coarsened by the cohort's stride); ``val`` the validation corners (stride
+    ``p // 2``) in the band below, or None when the image is too small to split.
+    """
+
+    height: int
+    width: int
+    train_rows: int
+    train: GridSpec
+    val: GridSpec | None
+
+    def n_positions(self, patch_size: int) -> int:
+        """All training corners at stride 1."""
+        return (self.train_rows - patch_size + 1) * (self.width - patch_size + 1)
+
+
+def split_images(shapes, patch_size: int, val_fraction: float, max_positions: int) -> list[ImageSplit | None]:
+    """The training/validation split of each image of a cohort; None for images smaller than a patch.
+
+    The last rows of each image (a band of ``max(p, round(val_fraction·Y))`` rows) hold the
+    validation patches; no training patch reaches into it. Training corners are taken on a
+    stride grid coarse enough that the cohort has at most ``max_positions`` of them.
+
+    Raises
+    ------
+    PatchSizeError
+        When no image is at least one patch in each direction.
+    """
+    p = int(patch_size)
+    usable = [(h, w) for h, w in shapes if h >= p and w >= p]
+    if not usable:
+        sizes = ", ".join(f"{h}×{w}" for h, w in shapes)
+        raise PatchSizeError(
+            f"patch size {p} is larger than every image ({sizes} px); choose a patch size of at most "
+            f"{max(min(h, w) for h, w in shapes)}"
+        )
+    total_train = sum((h - p + 1) * (w - p + 1) for h, w in usable)
+    stride = max(1, int(np.ceil(np.sqrt(total_train / max_positions))))
+    splits: list[ImageSplit | None] = []
+    for h, w in shapes:
+        if h < p or w < p:
+            splits.append(None)
+            continue
+        band = max(p, int(round(val_fraction * h)))
+        if val_fraction > 0 and h - band >= p:  # room for a training patch above the band
+            train_rows, val = h - band, GridSpec(h - band, h - p, w - p, max(1, p // 2))
+        else:  # too small to split: training only
+            train_rows, val = h, None
+        splits.append(ImageSplit(h, w, train_rows, GridSpec(0, train_rows - p, w - p, stride), val))
+    return splits
+
+
+def gather_patches(pixels: torch.Tensor, base: torch.Tensor, width: torch.Tensor, dy: torch.Tensor,
+                   dx: torch.Tensor, patch_size: int, order: torch.Tensor | None = None) -> torch.Tensor:
+    """Patches (B, C, P, P) of flattened images ``pixels`` (C, N) with corners at flat ``base``.
+
+    ``width`` is the row length of the image each patch lies in; ``order`` (B, P·P), when given,
+    permutes each patch's pixels (a D4 view) within the same gather.
+    """
+    flat = base[:, None] + dy[None] * width[:, None] + dx[None]  # (B, P*P)
+    if order is not None:
+        flat = flat.gather(1, order)
+    patches = pixels.index_select(1, flat.reshape(-1))  # (C, B*P*P)
+    return patches.view(pixels.shape[0], -1, patch_size, patch_size).transpose(0, 1).contiguous()
+
+
 class PatchSampler:
     """Random training patches and fixed validation patches from normalized images.
 
@@ -70,31 +166,22 @@ class PatchSampler:
         if len(channels) != 1 or any(np.ndim(im) != 3 for im in images):
             raise ValueError(f"all images must be (C, Y, X) with the same C, got shapes {[np.shape(im) for im in images]}")
         p = int(patch_size)
-        usable = [im for im in images if im.shape[1] >= p and im.shape[2] >= p]
-        if not usable:
-            sizes = ", ".join(f"{im.shape[1]}×{im.shape[2]}" for im in images)
-            raise PatchSizeError(
-                f"patch size {p} is larger than every image ({sizes} px); choose a patch size of at most "
-                f"{max(min(im.shape[1], im.shape[2]) for im in images)}"
-            )
+        splits = split_images([np.shape(im)[1:] for im in images], p, val_fraction, max_positions)
         self.patch_size, self.device = p, torch.device(device)
         self.n_channels = channels.pop()
         flat, offset = [], 0
         train, val = [], []
-        total_train = sum((im.shape[1] - p + 1) * (im.shape[2] - p + 1) for im in usable)
-        stride = max(1, int(np.ceil(np.sqrt(total_train / max_positions))))
-        for im in usable:
-            _, h, w = im.shape
+        for im, split in zip(images, splits):
+            if split is None:  # smaller than a patch
+                continue
+            w = split.width
             flat.append(np.ascontiguousarray(im, dtype=np.float32).reshape(self.n_channels, -1))
-            band = max(p, int(round(val_fraction * h)))
-            if val_fraction > 0 and h - band >= p:  # room for a training patch above the band
-                ty, tx = _grid(0, h - band - p, w - p, stride)
-                vy, vx = _grid(h - band, h - p, w - p, max(1, p // 2))
+            if split.val is not None:
+                vy, vx = split.val.corners()
                 val.append((offset + vy * w + vx, np.full(vy.size, w)))
-            else:  # too small to split: training only
-                ty, tx = _grid(0, h - p, w - p, stride)
+            ty, tx = split.train.corners()
             train.append((offset + ty * w + tx, np.full(ty.size, w)))
-            offset += h * w
+            offset += split.height * w
         self._pixels = torch.from_numpy(np.concatenate(flat, axis=1)).to(self.device)  # (C, total)
         #: No NaN or Inf anywhere: losses may skip their masks.
         self.all_finite = bool(torch.isfinite(self._pixels).all())
@@ -121,12 +208,8 @@ class PatchSampler:
         return int(self._val.base.numel())
 
     def _gather(self, pos: _Positions, index: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-        p = self.patch_size
-        flat = pos.base[index, None] + self._dy[None] * pos.width[index, None] + self._dx[None]  # (B, P*P)
-        if order is not None:
-            flat = flat.gather(1, order)
-        patches = self._pixels.index_select(1, flat.reshape(-1))  # (C, B*P*P)
-        return patches.view(self.n_channels, -1, p, p).transpose(0, 1).contiguous()  # (B, C, P, P)
+        return gather_patches(self._pixels, pos.base[index], pos.width[index], self._dy, self._dx,
+                              self.patch_size, order)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A random batch: untransformed patches, D4 views of them, and the elements used.

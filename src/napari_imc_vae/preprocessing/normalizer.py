@@ -27,6 +27,17 @@ def _prepare_channel(x: np.ndarray, params: NormalizationParams) -> np.ndarray:
     return x
 
 
+def _channel_entry(stats: tuple | None, clip: float | None) -> tuple[float, float, float | None, bool]:
+    """mean, std, clip limit and constant flag of a channel from the (mean, std, min, max) of its
+    clipped finite values; None stats: no finite pixel anywhere, nothing to scale by."""
+    if stats is None:
+        return 0.0, 1.0, None, True
+    m, sd, lo, hi = stats
+    # min == max is exact, unlike a tolerance on a rounded std
+    is_const = bool(lo == hi) or not (sd > 0 and math.isfinite(sd))
+    return (m if math.isfinite(m) else 0.0), (1.0 if is_const else sd), clip, is_const
+
+
 class Normalizer:
     """hot-pixel filter → arcsinh(x / cofactor) → clip at a percentile → z-score.
 
@@ -112,25 +123,35 @@ class Normalizer:
                 parts.append(x[np.isfinite(x)])
             values = np.concatenate(parts)
             n_finite.append(int(values.size))
-            if values.size == 0:  # no finite pixel anywhere: nothing to scale by
-                mean.append(0.0)
-                std.append(1.0)
-                clip_high.append(None)
-                constant.append(True)
-                continue
             hi = None
-            if params.clip_percentile is not None:
+            if params.clip_percentile is not None and values.size:
                 hi = float(np.percentile(values, params.clip_percentile))
                 values = np.minimum(values, hi)
-            clip_high.append(hi)
-            m, sd = float(values.mean()), float(values.std())
-            # min == max is exact, unlike a tolerance on a rounded std
-            is_const = bool(values.min() == values.max()) or not (sd > 0 and math.isfinite(sd))
-            constant.append(is_const)
-            mean.append(m if math.isfinite(m) else 0.0)
-            std.append(1.0 if is_const else sd)
+            stats = (float(values.mean()), float(values.std()), values.min(), values.max()) if values.size else None
+            for column, value in zip((mean, std, clip_high, constant), _channel_entry(stats, hi)):
+                column.append(value)
         return cls(names, params=params, mean=mean, std=std, clip_high=clip_high,
                    constant=constant, n_finite=n_finite, channel_keys=keys)
+
+    @classmethod
+    def fit_streaming(cls, images, *, channel_names=None, hot_pixel_threshold=None, arcsinh_cofactor=None,
+                      clip_percentile=None, zscore=True) -> "Normalizer":
+        """:meth:`fit` in one pass over an iterable of images, holding one image at a time.
+
+        Same arguments and result as :meth:`fit` (see
+        :class:`~napari_imc_vae.preprocessing.streaming.StreamingFit` for the tolerance: exact to
+        rounding without clipping; with clipping the limit comes from a histogram). ``images``
+        may be any iterable, for example a generator that reads files one by one.
+        """
+        from napari_imc_vae.preprocessing.streaming import StreamingFit
+
+        if isinstance(images, (ImcImage, np.ndarray)):
+            images = [images]
+        fit = StreamingFit(channel_names=channel_names, hot_pixel_threshold=hot_pixel_threshold,
+                           arcsinh_cofactor=arcsinh_cofactor, clip_percentile=clip_percentile, zscore=zscore)
+        for image in images:
+            fit.add(image)
+        return fit.result()
 
     # --- applying -----------------------------------------------------------
 
@@ -190,17 +211,81 @@ class Normalizer:
         """
         arr = self._stack(data, "data")
         out = np.empty(arr.shape, dtype=np.float32)
-        p = self.params
+        threshold = self.params.hot_pixel_threshold
         for c in range(arr.shape[0]):
-            x = _prepare_channel(arr[c], p)
-            if self.clip_high[c] is not None:
-                x = np.minimum(x, self.clip_high[c])
-            if p.zscore and self.constant[c]:
-                x = np.where(np.isnan(x), np.nan, 0.0)  # no spread to divide by
-            elif p.zscore:
-                x = (x - self.mean[c]) / self.std[c]
-            out[c] = x
+            x = arr[c] if threshold is None else filter_hot_pixels(arr[c][None], threshold)[0]
+            out[c] = self.transform_channel(c, x)
         return out
+
+    def transform_channel(self, c: int, x) -> np.ndarray:
+        """arcsinh → clip → z-score of values ``x`` of channel ``c`` (no hot-pixel filter).
+
+        Computed in float32, like the output (z-scores are accurate to ~1e-6); the fit's
+        statistics are float64.
+
+        Parameters
+        ----------
+        c : int
+            Channel index in this normalizer's order.
+        x : array of any shape
+
+        Returns
+        -------
+        ndarray of the shape of ``x``, float32
+        """
+        p = self.params
+        x = np.asarray(x, dtype=np.float32)
+        if p.arcsinh_cofactor is not None:
+            x = np.arcsinh(x / np.float32(p.arcsinh_cofactor))
+        if self.clip_high[c] is not None:
+            x = np.minimum(x, np.float32(self.clip_high[c]))
+        if p.zscore and self.constant[c]:
+            x = np.where(np.isnan(x), np.float32(np.nan), np.float32(0.0))  # no spread to divide by
+        elif p.zscore:
+            x = (x - np.float32(self.mean[c])) / np.float32(self.std[c])
+        return x
+
+    def normalize_as_read(self, data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The model's input, the image as read, and the pixels the hot-pixel filter replaced.
+
+        Parameters
+        ----------
+        data : ndarray of shape (C, Y, X) or ImcImage
+
+        Returns
+        -------
+        normalized : ndarray of shape (C, Y, X), float32
+            ``self(data)``: what the model sees.
+        as_read : ndarray of shape (C, Y, X), float32
+            The same normalization without the hot-pixel filter (equal to ``normalized``
+            where the filter changed nothing), so that an error against it shows what the
+            filter removed.
+        replaced : ndarray of shape (C, Y, X), bool
+            Where the hot-pixel filter replaced a pixel (all False without the filter).
+        """
+        arr = self._stack(data, "data")
+        threshold = self.params.hot_pixel_threshold
+        if threshold is None:
+            normalized = self(arr)
+            return normalized, normalized, np.zeros(arr.shape, dtype=bool)
+        normalized = np.empty(arr.shape, dtype=np.float32)
+        replaced = np.zeros(arr.shape, dtype=bool)
+        as_read_values = {}  # channel -> normalized values of its replaced pixels as read
+        for c in range(arr.shape[0]):
+            x = np.asarray(arr[c], dtype=np.float32)
+            filtered = filter_hot_pixels(x[None], threshold)[0]
+            normalized[c] = self.transform_channel(c, filtered)
+            # the filter only lowers a pixel (to its neighbours' maximum): changed means replaced
+            hot = (filtered != x) & np.isfinite(x)
+            if hot.any():
+                replaced[c] = hot
+                as_read_values[c] = self.transform_channel(c, x[hot])
+        if not as_read_values:  # nothing replaced: the image as read is the model's input
+            return normalized, normalized, replaced
+        as_read = normalized.copy()
+        for c, values in as_read_values.items():
+            as_read[c][replaced[c]] = values
+        return normalized, as_read, replaced
 
     def inverse(self, normalized) -> np.ndarray:
         """Map normalized values back to raw units: undoes the z-score and arcsinh.
@@ -220,15 +305,17 @@ class Normalizer:
         arr = self._stack(normalized, "normalized")
         out = np.empty(arr.shape, dtype=np.float32)
         p = self.params
-        for c in range(arr.shape[0]):
-            y = arr[c].astype(np.float64)
+        for c in range(arr.shape[0]):  # in float32, in place: the output is float32 anyway
+            y = out[c]
+            y[...] = arr[c]
             if p.zscore and self.constant[c]:
-                y = np.where(np.isnan(y), np.nan, self.mean[c])
+                y[~np.isnan(y)] = self.mean[c]
             elif p.zscore:
-                y = y * self.std[c] + self.mean[c]
+                y *= np.float32(self.std[c])
+                y += np.float32(self.mean[c])
             if p.arcsinh_cofactor is not None:
-                y = np.sinh(y) * p.arcsinh_cofactor
-            out[c] = y
+                np.sinh(y, out=y)
+                y *= np.float32(p.arcsinh_cofactor)
         return out
 
     # --- storing ------------------------------------------------------------
@@ -274,3 +361,4 @@ class Normalizer:
     def __repr__(self) -> str:
         return (f"Normalizer({self.n_channels} channels, {self.params.describe()}, "
                 f"constant={self.constant_channels})")
+

@@ -1,0 +1,244 @@
+"""Training data for cohorts larger than RAM: images read one at a time, a disk cache, one path choice.
+
+:func:`build_sampler` is the one place that decides how a run holds its normalized pixels
+(the command line and the napari widget both reach it through ``TrainingRun``):
+
+- up to :attr:`CohortOptions.in_memory_mb` of normalized float32 pixels, in RAM, packed in a
+  :class:`~napari_imc_vae.engine.data.PatchSampler` (fastest for one or a few ROIs);
+- above that, in a :class:`NormalizedCache` on disk (float16 where the values fit, see there)
+  and sampled through a bounded :class:`~napari_imc_vae.engine.pool.PatchPool`, so peak memory
+  depends on the pool and the model, not on the number of images.
+
+Images may come as an :class:`ImageStream`, which reads each file only when iterated and keeps
+none, so a run never holds more than one raw image at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from napari_imc_vae.io import ImcImage
+
+#: Largest finite float16; a normalized image with a larger finite value is cached in float32.
+FLOAT16_MAX = 65504.0
+
+
+@dataclass(frozen=True)
+class CohortOptions:
+    """How a training run holds its normalized pixels (see :func:`build_sampler`).
+
+    Attributes
+    ----------
+    in_memory_mb : float
+        Normalized float32 pixels up to this size stay in RAM (the packed sampler costs about
+        twice this while it is built); above it they go to the disk cache. 0 always caches.
+    pool_mb : float
+        Size of the in-memory patch pool (float32 tiles, on the training device).
+    cache_dir : str or None
+        Where the cache's temporary folder is made (default: the system temp folder; it should
+        be a disk, not a RAM-backed tmpfs). The folder is deleted when the sampler is.
+    reuse : float
+        Average number of sampled patches each pooled pixel appears in before it is replaced.
+    """
+
+    in_memory_mb: float = 512.0
+    pool_mb: float = 256.0
+    cache_dir: str | None = None
+    reuse: float = 4.0
+
+    @classmethod
+    def from_env(cls) -> "CohortOptions":
+        """Defaults, overridden by ``NAPARI_IMC_VAE_IN_MEMORY_MB``, ``NAPARI_IMC_VAE_POOL_MB`` and
+        ``NAPARI_IMC_VAE_CACHE_DIR`` where set (the same for the command line and the widget).
+
+        Raises
+        ------
+        ValueError
+            For a variable that is not a number >= 0.
+        """
+        values: dict = {}
+        for field, name in (("in_memory_mb", "NAPARI_IMC_VAE_IN_MEMORY_MB"), ("pool_mb", "NAPARI_IMC_VAE_POOL_MB")):
+            text = os.environ.get(name)
+            if text:
+                try:
+                    values[field] = float(text)
+                except ValueError:
+                    raise ValueError(f"{name} must be a number of MB, got {text!r}") from None
+                if not values[field] >= 0:
+                    raise ValueError(f"{name} must be >= 0, got {text!r}")
+        if os.environ.get("NAPARI_IMC_VAE_CACHE_DIR"):
+            values["cache_dir"] = os.environ["NAPARI_IMC_VAE_CACHE_DIR"]
+        return cls(**values)
+
+
+def fits_in_memory(normalized_bytes: int, options: CohortOptions) -> bool:
+    """Whether normalized pixels of this size are kept in RAM (else cached on disk and pooled)."""
+    return normalized_bytes <= options.in_memory_mb * 2**20
+
+
+class ImageStream:
+    """Images read one file at a time whenever it is iterated; none is kept between items.
+
+    Parameters
+    ----------
+    loaders : sequence of callables
+        Each returns one :class:`ImcImage` or a list of them (an .mcd's acquisitions).
+    """
+
+    def __init__(self, loaders: Sequence[Callable[[], ImcImage | list[ImcImage]]]) -> None:
+        self.loaders = list(loaders)
+
+    def __iter__(self) -> Iterator[ImcImage]:
+        for load in self.loaders:
+            loaded = load()
+            yield from ([loaded] if isinstance(loaded, ImcImage) else loaded)
+
+    def __repr__(self) -> str:
+        return f"ImageStream({len(self.loaders)} sources)"
+
+
+class NormalizedCache:
+    """Normalized images on disk, one ``.npy`` file each, laid out (Y, X, C).
+
+    Channels last, so a tile of T×T pixels is T contiguous runs of T·C values. Values are stored
+    as float16 unless an image has a finite value beyond :data:`FLOAT16_MAX` (then float32):
+    float16 keeps 11 significant bits, a rounding error of at most 2**-11·|v| (|v| < 2: below
+    0.001 normalized units), far below the shot noise of IMC data (measured in
+    ``docs/benchmarks.md``, "Cohorts larger than RAM"). NaN and ±Inf are kept.
+
+    The folder is a fresh temporary one, deleted by :meth:`close`, when the cache is garbage
+    collected, or at interpreter exit.
+
+    Parameters
+    ----------
+    directory : str or None
+        Parent of the temporary folder (default: the system temp folder).
+    """
+
+    def __init__(self, directory: str | None = None) -> None:
+        self.path = Path(tempfile.mkdtemp(prefix="napari-imc-vae-cache-", dir=directory))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), ignore_errors=True)
+        self.shapes: list[tuple[int, int]] = []
+        self.dtypes: list[np.dtype] = []
+        self.n_channels: int | None = None
+        #: No NaN or Inf in any image added.
+        self.all_finite = True
+
+    def __len__(self) -> int:
+        return len(self.shapes)
+
+    def add(self, normalized: np.ndarray) -> None:
+        """Write one normalized (C, Y, X) image.
+
+        Raises
+        ------
+        ValueError
+            For a stack that is not 3-D or whose channel count differs from the first one's.
+        """
+        if normalized.ndim != 3:
+            raise ValueError(f"a normalized image must have shape (C, Y, X), got {normalized.shape}")
+        c, h, w = normalized.shape
+        if self.n_channels is not None and c != self.n_channels:
+            raise ValueError(f"image has {c} channels, the cache holds {self.n_channels}")
+        finite = np.isfinite(normalized)
+        self.all_finite = self.all_finite and bool(finite.all())
+        peak = max(abs(float(normalized.max(where=finite, initial=0.0))),
+                   abs(float(normalized.min(where=finite, initial=0.0))))
+        del finite
+        dtype = np.dtype(np.float16 if peak <= FLOAT16_MAX else np.float32)
+        stored = np.empty((h, w, c), dtype)
+        stored[...] = normalized.transpose(1, 2, 0)  # one pass: transpose and round
+        np.save(self._file(len(self.shapes)), stored)
+        self.n_channels = c
+        self.shapes.append((h, w))
+        self.dtypes.append(dtype)
+
+    def _file(self, index: int) -> Path:
+        return self.path / f"{index:05d}.npy"
+
+    def open(self, index: int) -> np.ndarray:
+        """Image ``index`` as a read-only memory map of shape (Y, X, C).
+
+        Drop it when done: pages of a map count in the process's resident memory while it lives.
+        """
+        return np.load(self._file(index), mmap_mode="r")
+
+    @property
+    def nbytes(self) -> int:
+        return sum(h * w * (self.n_channels or 0) * d.itemsize for (h, w), d in zip(self.shapes, self.dtypes))
+
+    def close(self) -> None:
+        """Delete the folder (idempotent)."""
+        self._finalizer()
+
+
+def build_sampler(images: Iterable[ImcImage], normalizer, patch_size: int, *, val_fraction: float,
+                  device, seed: int = 0, options: CohortOptions | None = None,
+                  on_image: Callable[[ImcImage], None] | None = None):
+    """Normalize the images one at a time into the sampler training draws from.
+
+    Normalized images are kept in RAM while their total stays within
+    ``options.in_memory_mb`` (:func:`fits_in_memory`); as soon as it would not, every image (the
+    kept ones first) goes to a :class:`NormalizedCache` and the result is a
+    :class:`~napari_imc_vae.engine.pool.PatchPool`.
+
+    Parameters
+    ----------
+    images : iterable of ImcImage
+        A list or an :class:`ImageStream`; iterated once.
+    normalizer : Normalizer
+    patch_size : int
+    val_fraction : float
+        Height of each image's validation band, as for ``PatchSampler``.
+    device : torch.device or str
+    seed : int
+        Seeds the pool's choice of tiles.
+    options : CohortOptions, optional
+        Default :meth:`CohortOptions.from_env`.
+    on_image : callable, optional
+        Called with each raw image before it is normalized (checks that need the raw pixels).
+
+    Returns
+    -------
+    PatchSampler or PatchPool
+        Both have ``sample_views``, ``sample``, ``validation_patches``, ``training_patches``,
+        ``n_train``, ``n_val``, ``all_finite`` and ``device``.
+    """
+    from napari_imc_vae.engine.data import PatchSampler
+    from napari_imc_vae.engine.pool import PatchPool
+
+    options = options or CohortOptions.from_env()
+    kept: list[np.ndarray] = []
+    kept_bytes, cache = 0, None
+    for image in images:
+        if on_image is not None:
+            on_image(image)
+        normalized = normalizer(image)
+        if cache is None and fits_in_memory(kept_bytes + normalized.nbytes, options):
+            kept.append(normalized)
+            kept_bytes += normalized.nbytes
+            continue
+        if cache is None:
+            cache = NormalizedCache(options.cache_dir)
+            for earlier in kept:
+                cache.add(earlier)
+            kept = []
+        cache.add(normalized)
+        del normalized  # before the next image is read
+    if cache is None:
+        if not kept:
+            raise ValueError("no images to train on")
+        return PatchSampler(kept, patch_size, val_fraction=val_fraction, device=device)
+    return PatchPool(cache, patch_size, val_fraction=val_fraction, device=device, pool_mb=options.pool_mb,
+                     reuse=options.reuse, seed=seed)
+
+
+__all__ = ["CohortOptions", "FLOAT16_MAX", "ImageStream", "NormalizedCache", "build_sampler", "fits_in_memory"]
