@@ -160,3 +160,75 @@ def test_this_machine_reports_its_capability():
     text = device_module.cpu_capability()
     assert text.startswith(torch.backends.cpu.get_cpu_capability() + ", ")
     assert text.endswith("bf16")
+
+
+# CPU threads ---------------------------------------------------------------------------------------
+@pytest.fixture
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.usefixtures("restore_threads")
+@pytest.mark.parametrize(("free", "threads"), [(0.0, 1), (0.6, 1), (0.8, 1), (1.8, 2), (2.0, 2), (7.5, 2)])
+def test_threads_follow_the_cores_other_processes_leave_free(monkeypatch, free, threads):
+    for name in ("IMC_VAE_THREADS", "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(device_module, "usable_cores", lambda: 2)
+    monkeypatch.setattr(device_module, "free_cores", lambda: free)
+    text = device_module.apply_thread_policy()
+    assert torch.get_num_threads() == threads
+    assert text.startswith(f"{threads} CPU thread{'s' if threads > 1 else ''} ({free:.1f} of 2 cores free), "
+                           "OpenMP wait ")
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_threads_asked_for_or_shared_by_ranks(monkeypatch):
+    monkeypatch.setattr(device_module, "usable_cores", lambda: 8)
+    monkeypatch.setattr(device_module, "free_cores", lambda: pytest.fail("not measured when given"))
+    monkeypatch.setenv("IMC_VAE_THREADS", "3")
+    assert device_module.apply_thread_policy().startswith("3 CPU threads (IMC_VAE_THREADS)")
+    assert torch.get_num_threads() == 3
+    assert device_module.apply_thread_policy(1).startswith("1 CPU thread (as asked)")
+    monkeypatch.delenv("IMC_VAE_THREADS")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert device_module.apply_thread_policy().startswith("2 CPU threads (8 cores shared by 4 ranks)")
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        device_module.apply_thread_policy(0)
+
+
+def test_free_cores_come_from_two_readings_of_proc_stat(monkeypatch):
+    readings = iter([(1000, 4000), (1150, 4400)])  # idle, total jiffies: 150 of 400 idle
+    monkeypatch.setattr(device_module, "_cpu_times", lambda: next(readings))
+    monkeypatch.setattr(device_module, "usable_cores", lambda: 4)
+    monkeypatch.setattr(device_module.os, "cpu_count", lambda: 4)
+    # 62.5% of 4 CPUs busy = 2.5 cores: 1.5 left
+    assert device_module.free_cores(sample_s=0) == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize(("code", "env", "expected"), [
+    ("import napari_imc_vae", {}, "PASSIVE"),
+    ("import napari_imc_vae", {"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),  # the user's choice stays
+    ("import torch, napari_imc_vae", {}, "None"),  # too late to matter: not pretended
+])
+def test_openmp_waits_passively_when_the_package_comes_before_torch(code, env, expected):
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", f"{code}; import os; print(os.environ.get('OMP_WAIT_POLICY'))"],
+                         capture_output=True, text=True, env={**base, **env}, timeout=120, check=True)
+    assert out.stdout.split() == [expected]
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_compute_policy_names_threads_and_precision(monkeypatch, cpu_with):
+    monkeypatch.setenv("IMC_VAE_THREADS", "1")
+    cpu_with({"avx2"}, "AVX2")
+    text = device_module.compute_policy(CPU, False)
+    assert text.startswith("cpu, 1 CPU thread (IMC_VAE_THREADS), OpenMP wait ")
+    assert text.endswith(", fp32 (CPU: AVX2, no native bf16)")
+    assert device_module.compute_policy(torch.device("cuda", 1), True) == "cuda:1, bf16 autocast"

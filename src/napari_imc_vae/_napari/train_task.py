@@ -22,7 +22,15 @@ from napari_imc_vae.engine import quality as _quality  # noqa: F401
 from napari_imc_vae.engine import workflow as _workflow  # noqa: F401
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.device import resolve_device
+from napari_imc_vae.engine.device import (
+    apply_thread_policy,
+    describe_precision,
+    omp_wait_policy,
+    release_cuda_memory,
+    resolve_device,
+    resolve_precision,
+    to_cpu,
+)
 from napari_imc_vae.engine.trainer import TrainConfig, TrainProgress
 from napari_imc_vae.io import ImcImage
 from napari_imc_vae.preprocessing import NormalizationParams
@@ -144,6 +152,8 @@ def training_updates(request: TrainRequest, job: TrainJob) -> Iterator[TrainUpda
     from napari_imc_vae.engine.workflow import TrainingRun
 
     start = time.perf_counter()
+    if resolve_device(request.train_config.device).type == "cpu":
+        apply_thread_policy()
     run = TrainingRun(
         request.images, normalization=request.normalization, model_config=request.model_config,
         critic_config=request.critic_config, train_config=request.train_config, resume=request.resume,
@@ -151,12 +161,21 @@ def training_updates(request: TrainRequest, job: TrainJob) -> Iterator[TrainUpda
     job._run = run
     if job.stop_requested:  # Stop pressed while the data were being prepared
         run.stop()
-    trained, stopped = yield from stream_calls(run.run, wrap=TrainUpdate, on_close=run.stop)
-    report, report_error = None, None
+    model = run.model
     try:
-        report = quality_report(run, trained)
-    except Exception as e:  # noqa: BLE001 - the model is still good; say why there is no report
-        report_error = f"{type(e).__name__}: {e}"
+        trained, stopped = yield from stream_calls(run.run, wrap=TrainUpdate, on_close=run.stop)
+        report, report_error = None, None
+        try:
+            report = quality_report(run, trained)
+        except Exception as e:  # noqa: BLE001 - the model is still good; say why there is no report
+            report_error = f"{type(e).__name__}: {e}"
+        trained.optimizer_state = to_cpu(trained.optimizer_state)
+    finally:
+        # ended, stopped, failed or the widget closed: hand the GPU memory back (micro-sam's
+        # napari trainer kept it, their issue 952); the model lives on in the CPU's memory
+        job._run = None
+        del run
+        release_cuda_memory(model)
     return TrainOutcome(trained, stopped, report, report_error, time.perf_counter() - start)
 
 
@@ -210,19 +229,27 @@ def stream_calls(fn: Callable[[Callable], object], *, wrap: Callable[[list], obj
     return result["value"]
 
 
-def describe_device(name: str) -> str:
-    """'cuda:0 (NVIDIA H100 …)' / 'cpu (16 threads)' for the device a choice resolves to."""
+def describe_device(name: str, precision: str = "auto") -> str:
+    """'cuda:0 (NVIDIA H100 …), bf16 autocast' / 'cpu (2 threads, OpenMP wait passive), fp32 (…)'.
+
+    For the device a choice resolves to, with the thread policy and the precision in use.
+    """
+    import warnings
+
     import torch
 
     try:
         dev = resolve_device(name)
     except ValueError as e:
         return str(e)
+    with warnings.catch_warnings():  # the warning comes when training starts, not per redraw
+        warnings.simplefilter("ignore")
+        how = describe_precision(resolve_precision(precision, dev), dev)
     if dev.type == "cuda":
-        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+        return f"{dev} ({torch.cuda.get_device_name(dev)}), {how}"
     if dev.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads)"
-    return str(dev)
+        return f"cpu ({torch.get_num_threads()} threads, OpenMP wait {omp_wait_policy()}), {how}"
+    return f"{dev}, {how}"
 
 
 def format_report(outcome: TrainOutcome) -> str:

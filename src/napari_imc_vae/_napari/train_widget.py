@@ -43,7 +43,7 @@ from napari_imc_vae._napari.train_task import (
     training_updates,
 )
 from napari_imc_vae.engine.checkpoint import TrainedModel
-from napari_imc_vae.engine.device import available_devices
+from napari_imc_vae.engine.device import available_devices, format_cuda_memory
 from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION
 
 
@@ -98,6 +98,8 @@ class TrainWidget(QWidget):
         self.images = ImageChecklist(napari_viewer)
         self.form = TrainForm(DEFAULT_NORMALIZATION, available_devices())
         self.device_label = QLabel()
+        self.gpu_memory_label = QLabel()  # shown while training on CUDA
+        self.gpu_memory_label.hide()
         self.form.device.changed.connect(self._show_device)
         self._show_device(self.form.device.value)
         self.resume_label = QLabel("New model")
@@ -144,6 +146,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.images)
         layout.addWidget(self.form.native)
         layout.addWidget(self.device_label)
+        layout.addWidget(self.gpu_memory_label)
         layout.addWidget(self.resume_label)
         layout.addLayout(row1)
         layout.addLayout(row2)
@@ -252,8 +255,12 @@ class TrainWidget(QWidget):
         if r.device != self._device:
             self._device = r.device
             self.device_label.setText(f"Device in use: {describe_device(r.device)}")
+        if r.gpu_memory is not None:
+            self.gpu_memory_label.setText(format_cuda_memory(r.gpu_memory))
+            self.gpu_memory_label.show()
 
     def _finish_progress(self) -> None:
+        self.gpu_memory_label.hide()  # the run has handed its GPU memory back
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None

@@ -47,8 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--time-limit", dest="time_limit", type=positive_seconds, metavar="SECONDS",
                    help="stop after this long even if the steps are not done")
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"),
-                   help="auto: bf16 autocast on CUDA, fp32 elsewhere; bf16 also pays on CPUs with AMX "
-                        "(default auto)")
+                   help="auto: bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), "
+                        "fp32 elsewhere (default auto)")
     g.add_argument("--resume", metavar="MODEL.pt",
                    help="continue training this model (same normalization, architecture, step count)")
     g = parser.add_argument_group("model (defaults: the engine's ModelConfig)")
@@ -131,6 +131,7 @@ def _train(args: argparse.Namespace, interrupt: InterruptGuard) -> int:
     from dataclasses import replace
 
     from napari_imc_vae.engine.critic import CriticConfig
+    from napari_imc_vae.engine.device import compute_policy
     from napari_imc_vae.engine.trainer import TrainConfig, TrainingError
     from napari_imc_vae.engine.workflow import TrainingRun
 
@@ -158,6 +159,8 @@ def _train(args: argparse.Namespace, interrupt: InterruptGuard) -> int:
         f"{run.sampler.n_train} training / {run.sampler.n_val} validation positions, "
         f"patch {cfg.patch_size}, latent {cfg.latent_dim}, {cfg.arch}"
         + (f", resuming from step {resume.step}" if resume is not None else ""), flush=True)
+    policy = compute_policy(run.device, run.trainer.bf16)  # every rank applies it; rank 0 says it
+    say(f"compute: {policy}", flush=True)
     bar = ProgressBar("train", enabled=main_rank)
 
     def on_progress(p) -> None:

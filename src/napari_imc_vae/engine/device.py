@@ -166,3 +166,134 @@ def describe_precision(bf16: bool, device: torch.device) -> str:
     if device.type == "cpu":
         return f"{'bf16 autocast' if bf16 else 'fp32'} (CPU: {cpu_capability()})"
     return "bf16 autocast" if bf16 else "fp32"
+
+
+# CPU threads -----------------------------------------------------------------------------------
+def _cpu_times() -> tuple[int, int] | None:
+    """(idle, total) jiffies of all CPUs from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return fields[3] + fields[4], sum(fields[:8])  # idle + iowait; user..steal
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity), not the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def free_cores(sample_s: float = 0.25) -> float:
+    """Cores left idle by other processes, measured over ``sample_s`` seconds from /proc/stat.
+
+    The load average would lag a process started a second ago by a minute; this does not.
+    Falls back to the load average where /proc/stat is missing.
+    """
+    import time
+
+    usable, online = usable_cores(), os.cpu_count() or 1
+    first = _cpu_times()
+    if first is None:
+        try:
+            return max(0.0, usable - os.getloadavg()[0])
+        except (AttributeError, OSError):
+            return float(usable)
+    time.sleep(sample_s)
+    second = _cpu_times()
+    total = second[1] - first[1]
+    if total <= 0:
+        return float(usable)
+    busy = online * (1.0 - (second[0] - first[0]) / total)
+    return max(0.0, min(float(usable), usable - busy))
+
+
+def omp_wait_policy() -> str:
+    """How idle OpenMP threads wait: ``OMP_WAIT_POLICY`` as torch's OpenMP read it at import."""
+    return os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)").lower()
+
+
+def apply_thread_policy(threads: int | None = None) -> str:
+    """Set torch's intra-op threads for CPU training; returns the policy in words.
+
+    ``threads`` given, or ``IMC_VAE_THREADS`` / ``OMP_NUM_THREADS`` set: that many. Otherwise one
+    thread per core that other processes leave free right now (at least one): a thread
+    on a core another process keeps busy gets half of it, and every parallel region then waits
+    at its barrier for that thread (see docs/benchmarks.md, "CPU threads").
+    """
+    import torch
+
+    usable = usable_cores()
+    chosen = os.environ.get("IMC_VAE_THREADS") or os.environ.get("OMP_NUM_THREADS")
+    ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    if threads is not None or chosen:
+        n = int(threads if threads is not None else chosen)
+        if n < 1:
+            raise ValueError(f"the number of CPU threads must be at least 1, got {n}")
+        why = "as asked" if threads is not None else (
+            "IMC_VAE_THREADS" if os.environ.get("IMC_VAE_THREADS") else "OMP_NUM_THREADS")
+    elif ranks > 1:  # torchrun on CPUs: the node's ranks share its cores (they start together)
+        n = max(1, usable // ranks)
+        why = f"{usable} cores shared by {ranks} ranks"
+    else:
+        free = free_cores()
+        n = max(1, min(usable, int(free + 0.25)))  # a core 75% free counts: its thread mostly runs
+        why = f"{free:.1f} of {usable} cores free"
+    torch.set_num_threads(n)
+    return f"{n} CPU thread{'s' if n != 1 else ''} ({why}), OpenMP wait {omp_wait_policy()}"
+
+
+# GPU memory ------------------------------------------------------------------------------------
+def cuda_memory(device: torch.device) -> tuple[int, int, int] | None:
+    """(bytes in tensors, bytes held by torch's allocator, the GPU's total) or None off CUDA.
+
+    Read from the allocator's own counters: no sync with the GPU.
+    """
+    if device.type != "cuda":
+        return None
+    total = torch.cuda.get_device_properties(device).total_memory
+    return torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device), total
+
+
+def format_cuda_memory(memory: tuple[int, int, int]) -> str:
+    allocated, reserved, total = (v / 1e9 for v in memory)
+    return f"GPU memory: {allocated:.2f} GB in tensors, {reserved:.2f} GB held by torch, of {total:.1f} GB"
+
+
+def to_cpu(value):
+    """``value`` with every tensor in it (dicts, lists, tuples) moved to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {k: to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(to_cpu(v) for v in value)
+    return value
+
+
+def release_cuda_memory(*modules: nn.Module) -> bool:
+    """Move ``modules`` to the CPU and hand torch's cached GPU memory back to the driver.
+
+    Other programs (and napari's other plugins) can then use the GPU; the caller must drop its
+    own references to GPU tensors first. Returns whether the CUDA cache was emptied.
+    """
+    import gc
+
+    for module in modules:
+        module.cpu()
+    if not (torch.cuda.is_available() and torch.cuda.is_initialized()):
+        return False
+    gc.collect()  # tensors kept alive only by reference cycles (e.g. a finished generator's frame)
+    torch.cuda.empty_cache()
+    return True
+
+
+def compute_policy(device: torch.device, bf16: bool) -> str:
+    """Apply the thread policy when training on the CPU; the device, threads and precision in words."""
+    how = describe_precision(bf16, device)
+    if device.type == "cpu":
+        return f"cpu, {apply_thread_policy()}, {how}"
+    return f"{device}, {how}"

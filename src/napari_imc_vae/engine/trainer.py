@@ -23,6 +23,7 @@ from napari_imc_vae.engine.critic import CriticConfig, base_logits_from_views, c
 from napari_imc_vae.engine.data import PatchSampler
 from napari_imc_vae.engine.device import (
     DistributedContext,
+    cuda_memory,
     init_distributed,
     resolve_device,
     resolve_precision,
@@ -87,6 +88,8 @@ class TrainProgress:
     validation: dict[str, float] | None = None
     patches_per_s: float = 0.0
     device: str = "cpu"
+    #: On CUDA: bytes in tensors, bytes held by torch's allocator, the GPU's total.
+    gpu_memory: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -320,7 +323,7 @@ class Trainer:
                 means["step"], means["lr"] = rows[-1]["step"], rows[-1]["lr"]
                 rate = run_step * cfg.batch_size * self.dist.world_size / max(time.perf_counter() - tick, 1e-9)
                 on_progress(TrainProgress(self.step, run_step, cfg.steps, means, validation, rate,
-                                          str(self.device)))
+                                          str(self.device), cuda_memory(self.device)))
             return end
 
         for run_step in range(cfg.steps):
