@@ -8,13 +8,15 @@ terms. Closing the widget or the viewer stops training (the model so far is kept
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict
 
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt, QThreadPool, Signal
 from qtpy.QtWidgets import (
+    QApplication,
     QCheckBox,
     QFileDialog,
     QHBoxLayout,
@@ -47,6 +49,10 @@ from napari_imc_vae.engine.device import available_devices, format_cuda_memory
 from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION
 
 
+#: How long closing the viewer waits for a training run to stop (it stops within one step).
+SHUTDOWN_WAIT_MS = 60_000
+
+
 class _Shutdown:
     """Stops a run when the widget goes away; holds no reference to the widget itself."""
 
@@ -59,6 +65,14 @@ class _Shutdown:
             self.job.stop()
         if self.worker is not None:
             self.worker.quit()
+            # Wait for the run to end (within a step): a training thread still running while
+            # Python exits aborts the process ("terminate called without an active exception").
+            QThreadPool.globalInstance().waitForDone(SHUTDOWN_WAIT_MS)
+            # napari leaves an aborted generator suspended, not closed, so the helper thread of
+            # train_task.stream_calls is not joined for us: it ends after its step (job.stop)
+            for thread in threading.enumerate():
+                if thread.name == "imc-vae-worker":
+                    thread.join(SHUTDOWN_WAIT_MS / 1000)
 
 
 class TrainWidget(QWidget):
@@ -94,6 +108,7 @@ class TrainWidget(QWidget):
         self._device = None
         self._shutdown = _Shutdown()
         self.destroyed.connect(self._shutdown)
+        QApplication.instance().aboutToQuit.connect(self._shutdown)  # the viewer's window closed
 
         self.images = ImageChecklist(napari_viewer)
         self.form = TrainForm(DEFAULT_NORMALIZATION, available_devices())
