@@ -146,7 +146,7 @@ def test_reconstruct_writes_every_output(model_file, ome_files, tmp_path, capsys
     out, err = capsys.readouterr()
     stem = image.name[: -len(".ome.tiff")]
     names = {f"{stem}_recon.ome.tiff", f"{stem}_error.tiff", f"{stem}_latent.tiff", f"{stem}_quality.json",
-             f"{stem}_motifs.tiff", f"{stem}_motifs.csv"}
+             f"{stem}_motifs.tiff", f"{stem}_motifs.csv", f"{stem}_hotpixels.tiff", f"{stem}_regions.csv"}
     assert {p.name for p in outdir.iterdir()} == names
     assert "reconstruct [" in err and "reconstructing" in out
 

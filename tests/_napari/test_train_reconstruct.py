@@ -147,7 +147,9 @@ def test_normalize_train_reconstruct(docked, qtbot):
     motifs = viewer.layers[f"{IMAGE}_motifs"]
     assert type(motifs).__name__ == "Labels" and motifs.data.shape == (81, 91)
     assert set(np.unique(motifs.data)) <= {1, 2, 3} and motifs.data.min() == 1
-    assert len(layers) == 5 + 5 + 3
+    assert len(layers) == 5 + 5 + 5  # recon, per-channel errors; latent, motifs, hot pixels, regions, error
+    assert type(viewer.layers[f"{IMAGE}_hotpixels"]).__name__ == "Labels"
+    assert type(viewer.layers[f"{IMAGE}_regions"]).__name__ == "Points"
     # Raw units: the reconstruction is on the scale of the raw counts, not z-scores.
     assert np.nanmax(viewer.layers["H3K27Ac [recon]"].data) > 5
     assert_unchanged(raw_layers, before, _state)

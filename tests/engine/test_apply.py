@@ -201,3 +201,35 @@ def test_cancel_stops_between_batches(trained_on_two, imc_testdata):
                        on_progress=lambda stage, done, total: calls.append(done),
                        cancel=lambda: len(calls) >= 2)
     assert len(calls) == 2
+
+
+def test_the_error_map_shows_what_the_hot_pixel_filter_removed(trained_on_two, imc_testdata, tmp_path, capsys):
+    """Error against the image as read: an injected hot pixel is a high-error single-pixel region."""
+    path, trained = trained_on_two
+    clean = _read(imc_testdata, HELD_OUT)
+    data = clean.data.copy()
+    y, x = 40, 50
+    data[1, y, x] = np.percentile(data[1], 99) * 4 + 200  # far above the filter's T = 50 counts
+    image = ImcImage(data, clean.channel_names, metals=clean.metals, source="hot.ome.tiff")
+    app = apply_to_image(trained, image)
+    rec = app.reconstruction
+    assert rec.hot_pixels[y, x] >= 1 and rec.hot_pixels.dtype == np.uint8
+    assert (rec.hot_pixels > 0).sum() < 0.01 * rec.hot_pixels.size
+    assert rec.error[y, x] > np.nanpercentile(rec.error, 99)  # before: the filter hid it
+    at = [r for r in app.regions if r["bbox"][0] <= y < r["bbox"][2] and r["bbox"][1] <= x < r["bbox"][3]]
+    assert at and at[0]["shape"] == "single pixel" and at[0]["area"] == 1
+    assert clean.channel_names[1] in at[0]["channels"].split(";")[0]
+    # the per-channel error is in units of each channel's typical error
+    assert np.nanmean(rec.channel_error[0]) == pytest.approx(1.0, rel=1e-3)
+    # the CLI writes the mask and the regions
+    file = tmp_path / "hot.ome.tiff"
+    tifffile.imwrite(file, data, metadata={"axes": "CYX", "Channel": {"Name": [
+        f"{m}_{n}" for m, n in zip(clean.channel_keys, clean.channel_names)]}})
+    assert main(["reconstruct", str(path), str(file), "-o", str(tmp_path / "out")]) == 0
+    assert "region(s) of high error" in capsys.readouterr().out
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "hot_hotpixels.tiff"), rec.hot_pixels)
+    import csv
+
+    with open(tmp_path / "out" / "hot_regions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(app.regions) and rows[at[0]["rank"] - 1]["shape"] == "single pixel"

@@ -19,12 +19,12 @@ from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.motifs import DEFAULT_MOTIFS, upsample_grid
 from napari_imc_vae.io import ImcImage
 
-__all__ = ["RECON", "ERROR", "LATENT", "MOTIFS", "DERIVED_KINDS", "ReconstructResult",
+__all__ = ["RECON", "ERROR", "LATENT", "MOTIFS", "HOT_PIXELS", "REGIONS", "DERIVED_KINDS", "ReconstructResult",
            "upsample_grid", "provenance", "run_reconstruction", "reconstruction_layers",
            "reconstruct_updates"]
 
-RECON, ERROR, LATENT, MOTIFS = "recon", "error", "latent", "motifs"
-DERIVED_KINDS = (RECON, ERROR, LATENT, MOTIFS)
+RECON, ERROR, LATENT, MOTIFS, HOT_PIXELS, REGIONS = "recon", "error", "latent", "motifs", "hotpixels", "regions"
+DERIVED_KINDS = (RECON, ERROR, LATENT, MOTIFS, HOT_PIXELS, REGIONS)
 ERROR_OPACITY = 0.6
 
 
@@ -63,6 +63,10 @@ class ReconstructResult:
         JSON-safe report, as the CLI writes it.
     motif_rows : list of dict
         Per motif: pixels, fraction, mean raw intensity per channel (the CLI's CSV).
+    hot_pixels : ndarray of shape (Y, X), uint8, or None
+        In how many channels the hot-pixel filter replaced each pixel.
+    regions : list of dict
+        Regions of high error, ranked (the CLI's ``_regions.csv``).
     """
 
     image: ImcImage
@@ -82,6 +86,8 @@ class ReconstructResult:
     report_text: str = ""
     quality: dict = field(default_factory=dict)
     motif_rows: list = field(default_factory=list)
+    hot_pixels: np.ndarray | None = None
+    regions: list = field(default_factory=list)
 
 
 def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAULT_MOTIFS,
@@ -141,7 +147,7 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAU
         k=0 if app.motif_model is None else app.motif_model.k, provenance=app.provenance,
         channel_index=[int(app.channel_index[j]) for j in by_image], ignored_channels=app.ignored_channels,
         display_limits=limits, report=app.report, report_text=app.report_text(), quality=app.quality,
-        motif_rows=app.motif_rows,
+        motif_rows=app.motif_rows, hot_pixels=rec.hot_pixels, regions=app.regions,
     )
 
 
@@ -215,12 +221,31 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
     out.append((result.motifs, {
         **common, "name": f"{image_name}_{MOTIFS}", "opacity": 0.5, "visible": False,
         "metadata": whole(MOTIFS, k=result.k)}, "labels"))
+    if result.hot_pixels is not None:
+        out.append((result.hot_pixels, {
+            **common, "name": f"{image_name}_{HOT_PIXELS}", "opacity": 0.8,
+            "metadata": whole(HOT_PIXELS, units="channels replaced by the hot-pixel filter")}, "labels"))
+    # the regions' rings below the error, which is additive and stays on top
+    out.append(_regions_layer(result.regions, f"{image_name}_{REGIONS}", common, whole(REGIONS)))
     out.append((result.error, {
         **common, "name": f"{image_name}_{ERROR}", "colormap": "magma",
         "contrast_limits": limits.get("error") or contrast_limits(result.error), "blending": "additive",
         "opacity": ERROR_OPACITY,
-        "metadata": whole(ERROR, units="mean squared error, normalized units")}, "image"))
+        "metadata": whole(ERROR, units="mean squared error, normalized units, against the image as read")},
+        "image"))
     return out
+
+
+def _regions_layer(regions: list[dict], name: str, common: dict, metadata: dict) -> tuple:
+    """A Points layer at the regions' centroids, labelled by rank, ringed by size."""
+    coords = np.array([[r["y"], r["x"]] for r in regions], dtype=float).reshape(-1, 2)
+    features = {key: [r[key] for r in regions] for key in ("rank", "area", "shape", "channels", "mean_error")}
+    sizes = [max(6.0, 2.5 * float(np.sqrt(r["area"]))) for r in regions]
+    return (coords, {
+        **common, "name": name, "features": features, "size": sizes if regions else 6.0,
+        "symbol": "ring", "face_color": "transparent", "border_color": "cyan",
+        "text": {"string": "{rank}", "color": "cyan", "size": 9, "anchor": "upper_left"} if regions else None,
+        "metadata": metadata}, "points")
 
 
 def reconstruct_updates(trained: TrainedModel, image: ImcImage, *, k: int = DEFAULT_MOTIFS,

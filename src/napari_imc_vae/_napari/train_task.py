@@ -40,8 +40,8 @@ __all__ = ["TrainRequest", "TrainUpdate", "TrainOutcome", "TrainJob", "check_req
            "format_report"]
 
 YIELD_INTERVAL_S = 0.1
-#: Held-out and training patches for the quality report (bounds its time on big images).
-QUALITY_VAL_PATCHES, QUALITY_TRAIN_PATCHES = 2048, 4096
+#: Held-out patches for the quality report (bounds its time on big images).
+QUALITY_VAL_PATCHES = 2048
 
 
 @dataclass
@@ -124,6 +124,9 @@ def check_request(request: TrainRequest) -> None:
 def quality_report(run, trained: TrainedModel):
     """The DESIGN §4 quality report of ``trained`` on the run's held-out patches.
 
+    The baseline is the one stored in the model (PCA-k and the mean patch fitted on the
+    training patches at the end of training), as in every later report of this model.
+
     Returns
     -------
     QualityReport or None
@@ -134,8 +137,7 @@ def quality_report(run, trained: TrainedModel):
     val = run.sampler.validation_patches(QUALITY_VAL_PATCHES)
     if val.shape[0] == 0:
         return None
-    train = run.sampler.training_patches(QUALITY_TRAIN_PATCHES)
-    return evaluate(trained.model, val, train)
+    return evaluate(trained.model, val, baseline=trained.baseline, baseline_source=trained.baseline_source)
 
 
 def training_updates(request: TrainRequest, job: TrainJob) -> Iterator[TrainUpdate]:

@@ -63,7 +63,10 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     from napari_imc_vae.io.atomic import check_output_dir
     from napari_imc_vae.io.outputs import write_model_outputs
 
-    settings = _settings(args, motifs=args.motifs, seed=args.seed)
+    # what the CLI needs: no normalized reconstruction (time and memory); the per-channel error
+    # names the channels of the regions
+    settings = _settings(args, motifs=args.motifs, seed=args.seed,
+                         outputs=("raw", "error", "channel_error", "latent", "hot_pixels"))
     trained, device, image = _prepare(args, "reconstructing")
     out = check_output_dir(args.output)  # before the work: a bad folder fails now, named
     print(f"reconstructing {image.name} {image.shape} on {device}", flush=True)
@@ -81,11 +84,14 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     written = write_model_outputs(out, image.name, recon_raw=rec.raw, channel_names=app.channel_names,
                                   error=rec.error, latent=rec.latent, stride=rec.stride,
                                   pixel_size_um=image.pixel_size_um, quality=quality, motifs=app.motifs,
-                                  motif_rows=app.motif_rows)
+                                  motif_rows=app.motif_rows, hot_pixels=rec.hot_pixels, regions=app.regions)
     for p in written:
         print(f"wrote {p}")
     if app.report is not None:
         print("\n".join(f"- {v}" for v in app.report.verdicts()))
+    hot = int((rec.hot_pixels > 0).sum()) if rec.hot_pixels is not None else 0
+    print(f"- {len(app.regions)} region(s) of high error (per-pixel error > {app.region_threshold:.3g}); "
+          f"{hot} pixel(s) replaced by the hot-pixel filter")
     return 0
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from napari_imc_vae.engine.checkpoint import TrainedModel
-from napari_imc_vae.engine.inference import Reconstruction, reconstruct_image
+from napari_imc_vae.engine.inference import OUTPUT_NAMES, Reconstruction, reconstruct_image
 from napari_imc_vae.engine.motifs import DEFAULT_MOTIFS, MotifModel, motif_table
 from napari_imc_vae.engine.workflow import check_image_content
 from napari_imc_vae.io import ImcImage
@@ -50,9 +50,16 @@ class ApplySettings:
         Tissue motifs (k-means clusters of the latent map); 0 for none.
     seed : int
         Of the motif fit.
+    regions : bool
+        Find the regions of high error (needs ``channel_error`` among ``outputs`` to name
+        the channels that carry them).
     quality : bool
         Measure the quality report.
     max_quality_patches : int
+    outputs : tuple of str
+        Reconstruction outputs to compute (see
+        :func:`~napari_imc_vae.engine.inference.reconstruct_image`); the CLI leaves out the
+        per-channel error and the normalized reconstruction, which it does not write.
     """
 
     stride: int | None = None
@@ -60,8 +67,10 @@ class ApplySettings:
     device: str | None = None
     motifs: int = DEFAULT_MOTIFS
     seed: int = 0
+    regions: bool = True
     quality: bool = True
     max_quality_patches: int = MAX_QUALITY_PATCHES
+    outputs: tuple[str, ...] = OUTPUT_NAMES
 
     def __post_init__(self) -> None:
         if isinstance(self.motifs, bool) or not isinstance(self.motifs, int) or self.motifs < 0:
@@ -89,6 +98,14 @@ class ModelApplication:
     motif_model : MotifModel or None
     motif_rows : list of dict
         Per motif: pixels, fraction, mean raw intensity per channel.
+    regions : list of dict
+        Connected regions of high error, ranked (see :func:`~napari_imc_vae.engine.regions.find_regions`).
+    region_threshold : float
+        The per-pixel error above which a pixel belongs to a region.
+    channel_error_scale : list of float
+        Each channel's mean squared error over the image: ``reconstruction.channel_error`` is
+        divided by it (1 = that channel's typical error), so a bright channel does not hide
+        a faint one.
     report : QualityReport or None
     quality : dict
         JSON-safe: where the patches came from, the baseline's provenance and the report
@@ -107,6 +124,9 @@ class ModelApplication:
     report: object | None
     quality: dict
     provenance: dict = field(default_factory=dict)
+    regions: list[dict] = field(default_factory=list)
+    region_threshold: float = float("inf")
+    channel_error_scale: list[float] = field(default_factory=list)
 
     @property
     def stride(self) -> int:
@@ -192,7 +212,7 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
         device = resolve_device(settings.device)
     rec = reconstruct_image(trained.model, data, trained.normalizer, stride=settings.stride,
                             batch_size=settings.batch_size, device=device, on_progress=tiles, out=out,
-                            on_rows=None if grid is None else grid.add)
+                            on_rows=None if grid is None else grid.add, outputs=settings.outputs)
     check_cancel()
     report, quality = None, {"report": None, "reason": reason} if reason else {}
     if grid is not None:
@@ -203,8 +223,15 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
                     "acquisition": image.acquisition, "shape": list(image.shape),
                     "latent_stride": int(rec.stride)})
     check_cancel()
-    motifs, motif_model, rows = None, None, []
     names = steinbock_names(trained)
+    scale = _scale_channel_error(rec.channel_error)
+    regions, threshold = [], float("inf")
+    if settings.regions and rec.error is not None:
+        from napari_imc_vae.engine.regions import find_regions
+
+        regions, threshold = find_regions(rec.error, rec.channel_error, names,
+                                          pixel_size_um=float(image.pixel_size_um))
+    motifs, motif_model, rows = None, None, []
     if settings.motifs > 0:
         report_progress("motifs", 0, 1)
         d = rec.latent.shape[0]
@@ -216,7 +243,21 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
         image=image, reconstruction=rec, channel_names=names, channel_index=[int(i) for i in match.index],
         ignored_channels=list(match.ignored), motifs=motifs, motif_model=motif_model, motif_rows=rows,
         report=report, quality=quality, provenance=provenance(trained, rec.stride),
+        regions=regions, region_threshold=threshold, channel_error_scale=scale,
     )
+
+
+def _scale_channel_error(channel_error: np.ndarray | None) -> list[float]:
+    """Divide each channel's squared error by its mean over the image, in place; the means."""
+    if channel_error is None:
+        return []
+    scale = []
+    for c in range(channel_error.shape[0]):
+        mean = float(np.nanmean(channel_error[c])) if np.isfinite(channel_error[c]).any() else 0.0
+        scale.append(mean)
+        if mean > 0:
+            channel_error[c] /= np.float32(mean)
+    return scale
 
 
 def assess_image(trained: TrainedModel, image: ImcImage, settings: ApplySettings | None = None):

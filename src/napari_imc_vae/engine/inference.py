@@ -22,7 +22,7 @@ from napari_imc_vae.engine.tiling import BandStitcher, TileGrid
 
 __all__ = ["Reconstruction", "reconstruct_image", "memmap_outputs", "normalized_rows", "OUTPUT_NAMES"]
 
-OUTPUT_NAMES = ("normalized", "raw", "error", "channel_error", "latent")
+OUTPUT_NAMES = ("normalized", "raw", "error", "channel_error", "latent", "hot_pixels")
 # rows read beyond a band on each side before normalizing, so a 3×3 neighbourhood step
 # (the hot-pixel filter) sees the same neighbours as on the whole image
 _NORMALIZER_HALO = 1
@@ -43,23 +43,29 @@ class Reconstruction:
         Reconstruction mapped back to raw units by ``normalizer.inverse``.
     error : ndarray of shape (Y, X), float32
         Mean over channels of the squared error in normalized (variance-stabilized)
-        units; channels whose input pixel is NaN/Inf are left out of the mean, and a
-        pixel with no finite channel is NaN.
+        units against the image *as read*: normalized like the model's input but without
+        the hot-pixel filter, so what the filter removed shows as error. Channels whose
+        input pixel is NaN/Inf are left out of the mean; a pixel with no finite channel is NaN.
     channel_error : ndarray of shape (C, Y, X), float32
-        Squared error per channel in normalized units; NaN where the input is not finite.
+        Squared error per channel, same units and target; NaN where the input is not finite.
+    hot_pixels : ndarray of shape (Y, X), uint8
+        In how many channels the hot-pixel filter replaced the pixel (0: none).
     latent : ndarray of shape (D, ny, nx), float32
         ``mu`` of the tile centred on image pixel ``(i*stride, j*stride)``; show it over
         the image with ``scale=(stride, stride)``.
     patch_size, stride : int
+
+    An output left out with ``reconstruct_image(..., outputs=...)`` is None.
     """
 
-    normalized: np.ndarray
-    raw: np.ndarray
-    error: np.ndarray
-    channel_error: np.ndarray
+    normalized: np.ndarray | None
+    raw: np.ndarray | None
+    error: np.ndarray | None
+    channel_error: np.ndarray | None
     latent: np.ndarray
     patch_size: int
     stride: int
+    hot_pixels: np.ndarray | None = None
 
     @property
     def latent_scale(self) -> tuple[int, int]:
@@ -67,10 +73,13 @@ class Reconstruction:
         return self.stride, self.stride
 
 
+_DTYPES = {"hot_pixels": np.uint8}
+
+
 def _output_shapes(image_shape, grid: TileGrid, latent_dim: int) -> dict[str, tuple[int, ...]]:
     c, y, x = image_shape
     return {"normalized": (c, y, x), "raw": (c, y, x), "error": (y, x), "channel_error": (c, y, x),
-            "latent": (latent_dim, *grid.n_tiles)}
+            "latent": (latent_dim, *grid.n_tiles), "hot_pixels": (y, x)}
 
 
 def memmap_outputs(directory, image_shape, model, *, stride: int | None = None) -> dict[str, np.memmap]:
@@ -92,7 +101,7 @@ def memmap_outputs(directory, image_shape, model, *, stride: int | None = None) 
     grid = TileGrid.create(image_shape[1:], model.config.patch_size, stride)
     shapes = _output_shapes(image_shape, grid, model.config.latent_dim)
     return {name: np.lib.format.open_memmap(os.path.join(directory, f"{name}.npy"), mode="w+",
-                                            dtype=np.float32, shape=shape)
+                                            dtype=_DTYPES.get(name, np.float32), shape=shape)
             for name, shape in shapes.items()}
 
 
@@ -108,31 +117,44 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 class _NormalizedRows:
-    """Normalized image rows on demand, reusing the rows the previous band already had."""
+    """Normalized image rows on demand, reusing the rows the previous band already had.
 
-    def __init__(self, image, normalizer) -> None:
+    With ``as_read``, :meth:`get` also gives the rows normalized without the hot-pixel
+    filter and where it replaced pixels (:meth:`Normalizer.normalize_as_read`).
+    """
+
+    def __init__(self, image, normalizer, as_read: bool = False) -> None:
         self.image, self.normalizer = image, normalizer
+        self.as_read = bool(as_read) and hasattr(normalizer, "normalize_as_read")
         self.start, self.block = 0, None
 
-    def _compute(self, lo: int, hi: int) -> np.ndarray:
+    def _compute(self, lo: int, hi: int) -> tuple[np.ndarray, ...]:
         n = self.image.shape[1]
         a, b = max(lo - _NORMALIZER_HALO, 0), min(hi + _NORMALIZER_HALO, n)
         raw = np.asarray(self.image[:, a:b], dtype=np.float32)
-        norm = raw if self.normalizer is None else np.asarray(self.normalizer(raw), dtype=np.float32)
-        return norm[:, lo - a : hi - a]
+        if self.as_read:
+            parts = self.normalizer.normalize_as_read(raw)
+        else:
+            parts = (raw if self.normalizer is None else np.asarray(self.normalizer(raw), dtype=np.float32),)
+        return tuple(part[:, lo - a : hi - a] for part in parts)
 
-    def get(self, lo: int, hi: int) -> np.ndarray:
-        """Normalized rows ``[lo, hi)`` as a (C, hi - lo, X) float32 array."""
+    def get_all(self, lo: int, hi: int) -> tuple[np.ndarray, ...]:
+        """Rows ``[lo, hi)``: (normalized,) or, with ``as_read``, (normalized, as read, replaced)."""
         blk = self.block
-        if blk is not None and self.start <= lo and hi <= self.start + blk.shape[1]:
-            return blk[:, lo - self.start : hi - self.start]
-        if blk is not None and self.start <= lo < self.start + blk.shape[1]:
-            end = self.start + blk.shape[1]
-            blk = np.concatenate([blk[:, lo - self.start :], self._compute(end, hi)], axis=1)
+        if blk is not None and self.start <= lo and hi <= self.start + blk[0].shape[1]:
+            return tuple(part[:, lo - self.start : hi - self.start] for part in blk)
+        if blk is not None and self.start <= lo < self.start + blk[0].shape[1]:
+            end = self.start + blk[0].shape[1]
+            blk = tuple(np.concatenate([old[:, lo - self.start :], new], axis=1)
+                        for old, new in zip(blk, self._compute(end, hi)))
         else:
             blk = self._compute(lo, hi)
         self.start, self.block = lo, blk
         return blk
+
+    def get(self, lo: int, hi: int) -> np.ndarray:
+        """Normalized rows ``[lo, hi)`` as a (C, hi - lo, X) float32 array."""
+        return self.get_all(lo, hi)[0]
 
 
 def normalized_rows(image, normalizer) -> Callable[[int, int], np.ndarray]:
@@ -174,6 +196,7 @@ def reconstruct_image(
     on_progress: Callable[[int, int], None] | None = None,
     out=None,
     on_rows: Callable[[int, np.ndarray], None] | None = None,
+    outputs: tuple[str, ...] = OUTPUT_NAMES,
 ) -> Reconstruction:
     """Reconstruct a whole image from overlapping, smoothly blended tiles.
 
@@ -210,6 +233,9 @@ def reconstruct_image(
         rows ``[start, start + n)`` (NaN/Inf as read), for every row once, in order, so
         that a caller can use the normalized image without computing it again or
         holding all of it (e.g. :class:`~napari_imc_vae.engine.quality.GridPatches`).
+    outputs : tuple of str
+        Which of :data:`OUTPUT_NAMES` to compute (``latent`` always is); the others are
+        None, which saves their memory and time (the CLI writes no per-channel error).
 
     Returns
     -------
@@ -231,11 +257,16 @@ def reconstruct_image(
     c, y_size, x_size = shape
     cfg = model.config
     grid = TileGrid.create((y_size, x_size), cfg.patch_size, stride)
-    outputs = {}
+    unknown = set(outputs) - set(OUTPUT_NAMES)
+    if unknown:
+        raise ValueError(f"unknown outputs {sorted(unknown)}; choose from {OUTPUT_NAMES}")
+    outputs = {name: None for name in OUTPUT_NAMES if name not in outputs and name != "latent"}
     for name, oshape in _output_shapes(shape, grid, cfg.latent_dim).items():
+        if name in outputs:
+            continue
         arr = _get_out(out, name)
         if arr is None:
-            arr = np.empty(oshape, dtype=np.float32)
+            arr = np.empty(oshape, dtype=_DTYPES.get(name, np.float32))
         elif tuple(arr.shape) != oshape:
             raise ValueError(f"out[{name!r}] must have shape {oshape}, got {tuple(arr.shape)}")
         outputs[name] = arr
@@ -247,7 +278,7 @@ def reconstruct_image(
     ny, nx = grid.n_tiles
     band = max(1, math.ceil(max(batch_size, _MIN_BAND_TILES) / nx))
     stitcher = BandStitcher(grid, c)
-    rows = _NormalizedRows(image, normalizer)
+    rows = _NormalizedRows(image, normalizer, as_read=True)
     cols = grid.source_index(0, grid.padded_shape[1], 1)
     done, total = 0, grid.total
     try:
@@ -275,10 +306,12 @@ def reconstruct_image(
                 outputs["latent"][:, i0:i1] = mu.transpose(2, 0, 1)
                 y0, y1, rec = stitcher.add(i0, i1, recon)
                 if y1 > y0:
-                    target = rows.get(y0, y1)
-                    _write_rows(outputs, normalizer, rec, target, y0, y1)
+                    parts = rows.get_all(y0, y1)  # (normalized[, as read, replaced])
+                    _write_rows(outputs, normalizer, rec, parts[1] if len(parts) > 1 else parts[0], y0, y1)
+                    if outputs["hot_pixels"] is not None:
+                        outputs["hot_pixels"][y0:y1] = 0 if len(parts) == 1 else parts[2].sum(axis=0)
                     if on_rows is not None:
-                        on_rows(y0, target)
+                        on_rows(y0, parts[0])
     finally:
         model.train(was_training)
     return Reconstruction(**outputs, patch_size=grid.patch_size, stride=grid.stride)
@@ -286,18 +319,26 @@ def reconstruct_image(
 
 def _write_rows(outputs: dict, normalizer, rec: np.ndarray, target: np.ndarray, y0: int, y1: int) -> None:
     """Write finished rows ``[y0, y1)``: rec and target are (C, y1 - y0, X) in normalized units."""
-    outputs["normalized"][:, y0:y1] = rec
-    outputs["raw"][:, y0:y1] = rec if normalizer is None else normalizer.inverse(rec)
+    if outputs["normalized"] is not None:
+        outputs["normalized"][:, y0:y1] = rec
+    if outputs["raw"] is not None:
+        outputs["raw"][:, y0:y1] = rec if normalizer is None else normalizer.inverse(rec)
+    if outputs["error"] is None and outputs["channel_error"] is None:
+        return
     sq = rec - target
     np.square(sq, out=sq)
     finite = np.isfinite(target)
     if finite.all():  # the usual case: no mask arithmetic
-        outputs["channel_error"][:, y0:y1] = sq
-        outputs["error"][y0:y1] = sq.mean(axis=0)
+        if outputs["channel_error"] is not None:
+            outputs["channel_error"][:, y0:y1] = sq
+        if outputs["error"] is not None:
+            outputs["error"][y0:y1] = sq.mean(axis=0)
         return
     sq[~finite] = np.nan  # an Inf input gives Inf - rec; both count as missing
-    outputs["channel_error"][:, y0:y1] = sq
-    n = finite.sum(axis=0)
-    total = np.where(finite, sq, 0.0).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):  # no finite channel: NaN, said in the docs
-        outputs["error"][y0:y1] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    if outputs["channel_error"] is not None:
+        outputs["channel_error"][:, y0:y1] = sq
+    if outputs["error"] is not None:
+        n = finite.sum(axis=0)
+        total = np.where(finite, sq, 0.0).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):  # no finite channel: NaN, said in the docs
+            outputs["error"][y0:y1] = np.where(n > 0, total / np.maximum(n, 1), np.nan)

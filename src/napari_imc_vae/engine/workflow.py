@@ -14,18 +14,86 @@ import numpy as np
 
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.data import PatchSampler
+from napari_imc_vae.engine.cohort import CohortOptions, ImageStream, build_sampler
 from napari_imc_vae.engine.device import resolve_device
 from napari_imc_vae.engine.model import ModelConfig, PatchVAE
 from napari_imc_vae.engine.trainer import Trainer, TrainConfig, TrainProgress
 from napari_imc_vae.io import ImcImage
-from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION, NormalizationParams, Normalizer
+from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION, NormalizationParams
+from napari_imc_vae.preprocessing.streaming import StreamingFit
 
 
 
-def _as_images(images: ImcImage | Sequence[ImcImage]) -> list[ImcImage]:
+#: Training patches (evenly spaced) the stored PCA / mean baseline is fitted on at the end of
+#: training: enough for 32–128 components of 40-channel 8×8 patches, ~1–3 s on 2 CPU cores.
+BASELINE_FIT_PATCHES = 8192
+
+
+class ImageContentError(ValueError):
+    """An image holds nothing to learn from or measure: no finite pixel, or one constant value."""
+
+
+def check_image_content(image: ImcImage, data: np.ndarray | None = None) -> None:
+    """Fail now, naming the file, for an image with no finite pixel or a single value.
+
+    Parameters
+    ----------
+    image : ImcImage
+        Named in the message.
+    data : array of shape (C, Y, X), optional
+        The channels to check (e.g. those a model knows); default the whole image.
+
+    Raises
+    ------
+    ImageContentError
+    """
+    values = image.data if data is None else data
+    where = f"{image.name} ({image.source})" if image.source else image.name
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise ImageContentError(f"{where} has no finite pixel value (all NaN/Inf): nothing to learn "
+                                f"from or measure")
+    lo, hi = np.min(values, where=finite, initial=np.inf), np.max(values, where=finite, initial=-np.inf)
+    if lo == hi:
+        raise ImageContentError(f"{where} is constant (every finite pixel of every channel is {lo:g}): "
+                                f"nothing to learn from or measure")
+
+
+def fit_training_baseline(patches, latent_dim: int, image_names: Sequence[str]):
+    """PCA-k (k = latent dims) and the mean patch on training patches, for the model file.
+
+    Patches with a non-finite value are left out.
+
+    Returns
+    -------
+    baseline : PCABaseline or None
+        None when no finite patch is left.
+    info : dict
+        ``fitted_on`` (in words), ``n_patches``, ``images``, ``k``.
+    """
+    import torch
+
+    from napari_imc_vae.engine.baselines import PCABaseline
+
+    x = torch.as_tensor(patches).detach().to("cpu", torch.float32)
+    x = x[torch.isfinite(x).flatten(1).all(dim=1)]
+    if len(x) == 0:
+        return None, {}
+    k = int(min(latent_dim, len(x), x[0].numel()))
+    baseline = PCABaseline.fit(x, k)
+    names = list(image_names)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    info = {"fitted_on": f"PCA-{k} and the mean patch fitted on {len(x)} training patches of {shown} "
+                         f"at the end of training (the model's own training data)",
+            "n_patches": int(len(x)), "images": names, "k": k}
+    return baseline, info
+
+
+def _as_images(images: ImcImage | Sequence[ImcImage] | ImageStream) -> list[ImcImage] | ImageStream:
     if isinstance(images, ImcImage):
         return [images]
+    if isinstance(images, ImageStream):  # read file by file, each time it is iterated
+        return images
     images = list(images)
     if not images or not all(isinstance(im, ImcImage) for im in images):
         raise TypeError(f"images must be an ImcImage or a non-empty list of them, got {images!r:.80}")
@@ -37,8 +105,9 @@ class TrainingRun:
 
     Parameters
     ----------
-    images : ImcImage or list of ImcImage
-        Raw images of one panel (channels matched by metal/name across images).
+    images : ImcImage, list of ImcImage or ImageStream
+        Raw images of one panel (channels matched by metal/name across images). Iterated twice,
+        one image at a time (fit, then normalize): the normalizer is fitted in one streaming pass.
     normalization : NormalizationParams, optional
         Ignored when resuming (the model's own normalizer is reused).
     model_config : dict, optional
@@ -46,6 +115,10 @@ class TrainingRun:
     critic_config, train_config : optional
     resume : TrainedModel, optional
         Continue this model: same normalizer, weights, optimizer state and step count.
+    data : CohortOptions, optional
+        How the normalized pixels are held: in RAM up to a size, else a disk cache and a bounded
+        pool (default :meth:`CohortOptions.from_env`). ``images`` may be an
+        :class:`~napari_imc_vae.engine.cohort.ImageStream` that reads files one at a time.
     """
 
     def __init__(
@@ -57,15 +130,26 @@ class TrainingRun:
         critic_config: CriticConfig | None = None,
         train_config: TrainConfig | None = None,
         resume: TrainedModel | None = None,
+        data: CohortOptions | None = None,
     ):
         images = _as_images(images)
         self.train_config = train_config or TrainConfig()
         self.critic_config = critic_config or (resume.critic_config if resume else CriticConfig())
         self.device = resolve_device(self.train_config.device)
+        params = normalization or DEFAULT_NORMALIZATION
+        fit = StreamingFit(**asdict(params)) if resume is None else None
+        self.image_names = []
+        for im in images:  # one pass, one image at a time: a stream reads each file here
+            check_image_content(im)  # before any work: an empty or constant image trains a constant loss
+            self.image_names.append(im.name)
+            if fit is None:
+                resume.match_channels(im)  # fail early, naming missing channels; extra ones are left out
+            else:
+                fit.add(im)
+        if not self.image_names:
+            raise ValueError("no images to train on")
         if resume is not None:
             self.normalizer = resume.normalizer
-            for im in images:  # fail early, naming missing channels; extra ones are left out
-                resume.match_channels(im)
             config = resume.model.config
             if model_config:
                 changed = {k: v for k, v in model_config.items() if getattr(config, k) != v}
@@ -73,8 +157,7 @@ class TrainingRun:
                     raise ValueError(f"cannot change the architecture when resuming: {changed}")
             self.model = resume.model
         else:
-            params = normalization or DEFAULT_NORMALIZATION
-            self.normalizer = Normalizer.fit(images, **asdict(params))
+            self.normalizer = fit.result()
             options = dict(model_config or {})
             options.pop("in_channels", None)
             config = ModelConfig(in_channels=self.normalizer.n_channels, **options)
@@ -83,10 +166,10 @@ class TrainingRun:
             torch.manual_seed(self.train_config.seed)
             self.model = PatchVAE(config)
         self.resume = resume
-        normalized = [self.normalizer(im) for im in images]
-        self.sampler = PatchSampler(
-            normalized, config.patch_size, val_fraction=self.train_config.val_fraction, device=self.device
-        )
+        # in RAM for small inputs, else a disk cache and a bounded pool (cohort.build_sampler)
+        self.sampler = build_sampler(images, self.normalizer, config.patch_size,
+                                     val_fraction=self.train_config.val_fraction, device=self.device,
+                                     seed=self.train_config.seed, options=data)
         self.trainer = Trainer(
             self.model,
             self.sampler,
@@ -105,6 +188,8 @@ class TrainingRun:
         """Train; returns the trained model (best validation state) and whether it was stopped."""
         result = self.trainer.fit(on_progress)
         previous = self.resume.validation_history if self.resume else []
+        baseline, info = fit_training_baseline(self.sampler.training_patches(BASELINE_FIT_PATCHES),
+                                               self.model.config.latent_dim, self.image_names)
         trained = TrainedModel(
             model=result.model,
             normalizer=self.normalizer,
@@ -114,6 +199,8 @@ class TrainingRun:
             optimizer_state=self.trainer.optimizer.state_dict(),
             history=result.history,
             validation_history=list(previous) + result.validation_history,
+            baseline=baseline,
+            baseline_info=info,
         )
         return trained, result.stopped
 
@@ -164,4 +251,5 @@ def apply_model(
     )
 
 
-__all__ = ["DEFAULT_NORMALIZATION", "TrainingRun", "apply_model", "ordered_data", "PatchVAE"]
+__all__ = ["BASELINE_FIT_PATCHES", "DEFAULT_NORMALIZATION", "ImageContentError", "TrainingRun", "apply_model",
+           "check_image_content", "fit_training_baseline", "ordered_data", "PatchVAE"]

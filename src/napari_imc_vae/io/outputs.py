@@ -21,11 +21,14 @@ import tifffile
 
 from napari_imc_vae.io.atomic import atomic_write
 
-__all__ = ["write_map_tiff", "write_csv", "write_json", "write_model_outputs", "OUTPUT_SUFFIXES"]
+__all__ = ["write_map_tiff", "write_csv", "write_json", "write_model_outputs", "OUTPUT_SUFFIXES", "REGION_COLUMNS"]
 
 #: What applying a model writes, ``<stem><suffix>``, in this order.
-OUTPUT_SUFFIXES = ("_recon.ome.tiff", "_error.tiff", "_latent.tiff", "_motifs.tiff", "_motifs.csv",
-                   "_quality.json")
+OUTPUT_SUFFIXES = ("_recon.ome.tiff", "_error.tiff", "_hotpixels.tiff", "_regions.csv", "_latent.tiff",
+                   "_motifs.tiff", "_motifs.csv", "_quality.json")
+#: Columns of ``<stem>_regions.csv``.
+REGION_COLUMNS = ("rank", "y", "x", "y_um", "x_um", "area", "peak_error", "mean_error", "excess", "shape",
+                  "channels", "bbox")
 
 
 def write_map_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size_um: float, *,
@@ -87,13 +90,19 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 def write_model_outputs(outdir: str | os.PathLike, stem: str, *, recon_raw: np.ndarray,
                         channel_names: Sequence[str], error: np.ndarray, latent: np.ndarray, stride: int,
                         pixel_size_um: float, quality: dict, motifs: np.ndarray | None = None,
-                        motif_rows: Sequence[dict] | None = None) -> list[Path]:
+                        motif_rows: Sequence[dict] | None = None, hot_pixels: np.ndarray | None = None,
+                        regions: Sequence[dict] | None = None) -> list[Path]:
     """Write the results of applying a model to one image into ``outdir``.
 
     Files (``<stem>`` is the image's name):
 
     - ``_recon.ome.tiff``: the reconstruction (C, Y, X) in raw units, channels named;
-    - ``_error.tiff``: per-pixel error (Y, X), mean squared error in normalized units;
+    - ``_error.tiff``: per-pixel error (Y, X), mean squared error in normalized units against
+      the image as read (before the hot-pixel filter);
+    - ``_hotpixels.tiff``: in how many channels the hot-pixel filter replaced each pixel
+      (uint8, 0 = none), when given;
+    - ``_regions.csv``: connected regions of high error, ranked (:data:`REGION_COLUMNS`),
+      when given;
     - ``_latent.tiff``: the latent map (D, ny, nx) on the stride grid, pixel size × stride;
     - ``_motifs.tiff``: motif labels 1 … k (int32) on the same grid, and ``_motifs.csv``
       (motif, pixels, fraction, mean raw intensity per channel), when motifs were asked for;
@@ -110,9 +119,14 @@ def write_model_outputs(outdir: str | os.PathLike, stem: str, *, recon_raw: np.n
     out = Path(outdir)
     px, grid_px = float(pixel_size_um), float(pixel_size_um) * int(stride)
     written = [write_map_tiff(out / f"{stem}_recon.ome.tiff", recon_raw, px, channel_names=channel_names),
-               write_map_tiff(out / f"{stem}_error.tiff", error, px),
-               write_map_tiff(out / f"{stem}_latent.tiff", latent, grid_px,
-                              channel_names=[f"latent {i}" for i in range(latent.shape[0])])]
+               write_map_tiff(out / f"{stem}_error.tiff", error, px)]
+    if hot_pixels is not None:
+        written.append(write_map_tiff(out / f"{stem}_hotpixels.tiff", hot_pixels.astype(np.uint8), px))
+    if regions is not None:
+        rows = [{**r, "bbox": " ".join(map(str, r["bbox"]))} for r in regions]
+        written.append(write_csv(out / f"{stem}_regions.csv", rows, REGION_COLUMNS))
+    written.append(write_map_tiff(out / f"{stem}_latent.tiff", latent, grid_px,
+                                  channel_names=[f"latent {i}" for i in range(latent.shape[0])]))
     if motifs is not None:
         written.append(write_map_tiff(out / f"{stem}_motifs.tiff", motifs.astype(np.int32), grid_px))
         written.append(write_csv(out / f"{stem}_motifs.csv", list(motif_rows or [])))
