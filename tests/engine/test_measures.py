@@ -10,7 +10,7 @@ import torch
 
 from napari_imc_vae.engine import metrics
 from napari_imc_vae.engine.baselines import PCABaseline
-from napari_imc_vae.engine.measures import PairSums, StreamSums, pair_measures
+from napari_imc_vae.engine.measures import PairSums, StreamSums, finite_patches, gradient_energy, pair_measures
 from napari_imc_vae.engine.quality import gaussian_smooth
 
 NAMES = ("r2", "mse", "sharpness_ratio", "diversity_ratio", "cosine_loss")
@@ -71,3 +71,18 @@ def test_constant_target_has_no_r2_and_no_sharpness():
     x = np.ones((6, 2, 3, 3), np.float32)
     got, _, _ = _one_pass(x, x, 4)
     assert math.isnan(got["r2"]) and math.isnan(got["sharpness_ratio"]) and math.isnan(got["diversity_ratio"])
+
+
+def test_finite_patches_tells_overflowing_sums_from_nonfinite_values(rng):
+    x = torch.from_numpy(rng.normal(size=(9, 2, 3, 3)).astype(np.float32))
+    x[1, 0, 0, 0], x[4, 1, 2, 2], x[6, 0, 1, 1] = math.nan, math.inf, -math.inf
+    x[7] = 3e38  # finite, but its sum overflows float32
+    x[8, 0, 0, 0], x[8, 0, 0, 1] = math.inf, -math.inf  # sums to NaN
+    assert finite_patches(x, chunk=4).tolist() == [True, False, True, True, False, True, False, True, False]
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 8, 8), (2, 1, 3, 5), (1, 2, 1, 4)])
+def test_gradient_energy_by_hand(rng, shape):
+    a = rng.normal(size=shape)
+    want = ((np.diff(a, axis=3) ** 2).sum(axis=(0, 2, 3)) + (np.diff(a, axis=2) ** 2).sum(axis=(0, 2, 3)))
+    np.testing.assert_allclose(gradient_energy(torch.from_numpy(a)).numpy(), want, rtol=1e-12)

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from napari_imc_vae.engine.measures import finite_patches
+
 __all__ = ["PCABaseline", "MeanBaseline"]
 
 # Exact eigendecomposition of the smaller Gram matrix (min(N, F)² · max(N, F) multiply-adds in
@@ -79,7 +81,7 @@ class PCABaseline:
             If ``patches`` is not 4-D, holds no patch without NaN/Inf values, or ``k`` is out of range.
         """
         x, shape = _flatten(patches, "patches")
-        finite = torch.isfinite(x).all(dim=1)
+        finite = finite_patches(x)
         n_all = len(x)
         if not bool(finite.all()):
             x = x[finite]
