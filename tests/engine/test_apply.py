@@ -233,3 +233,44 @@ def test_the_error_map_shows_what_the_hot_pixel_filter_removed(trained_on_two, i
     with open(tmp_path / "out" / "hot_regions.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == len(app.regions) and rows[at[0]["rank"] - 1]["shape"] == "single pixel"
+
+
+def test_motifs_fitted_on_the_training_images_are_the_same_on_every_image(trained_on_two, imc_testdata,
+                                                                          tmp_path, capsys):
+    import csv
+
+    path, trained = trained_on_two
+    stored = trained.motif_model
+    assert stored is not None and stored.k == 6
+    held = [_read(imc_testdata, s) for s in (HELD_OUT, "20210305_NE_mockData4_003")]
+    for image in held:
+        app = apply_to_image(trained, image, ApplySettings(quality=False, regions=False))
+        assert "training images" in app.motif_source and app.motif_model is stored
+        np.testing.assert_array_equal(app.motifs, stored.assign(app.reconstruction.latent))
+    files = [imc_testdata / "steinbock_img" / f"{im.name}.ome.tiff" for im in held]
+    assert main(["motifs", str(path), *map(str, files), "-o", str(tmp_path / "m")]) == 0
+    assert main(["reconstruct", str(path), str(files[0]), "-o", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "m" / f"{HELD_OUT}_motifs.tiff"),
+                                  tifffile.imread(tmp_path / "r" / f"{HELD_OUT}_motifs.tiff"))
+    with open(tmp_path / "m" / "motif_abundance.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 6 and {r["image"] for r in rows} == {im.name for im in held}
+    for im in held:
+        assert sum(float(r["fraction"]) for r in rows if r["image"] == im.name) == pytest.approx(1.0, abs=1e-4)
+    # another K is fitted on the image alone, and says so
+    app = apply_to_image(trained, held[0], ApplySettings(motifs=3, quality=False, regions=False))
+    assert app.motif_model.k == 3 and "this image alone" in app.motif_source
+
+
+def test_a_model_file_without_motifs_gets_pooled_motifs_for_a_cohort(trained_on_two, imc_testdata, tmp_path,
+                                                                     capsys):
+    path, _ = trained_on_two
+    d = torch.load(path, weights_only=True)
+    del d["motifs"]
+    old = tmp_path / "old.pt"
+    torch.save(d, old)
+    files = [imc_testdata / "steinbock_img" / f"{s}.ome.tiff" for s in (HELD_OUT, "20210305_NE_mockData4_003")]
+    assert main(["motifs", str(old), *map(str, files), "-o", str(tmp_path / "m")]) == 0
+    assert "fitted once on latent vectors of all 2 image(s)" in capsys.readouterr().err
+    assert TrainedModel.load(old).motif_model is None

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from napari_imc_vae.cli import apply, diagnose, train
+from napari_imc_vae.cli import apply, diagnose, motifs, train
 from napari_imc_vae.cli._common import PROG, CommandError
 
 
@@ -36,6 +36,8 @@ COMMANDS: list[Command] = [
             apply.add_reconstruct, apply.run_reconstruct),
     Command("quality", "how good is a model's reconstruction of an image (vs PCA and the mean)",
             apply.add_quality, apply.run_quality),
+    Command("motifs", "the model's tissue motifs on every image of a cohort, and one abundance table",
+            motifs.add_arguments, motifs.run),
 ]
 
 

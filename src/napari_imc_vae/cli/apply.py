@@ -31,9 +31,10 @@ def add_reconstruct(parser: argparse.ArgumentParser) -> None:
     _add_model_and_image(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
     parser.add_argument("--motifs", type=int, default=DEFAULT_MOTIFS, metavar="K",
-                        help=f"tissue motifs: k-means clusters of the latent map, written as "
-                             f"<image>_motifs.tiff (labels 1..K on the latent grid, pixel size x stride) "
-                             f"and <image>_motifs.csv; 0 for none (default {DEFAULT_MOTIFS}, as the widget)")
+                        help=f"tissue motifs, written as <image>_motifs.tiff (labels 1..K on the latent grid, "
+                             f"pixel size x stride) and <image>_motifs.csv: the model's own when it holds K "
+                             f"(fitted on its training images: the same motifs on every image), else K "
+                             f"fitted on this image; 0 for none (default {DEFAULT_MOTIFS}, as the widget)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the motif fit (default 0)")
 
 

@@ -23,7 +23,7 @@ from napari_imc_vae.engine.workflow import check_image_content
 from napari_imc_vae.io import ImcImage
 
 __all__ = ["ApplySettings", "ApplyCancelled", "ModelApplication", "MAX_QUALITY_PATCHES", "apply_to_image",
-           "assess_image", "steinbock_names", "provenance"]
+           "assess_image", "motifs_for", "steinbock_names", "provenance"]
 
 #: Quality patches are capped (evenly spaced over the grid) to bound time and memory: 8,192
 #: patches of 40 channels give the report's figures within ~0.002 of 20,000.
@@ -47,7 +47,9 @@ class ApplySettings:
     device : str, optional
         ``auto``, ``cpu``, ``cuda[:K]``, ``mps``; default where the model is.
     motifs : int
-        Tissue motifs (k-means clusters of the latent map); 0 for none.
+        Tissue motifs (k-means clusters of latent vectors); 0 for none. When the model file
+        holds motifs of this number (fitted on its training images) they are used unchanged;
+        another number is fitted on this image alone (see :func:`motifs_for`).
     seed : int
         Of the motif fit.
     regions : bool
@@ -96,6 +98,8 @@ class ModelApplication:
     motifs : ndarray of shape (ny, nx), int32, or None
         Motif labels 1 … k on the latent grid (pixel size × stride).
     motif_model : MotifModel or None
+    motif_source : str or None
+        Whether the motifs are the model's (fitted on its training images) or this image's.
     motif_rows : list of dict
         Per motif: pixels, fraction, mean raw intensity per channel.
     regions : list of dict
@@ -127,6 +131,7 @@ class ModelApplication:
     regions: list[dict] = field(default_factory=list)
     region_threshold: float = float("inf")
     channel_error_scale: list[float] = field(default_factory=list)
+    motif_source: str | None = None
 
     @property
     def stride(self) -> int:
@@ -232,19 +237,36 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
         regions, threshold = find_regions(rec.error, rec.channel_error, names,
                                           pixel_size_um=float(image.pixel_size_um))
     motifs, motif_model, rows = None, None, []
+    motif_source = None
     if settings.motifs > 0:
         report_progress("motifs", 0, 1)
-        d = rec.latent.shape[0]
-        motif_model = MotifModel.fit(rec.latent.reshape(d, -1).T, settings.motifs, seed=settings.seed)
+        motif_model, motif_source = motifs_for(trained, rec.latent, settings)
         motifs = motif_model.assign(rec.latent)
+        quality["motifs"] = motif_source
         rows = motif_table(motifs, rec.stride, data, names, motif_model.k)
         report_progress("motifs", 1, 1)
     return ModelApplication(
         image=image, reconstruction=rec, channel_names=names, channel_index=[int(i) for i in match.index],
         ignored_channels=list(match.ignored), motifs=motifs, motif_model=motif_model, motif_rows=rows,
         report=report, quality=quality, provenance=provenance(trained, rec.stride),
-        regions=regions, region_threshold=threshold, channel_error_scale=scale,
+        regions=regions, region_threshold=threshold, channel_error_scale=scale, motif_source=motif_source,
     )
+
+
+def motifs_for(trained: TrainedModel, latent: np.ndarray, settings: ApplySettings) -> tuple[MotifModel, str]:
+    """The motifs to label ``latent`` with, and where they come from, in words.
+
+    The model's own motifs (fitted on its training images, stored in the model file) when
+    ``settings.motifs`` is their number, so that a motif means the same tissue in every
+    image; otherwise ``settings.motifs`` motifs fitted on this latent map alone.
+    """
+    stored = trained.motif_model
+    if stored is not None and stored.k == settings.motifs:
+        return stored, f"the model's {stored.k} motifs, fitted on its training images"
+    d = latent.shape[0]
+    fitted = MotifModel.fit(latent.reshape(d, -1).T, settings.motifs, seed=settings.seed)
+    why = "the model file holds none" if stored is None else f"the model's own has {stored.k}"
+    return fitted, f"{fitted.k} motifs fitted on this image alone ({why})"
 
 
 def _scale_channel_error(channel_error: np.ndarray | None) -> list[float]:

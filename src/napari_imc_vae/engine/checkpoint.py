@@ -20,6 +20,7 @@ from napari_imc_vae import __version__
 from napari_imc_vae.engine.baselines import PCABaseline
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.model import ModelConfig, PatchVAE
+from napari_imc_vae.engine.motifs import MotifModel
 from napari_imc_vae.engine.trainer import TrainConfig
 from napari_imc_vae.io import ImcImage
 from napari_imc_vae.io.atomic import atomic_write
@@ -56,6 +57,9 @@ class TrainedModel:
     baseline: PCABaseline | None = None
     #: Where the baseline was fitted, in words, and on how many patches of which images.
     baseline_info: dict = field(default_factory=dict)
+    #: Tissue motifs fitted on the latent vectors of the training patches (None in older files):
+    #: applied unchanged to every image, so that a motif means the same tissue in every ROI.
+    motif_model: MotifModel | None = None
 
     @property
     def channel_names(self) -> list[str]:
@@ -100,6 +104,7 @@ class TrainedModel:
             "validation_history": [dict(h) for h in self.validation_history],
             **({} if self.baseline is None else
                {"baseline": {**self.baseline.to_state(), "info": dict(self.baseline_info)}}),
+            **({} if self.motif_model is None else {"motifs": self.motif_model.to_state()}),
         }
 
     @property
@@ -167,13 +172,14 @@ class TrainedModel:
             stored = d.get("baseline")
             baseline = None if stored is None else PCABaseline.from_state(stored)
             baseline_info = {} if stored is None else dict(stored.get("info", {}))
+            motif_model = MotifModel.from_state(d["motifs"]) if "motifs" in d else None
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ModelFileError(f"{source} is damaged: {e}") from e
         model.eval()
         return cls(
             model, normalizer, critic_config, train_config, int(d.get("step", 0)), d.get("optimizer_state"),
             list(d.get("history", [])), list(d.get("validation_history", [])), source, sha256,
-            baseline, baseline_info,
+            baseline, baseline_info, motif_model,
         )
 
 

@@ -89,6 +89,37 @@ def fit_training_baseline(patches, latent_dim: int, image_names: Sequence[str]):
     return baseline, info
 
 
+def fit_training_motifs(model, patches, *, k: int | None = None, seed: int = 0, batch_size: int = 1024):
+    """Tissue motifs fitted on the latent vectors of training patches, for the model file.
+
+    Stored with the model and applied unchanged to every image, so that motif 3 means the same
+    kind of tissue in every ROI of a cohort. Patches with a non-finite value are left out.
+
+    Returns
+    -------
+    MotifModel or None
+        None when no finite patch is left.
+    """
+    import torch
+
+    from napari_imc_vae.engine.motifs import DEFAULT_MOTIFS, MotifModel
+
+    x = torch.as_tensor(patches).detach()
+    x = x[torch.isfinite(x).flatten(1).all(dim=1)]
+    if len(x) == 0:
+        return None
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            mu = torch.cat([model.reconstruct(x[i : i + batch_size].to(device))[1].float().cpu()
+                            for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+    return MotifModel.fit(mu.numpy(), DEFAULT_MOTIFS if k is None else k, seed=seed)
+
+
 def _as_images(images: ImcImage | Sequence[ImcImage] | ImageStream) -> list[ImcImage] | ImageStream:
     if isinstance(images, ImcImage):
         return [images]
@@ -188,8 +219,9 @@ class TrainingRun:
         """Train; returns the trained model (best validation state) and whether it was stopped."""
         result = self.trainer.fit(on_progress)
         previous = self.resume.validation_history if self.resume else []
-        baseline, info = fit_training_baseline(self.sampler.training_patches(BASELINE_FIT_PATCHES),
-                                               self.model.config.latent_dim, self.image_names)
+        patches = self.sampler.training_patches(BASELINE_FIT_PATCHES)
+        baseline, info = fit_training_baseline(patches, self.model.config.latent_dim, self.image_names)
+        motif_model = fit_training_motifs(result.model, patches, seed=self.train_config.seed)
         trained = TrainedModel(
             model=result.model,
             normalizer=self.normalizer,
@@ -201,6 +233,7 @@ class TrainingRun:
             validation_history=list(previous) + result.validation_history,
             baseline=baseline,
             baseline_info=info,
+            motif_model=motif_model,
         )
         return trained, result.stopped
 
@@ -252,4 +285,4 @@ def apply_model(
 
 
 __all__ = ["BASELINE_FIT_PATCHES", "DEFAULT_NORMALIZATION", "ImageContentError", "TrainingRun", "apply_model",
-           "check_image_content", "fit_training_baseline", "ordered_data", "PatchVAE"]
+           "check_image_content", "fit_training_baseline", "fit_training_motifs", "ordered_data", "PatchVAE"]
