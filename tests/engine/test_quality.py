@@ -321,6 +321,11 @@ def test_without_a_baseline_only_the_absolute_verdicts(smooth_set):
     noisy = np.random.default_rng(5).normal(size=(40, 3, 8, 8)).astype(np.float32)
     blurry = evaluate(StandIn(3, 8, "channel_mean"), noisy)
     assert not blurry.smooth_data and blurry.problems == []
+    assert blurry.verdicts()[-1] == "No problem found by the checks that need no baseline."
+    # worse than any constant needs no baseline either
+    inverted = evaluate(StandIn(3, 8, "constant"), noisy + 1)
+    assert "worse_than_constant" in inverted.problems
+    assert any(v.startswith("Worse than a constant: R² ") for v in inverted.verdicts())
 
 
 def test_thresholds_are_read_by_the_words(smooth_set, monkeypatch):

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from napari_imc_vae.engine import metrics
 
-__all__ = ["Measures", "QualityReport", "THRESHOLDS", "SMOOTH_DATA", "NO_BETTER_THAN_MEAN"]
+__all__ = ["Measures", "QualityReport", "THRESHOLDS", "SMOOTH_DATA", "NO_BETTER_THAN_MEAN", "WORSE_THAN_CONSTANT"]
 
 #: Healthy values on smooth inputs (DESIGN §4): R² and ratios at least, cosine loss at most.
 THRESHOLDS = {"r2": 0.8, "sharpness_ratio": 0.7, "diversity_ratio": 0.7, "active_fraction": 0.25,
@@ -23,6 +23,9 @@ THRESHOLDS = {"r2": 0.8, "sharpness_ratio": 0.7, "diversity_ratio": 0.7, "active
 SMOOTH_DATA = 0.5
 #: A model whose R² exceeds the mean predictor's by no more than this has learned nothing useful.
 NO_BETTER_THAN_MEAN = 0.01
+#: R² below this is worse than predicting each channel by its mean over the measured patches
+#: (which scores exactly 0): worse than any constant, whatever the data, baseline or not.
+WORSE_THAN_CONSTANT = 0.0
 
 
 @dataclass
@@ -146,6 +149,8 @@ class QualityReport:
             out.append("below_pca")
         if self.mean is not None and m.r2 <= self.mean.r2 + NO_BETTER_THAN_MEAN:
             out.append("no_better_than_mean")
+        elif m.r2 < WORSE_THAN_CONSTANT:
+            out.append("worse_than_constant")
         if smooth and m.r2 < th["r2"]:
             out.append("underfit")
         if smooth and m.cosine_loss > th["cosine_loss"]:
@@ -180,6 +185,9 @@ class QualityReport:
         if "no_better_than_mean" in probs:
             out.append(f"No better than predicting the mean patch (R² within {NO_BETTER_THAN_MEAN} of its "
                        f"{self.mean.r2:.3f}): the model has learned nothing useful.")
+        if "worse_than_constant" in probs:
+            out.append(f"Worse than a constant: R² {m.r2:.3f} is below {WORSE_THAN_CONSTANT} (each channel "
+                       f"predicted by its mean over these patches); the reconstructions mislead.")
         if "blur" in probs:
             below_pca = p is not None and m.sharpness_ratio < p.sharpness_ratio
             ref = f"PCA-{k}'s {p.sharpness_ratio:.3f}" if below_pca else f"{th['sharpness_ratio']}"
@@ -213,7 +221,8 @@ class QualityReport:
                        f"of the gradient energy, below {SMOOTH_DATA:.0%}): the absolute thresholds do not "
                        f"apply; against the smoothed target R² is {_f(self.model_smooth.r2)}{against}.")
         if not probs:
-            out.append("No problem found.")
+            out.append("No problem found." if self.has_baseline else
+                       "No problem found by the checks that need no baseline.")
         return out
 
     def to_dict(self) -> dict:
