@@ -154,6 +154,31 @@ def read_all(paths: list[str], acquisition: str | None, quiet: bool) -> list:
     return images
 
 
+def stream_all(paths: list[str], acquisition: str | None, quiet: bool):
+    """:func:`read_all` as an ``ImageStream``: each file is read when iterated, none is kept.
+
+    Training iterates it twice (fit, then normalize), so a cohort larger than RAM never sits in
+    memory at once; each warning is printed once.
+    """
+    import functools
+
+    from napari_imc_vae.engine.cohort import ImageStream
+
+    printed: set[str] = set()
+
+    def load(path: str) -> list:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            images = _read_target(path, acquisition)
+        for line in _messages(caught, images):
+            if not quiet and line not in printed:
+                printed.add(line)
+                print(f"{PROG}: {line}", file=sys.stderr)
+        return images
+
+    return ImageStream([functools.partial(load, path) for path in image_targets(paths)])
+
+
 class InterruptGuard:
     """Ctrl-C for a long command, installed before its heavy imports.
 

@@ -16,7 +16,7 @@ from napari_imc_vae.cli._common import (
     load_model,
     normalization_from_args,
     normalization_given,
-    read_all,
+    stream_all,
 )
 
 
@@ -147,15 +147,16 @@ def _train(args: argparse.Namespace, interrupt: InterruptGuard) -> int:
     else:
         critic_config = CriticConfig(**options["critic"])
     normalization = normalization_from_args(args)
-    images = read_all(args.paths, args.acquisition, quiet=not main_rank)
-    if not images:
+    # read file by file inside TrainingRun (fit, then normalize): a cohort never sits in memory
+    images = stream_all(args.paths, args.acquisition, quiet=not main_rank)
+    if not images.loaders:
         raise CommandError(f"no images found in {', '.join(args.paths)}")
     interrupt.check()
     run = TrainingRun(images, normalization=normalization, model_config=options["model"] or None,
                       critic_config=critic_config, train_config=train_config, resume=resume)
     interrupt.check()
     cfg = run.model.config
-    say(f"training on {run.device}: {len(images)} image(s), {cfg.in_channels} channels, "
+    say(f"training on {run.device}: {len(run.image_names)} image(s), {cfg.in_channels} channels, "
         f"{run.sampler.n_train} training / {run.sampler.n_val} validation positions, "
         f"patch {cfg.patch_size}, latent {cfg.latent_dim}, {cfg.arch}"
         + (f", resuming from step {resume.step}" if resume is not None else ""), flush=True)

@@ -111,7 +111,9 @@ class PatchPool:
         self._dy = torch.from_numpy(dy.ravel()).to(self.device)
         self._dx = torch.from_numpy(dx.ravel()).to(self.device)
         self._fixed_cache: dict[tuple[str, int | None], torch.Tensor] = {}
-        self._write(*self._read_tiles(self.n_tiles))
+        chunk = max(16, self.refill_tiles)  # a first fill in pieces: no transient copy of the whole pool
+        for start in range(0, self.n_tiles, chunk):
+            self._write(*self._read_tiles(min(chunk, self.n_tiles - start)))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imc-vae-pool")
         self._finalizer = weakref.finalize(self, self._executor.shutdown, wait=False)
         self._next = self._executor.submit(self._read_tiles, self.refill_tiles)
@@ -142,8 +144,8 @@ class PatchPool:
         k, t = tiles.shape[0], self.tile_size
         slots = torch.arange(self._slot, self._slot + k, device=self.device) % self.n_tiles
         new = torch.from_numpy(tiles).to(self.device).float()  # float16 crosses to the device, then widens
-        new = new.permute(3, 0, 1, 2).reshape(self.n_channels, k, t * t)
-        self._pixels.view(self.n_channels, self.n_tiles, t * t).index_copy_(1, slots, new)
+        pool = self._pixels.view(self.n_channels, self.n_tiles, t, t)
+        pool.index_copy_(1, slots, new.permute(3, 0, 1, 2))  # (C, k, T, T), strided: no extra copy
         valid_t = torch.from_numpy(valid).to(self.device)
         self._valid.index_copy_(0, slots, valid_t)
         self._weight.index_copy_(0, slots, (valid_t[:, 1] * valid_t[:, 3]).float())
@@ -230,7 +232,7 @@ class PatchPool:
             index = torch.linspace(0, n - 1, max_patches).round().long().numpy()
         else:
             index = np.arange(n)
-        out = np.empty((index.size, p, p, self.n_channels), np.float32)
+        out = np.empty((index.size, self.n_channels, p, p), np.float32)
         owner = np.searchsorted(np.cumsum(sizes), index, side="right")
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         offsets = np.arange(p)
@@ -239,9 +241,10 @@ class PatchPool:
             image_index, grid = grids[g]
             y, x = grid.corners(index[rows] - starts[g])
             image = self.cache.open(image_index)
-            out[rows] = image[(y[:, None] + offsets)[:, :, None], (x[:, None] + offsets)[:, None, :]]
-            del image
-        return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous().to(self.device)
+            patches = image[(y[:, None] + offsets)[:, :, None], (x[:, None] + offsets)[:, None, :]]  # (n, P, P, C)
+            out[rows] = patches.transpose(0, 3, 1, 2)
+            del image, patches
+        return torch.from_numpy(out).to(self.device)
 
     def close(self) -> None:
         """Stop the reader thread and delete the cache (the pool cannot sample afterwards)."""
