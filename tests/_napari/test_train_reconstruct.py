@@ -150,6 +150,7 @@ def test_normalize_train_reconstruct(docked, qtbot):
     assert len(layers) == 5 + 5 + 5  # recon, per-channel errors; latent, motifs, hot pixels, regions, error
     assert type(viewer.layers[f"{IMAGE}_hotpixels"]).__name__ == "Labels"
     assert type(viewer.layers[f"{IMAGE}_regions"]).__name__ == "Points"
+    assert recon.regions.rowCount() == len(recon.result.regions) == len(viewer.layers[f"{IMAGE}_regions"].data)
     # Raw units: the reconstruction is on the scale of the raw counts, not z-scores.
     assert np.nanmax(viewer.layers["H3K27Ac [recon]"].data) > 5
     assert_unchanged(raw_layers, before, _state)

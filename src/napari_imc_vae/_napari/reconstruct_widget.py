@@ -47,6 +47,7 @@ from napari_imc_vae._napari.reconstruct_task import (
     reconstruct_updates,
     reconstruction_layers,
 )
+from napari_imc_vae._napari.regions_table import RegionsTable
 from napari_imc_vae._napari.report_view import ReportView
 from napari_imc_vae.engine.checkpoint import TrainedModel
 
@@ -99,6 +100,8 @@ class ReconstructWidget(QWidget):
         self.report = ReportView("The quality report of the model on the image appears here "
                                  "after Reconstruct.")
         self.report.setMinimumHeight(260)
+        self.regions = RegionsTable(self.viewer)
+        self.regions.setMinimumHeight(120)
 
         row = QHBoxLayout()
         row.addWidget(self.model_label, 1)
@@ -112,6 +115,8 @@ class ReconstructWidget(QWidget):
         layout.addWidget(self.message)
         layout.addWidget(QLabel("Quality report"))
         layout.addWidget(self.report, 1)
+        layout.addWidget(QLabel("Regions of high error (click one to go there)"))
+        layout.addWidget(self.regions)
         self.status.changed.connect(self._update_buttons)
         self._show_model(self.store.model)
 
@@ -224,6 +229,8 @@ class ReconstructWidget(QWidget):
             f"(k = {result.k})." + (f" Note: {note}." if note else ""))
         # a result without a report (the reconstruction alone) shows the placeholder
         self.report.set_report(getattr(result, "report_text", "") or "")
+        self.regions.set_regions(result.regions, scale=tuple(source.layers[0].scale[-2:]),
+                                 translate=tuple(source.translate), layer_name=f"{source.name}_regions")
         self.finished.emit(layers)
 
     def _add_layers(self, source: LayerImage, result: ReconstructResult) -> list:
