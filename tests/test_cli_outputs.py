@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+from output_places import read_only_place
 
 from napari_imc_vae.cli import main
 
@@ -44,14 +45,7 @@ def test_output_under_a_file_fails_before_training(ome_file, tmp_path, capsys):
 
 
 def test_output_in_a_read_only_place_fails_before_training(ome_file, tmp_path, capsys):
-    if os.geteuid() != 0:
-        place = tmp_path / "locked"
-        place.mkdir()
-        place.chmod(0o555)
-    else:  # root writes through permission bits; /sys is read-only for everyone
-        place = "/sys"
-        if os.access(place, os.W_OK) and os.path.exists(f"{place}/napari-imc-vae-probe"):
-            pytest.skip("no read-only place to test with")
+    place = read_only_place(tmp_path)
     target = os.path.join(str(place), "m.pt")
     assert main(["train", str(ome_file), "-o", target, "--steps", "2", *TINY]) == 1
     line = _one_line_error(capsys)

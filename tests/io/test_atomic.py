@@ -6,6 +6,7 @@ import errno
 import os
 
 import pytest
+from output_places import read_only_place
 
 from napari_imc_vae.io.atomic import OutputError, atomic_write, check_output_dir, check_output_file
 
@@ -57,11 +58,6 @@ def test_check_output_file_refuses_at_once_naming_the_path(tmp_path):
 
 
 def test_check_output_dir_refuses_a_read_only_place(tmp_path):
-    if os.geteuid() != 0:
-        place = tmp_path / "locked"
-        place.mkdir()
-        place.chmod(0o555)
-    else:  # root writes through permission bits; /sys is read-only for everyone
-        place = "/sys"
+    place = read_only_place(tmp_path)
     with pytest.raises(OutputError, match=rf"cannot write output folder {place}: the folder {place} is not writable"):
         check_output_dir(place)

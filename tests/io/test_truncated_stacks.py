@@ -19,22 +19,17 @@ def _cut_before_page(src, dst, page: int) -> None:
     dst.write_bytes(src.read_bytes()[:end])
 
 
-def test_imagej_stack_cut_short(imc_testdata, tmp_path):
-    src = imc_testdata / "steinbock_img_hpf50" / "20210305_NE_mockData1_001.tiff"
-    shutil.copy(imc_testdata / "steinbock_img_hpf50" / "panel.csv", tmp_path)
-    path = tmp_path / "cut.tiff"
-    _cut_before_page(src, path, 1)
-    with pytest.raises(ImcReadError, match=r"cut\.tiff: truncated TIFF, the ImageJ metadata declares "
-                                           r"5 planes but the file holds 1"):
-        read_imc(path)
-
-
-def test_ome_tiff_cut_short(imc_testdata, tmp_path):
-    src = imc_testdata / "steinbock_img" / "20210305_NE_mockData1_001.ome.tiff"
-    path = tmp_path / "cut.ome.tiff"
-    _cut_before_page(src, path, 3)
-    with pytest.raises(ImcReadError, match=r"cut\.ome\.tiff: truncated TIFF, the OME-XML declares "
-                                           r"5 planes but the file holds 3"):
+@pytest.mark.parametrize(("relpath", "page", "declares"), [
+    ("steinbock_img_hpf50/20210305_NE_mockData1_001.tiff", 1, "the ImageJ metadata"),
+    ("steinbock_img/20210305_NE_mockData1_001.ome.tiff", 3, "the OME-XML"),
+])
+def test_stack_cut_short_names_declared_and_found_planes(imc_testdata, tmp_path, relpath, page, declares):
+    src = imc_testdata / relpath
+    shutil.copy(src.parent / "panel.csv", tmp_path)  # a panel beside it is not blamed
+    path = tmp_path / f"cut{''.join(src.suffixes)}"
+    _cut_before_page(src, path, page)
+    with pytest.raises(ImcReadError, match=rf"{path.name}: truncated TIFF, {declares} declares "
+                                           rf"5 planes but the file holds {page}"):
         read_imc(path)
 
 
