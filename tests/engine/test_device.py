@@ -170,17 +170,33 @@ def restore_threads():
     torch.set_num_threads(n)
 
 
-@pytest.mark.usefixtures("restore_threads")
-@pytest.mark.parametrize(("free", "threads"), [(0.0, 1), (0.6, 1), (0.8, 1), (1.8, 2), (2.0, 2), (7.5, 2)])
-def test_threads_follow_the_cores_other_processes_leave_free(monkeypatch, free, threads):
+@pytest.fixture
+def two_cores(monkeypatch):
+    """A 2-core machine with nothing asked for; ``free`` sets the cores other processes leave idle."""
     for name in ("IMC_VAE_THREADS", "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(device_module, "usable_cores", lambda: 2)
-    monkeypatch.setattr(device_module, "free_cores", lambda: free)
+    return lambda free: monkeypatch.setattr(device_module, "free_cores", lambda: free)
+
+
+@pytest.mark.usefixtures("restore_threads")
+@pytest.mark.parametrize("free", [0.0, 1.0, 2.0])
+def test_passive_waiting_takes_every_core_whatever_the_load(monkeypatch, two_cores, free):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    two_cores(free)
+    assert device_module.apply_thread_policy() == "2 CPU threads (one per usable core), OpenMP wait passive"
+    assert torch.get_num_threads() == 2
+
+
+@pytest.mark.usefixtures("restore_threads")
+@pytest.mark.parametrize(("free", "threads"), [(0.0, 1), (0.6, 1), (0.8, 1), (1.8, 2), (2.0, 2), (7.5, 2)])
+def test_spinning_threads_keep_off_busy_cores(monkeypatch, two_cores, free, threads):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # torch came first: libgomp spins
+    two_cores(free)
     text = device_module.apply_thread_policy()
     assert torch.get_num_threads() == threads
-    assert text.startswith(f"{threads} CPU thread{'s' if threads > 1 else ''} ({free:.1f} of 2 cores free), "
-                           "OpenMP wait ")
+    assert text.startswith(f"{threads} CPU thread{'s' if threads > 1 else ''} ({free:.1f} of 2 cores free; ")
+    assert text.endswith("OpenMP wait default (spin, then sleep)")
 
 
 @pytest.mark.usefixtures("restore_threads")

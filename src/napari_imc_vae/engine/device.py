@@ -216,13 +216,21 @@ def omp_wait_policy() -> str:
     return os.environ.get("OMP_WAIT_POLICY", "default (spin, then sleep)").lower()
 
 
+def waits_passively() -> bool:
+    """Whether idle OpenMP threads sleep (``OMP_WAIT_POLICY=PASSIVE``, set by importing this package
+    before torch) rather than spin."""
+    return omp_wait_policy() == "passive"
+
+
 def apply_thread_policy(threads: int | None = None) -> str:
     """Set torch's intra-op threads for CPU training; returns the policy in words.
 
-    ``threads`` given, or ``IMC_VAE_THREADS`` / ``OMP_NUM_THREADS`` set: that many. Otherwise one
-    thread per core that other processes leave free right now (at least one): a thread
-    on a core another process keeps busy gets half of it, and every parallel region then waits
-    at its barrier for that thread (see docs/benchmarks.md, "CPU threads").
+    ``threads`` given, or ``IMC_VAE_THREADS`` / ``OMP_NUM_THREADS`` set: that many. Under torchrun
+    the node's ranks share its cores. Otherwise, with passive OpenMP waiting (the package's
+    default): one thread per usable core, which measured best both quiet and beside a busy
+    process. With spinning OpenMP threads (torch imported before this package): one thread per
+    core other processes leave free right now, since a spinning thread on a busy core stalls
+    every parallel region (see docs/benchmarks.md, "CPU threads").
     """
     import torch
 
@@ -238,10 +246,12 @@ def apply_thread_policy(threads: int | None = None) -> str:
     elif ranks > 1:  # torchrun on CPUs: the node's ranks share its cores (they start together)
         n = max(1, usable // ranks)
         why = f"{usable} cores shared by {ranks} ranks"
+    elif waits_passively():
+        n, why = usable, "one per usable core"
     else:
         free = free_cores()
         n = max(1, min(usable, int(free + 0.25)))  # a core 75% free counts: its thread mostly runs
-        why = f"{free:.1f} of {usable} cores free"
+        why = f"{free:.1f} of {usable} cores free; spinning OpenMP threads must not share a busy core"
     torch.set_num_threads(n)
     return f"{n} CPU thread{'s' if n != 1 else ''} ({why}), OpenMP wait {omp_wait_policy()}"
 
