@@ -155,3 +155,9 @@ def test_mixed_folder_warns_naming_the_odd_file(imc_testdata, tmp_path):
     assert reader(str(folder)) is None
     messages = [str(r.message) for r in notification_manager.records[n:]]
     assert any("odd multi-channel files: 20210305_NE_mockData1_002.ome.tiff" in m for m in messages), messages
+
+
+def test_folder_without_imc_files_is_not_offered(tmp_path):
+    (tmp_path / "notes.txt").write_text("just some notes\n")
+    (tmp_path / "panel.csv").write_text("channel,name\nPr141,CD45\n")
+    assert napari_get_reader(str(tmp_path)) is None

@@ -31,8 +31,9 @@ def _looks_readable(path: Path) -> bool:
     The suffixes are the io registry's, as are the manifest's ``filename_patterns``.
     """
     try:
-        if path.is_dir():
-            return any(p.name.lower().endswith(FOLDER_SUFFIXES) for p in path.iterdir())
+        if path.is_dir():  # what io.folder_layout would read (without opening the TIFFs)
+            return any(_looks_readable(p) for p in path.iterdir()
+                       if p.name.lower().endswith(FOLDER_SUFFIXES) and not p.name.startswith("."))
         if not path.name.lower().endswith(FILE_SUFFIXES) or not path.is_file() or path.stat().st_size == 0:
             return False
         if format_for(path).key == "txt":

@@ -240,11 +240,3 @@ def read_folder_all(path: Path) -> list[ImcImage]:
     if layout.kind == CHANNELS:
         return [read_channel_folder(path, layout.files)]
     return [image for f in layout.files for image in _read_file(f)]
-
-
-def read_each(path: Path, acquisition: int | str) -> list[ImcImage]:
-    """``acquisition`` of every file of a folder of ``.mcd`` files; else :func:`read_folder`."""
-    layout = folder_layout(path)
-    if layout.kind == MCD:
-        return [mcd.read_mcd(f, acquisition) for f in layout.files]
-    return [read_folder(path, acquisition)]
