@@ -274,3 +274,28 @@ def test_a_model_file_without_motifs_gets_pooled_motifs_for_a_cohort(trained_on_
     assert main(["motifs", str(old), *map(str, files), "-o", str(tmp_path / "m")]) == 0
     assert "fitted once on latent vectors of all 2 image(s)" in capsys.readouterr().err
     assert TrainedModel.load(old).motif_model is None
+
+
+def test_the_report_reuses_the_reconstructions_tiles(trained_on_two, imc_testdata, monkeypatch):
+    """The quality patches are tiles of the reconstruction: the model is not run on them twice."""
+    from napari_imc_vae.engine import quality
+
+    _, trained = trained_on_two
+    image = _read(imc_testdata, HELD_OUT)
+    seen = {}
+    real = quality.evaluate
+
+    def spy(*args, **kwargs):
+        seen["predictions"] = kwargs.get("predictions")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(quality, "evaluate", spy)
+    app = apply_to_image(trained, image, ApplySettings(regions=False, motifs=0))
+    assert seen["predictions"] is not None
+    rerun, _ = assess_image(trained, image)  # runs the model on the patches
+    for key in ("r2", "mse", "sharpness_ratio", "diversity_ratio", "cosine_loss"):
+        assert getattr(app.report.model, key) == pytest.approx(getattr(rerun.model, key), abs=1e-5), key
+    assert app.report.model.active_units == rerun.model.active_units
+    with pytest.raises(ValueError, match="predictions must be"):
+        real(trained.model, np.zeros((4, 5, 8, 8), np.float32), baseline=trained.baseline,
+             predictions=(np.zeros((3, 5, 8, 8)), np.zeros((3, 8))))

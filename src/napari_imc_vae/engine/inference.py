@@ -197,6 +197,7 @@ def reconstruct_image(
     out=None,
     on_rows: Callable[[int, np.ndarray], None] | None = None,
     outputs: tuple[str, ...] = OUTPUT_NAMES,
+    on_tiles: Callable[[int, int, np.ndarray, np.ndarray], None] | None = None,
 ) -> Reconstruction:
     """Reconstruct a whole image from overlapping, smoothly blended tiles.
 
@@ -233,6 +234,12 @@ def reconstruct_image(
         rows ``[start, start + n)`` (NaN/Inf as read), for every row once, in order, so
         that a caller can use the normalized image without computing it again or
         holding all of it (e.g. :class:`~napari_imc_vae.engine.quality.GridPatches`).
+    on_tiles : callable, optional
+        Called as ``on_tiles(i0, i1, recon, mu)`` for every band of tile rows ``i0..i1-1``
+        with the model's outputs for its tiles, row-major: recon (n, C, P, P) float32 in
+        normalized units, mu (n, D); tile ``(i, j)`` starts at image pixel
+        ``(i*S - P//2, j*S - P//2)``. Lets a caller reuse them (the quality report's
+        patches on the tile grid) instead of running the model again.
     outputs : tuple of str
         Which of :data:`OUTPUT_NAMES` to compute (``latent`` always is); the others are
         None, which saves their memory and time (the CLI writes no per-channel error).
@@ -302,7 +309,10 @@ def reconstruct_image(
                     done += len(xb)
                     if on_progress is not None:
                         on_progress(done, total)
-                mu = torch.cat(mus).numpy().reshape(i1 - i0, nx, -1)  # (rows, nx, D)
+                mu = torch.cat(mus).numpy()
+                if on_tiles is not None:
+                    on_tiles(i0, i1, recon, mu)
+                mu = mu.reshape(i1 - i0, nx, -1)  # (rows, nx, D)
                 outputs["latent"][:, i0:i1] = mu.transpose(2, 0, 1)
                 y0, y1, rec = stitcher.add(i0, i1, recon)
                 if y1 > y0:

@@ -184,6 +184,11 @@ class GridPatches:
         return bands
 
     @property
+    def origins(self) -> tuple[np.ndarray, np.ndarray]:
+        """Top-left image pixel ``(y, x)`` of every patch, in the order of :meth:`result`."""
+        return self._yy, self._xx
+
+    @property
     def row_ranges(self) -> list[tuple[int, int]]:
         """Disjoint, increasing ``(start, stop)`` row ranges, about a band each: the rows needed."""
         out, end = [], 0
@@ -275,7 +280,8 @@ def _fit_on(train_patches, shape: tuple[int, ...], latent_dim: int) -> PCABaseli
 @torch.no_grad()
 def evaluate(model, val_patches, train_patches=None, *, baseline: PCABaseline | None = None,
              baseline_source: str | None = None, batch_size: int = 512, smooth_target=None,
-             smooth_data: bool | None = None, perm_patches: int | None = PERM_PATCHES) -> QualityReport:
+             smooth_data: bool | None = None, perm_patches: int | None = PERM_PATCHES,
+             predictions=None) -> QualityReport:
     """Measure a model and its baselines on held-out patches.
 
     Parameters
@@ -305,6 +311,10 @@ def evaluate(model, val_patches, train_patches=None, *, baseline: PCABaseline | 
     perm_patches : int, optional
         Held-out patches (evenly spaced) used for the permutation accuracy, which costs 8
         orientation predictions per patch; None uses all. See :data:`PERM_PATCHES`.
+    predictions : (array, array), optional
+        The model's ``(recon, mu)`` for ``val_patches`` (N, C, P, P) and (N, D), already
+        computed (e.g. by the whole-image reconstruction, whose tiles these patches are):
+        the model is then not run on them again.
 
     Returns
     -------
@@ -329,6 +339,9 @@ def evaluate(model, val_patches, train_patches=None, *, baseline: PCABaseline | 
             raise ValueError(f"smooth_target must have the shape of val_patches {tuple(x.shape)}, "
                              f"got {tuple(xs.shape)}")
     d = int(model.config.latent_dim)
+    if predictions is not None and (len(predictions) != 2 or len(predictions[0]) != len(x)
+                                    or len(predictions[1]) != len(x)):
+        raise ValueError(f"predictions must be (recon, mu) for the {len(x)} val_patches")
     if train_patches is not None:
         baseline = _fit_on(train_patches, shape, d)
         baseline_source = baseline_source or TRAINING_PATCHES_SOURCE
@@ -360,8 +373,11 @@ def evaluate(model, val_patches, train_patches=None, *, baseline: PCABaseline | 
             xb = rows(x, b0, b0 + batch_size)
             sb = rows(xs, b0, b0 + batch_size) if xs is not None else \
                 torch.from_numpy(gaussian_smooth(xb, dtype=torch.float32))
-            rec, mu = model.reconstruct(xb.to(device))
-            rec, mu = rec.to("cpu", torch.float32), mu.to("cpu", torch.float32)
+            if predictions is None:
+                rec, mu = model.reconstruct(xb.to(device))
+                rec, mu = rec.to("cpu", torch.float32), mu.to("cpu", torch.float32)
+            else:
+                rec, mu = (rows(torch.as_tensor(a), b0, b0 + batch_size).to(torch.float32) for a in predictions)
             data.update(xb)
             smooth.update(sb)
             bad += int((~torch.isfinite(fit.update(rec, data, xb, smooth, sb))).sum())
