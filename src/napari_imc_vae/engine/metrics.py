@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from napari_imc_vae.engine import measures
 from napari_imc_vae.engine.d4 import N_ELEMENTS, d4_orbit, d4_table
 
 __all__ = [
@@ -182,15 +183,32 @@ def _cosine_loss(x: torch.Tensor, x_hat: torch.Tensor, valid: torch.Tensor, eps:
     return float((1.0 - cos)[ok].mean())
 
 
-def reconstruction_measures(x, x_hat) -> dict[str, float]:
+def reconstruction_measures(x, x_hat, *, chunk: int = 512) -> dict[str, float]:
     """R², mse, sharpness ratio, diversity ratio and cosine loss at once.
 
-    The same numbers as the five functions, with the arrays converted and masked once rather
-    than five times (large validation sets: hundreds of MB each time).
+    The same numbers as the five functions. When every value of both arrays is finite they
+    come from one pass over chunks of ``chunk`` patches in float32 with float64 running sums
+    (:mod:`napari_imc_vae.engine.measures`; equal to ~1e-6, and no float64 copy of the
+    arrays); otherwise from the arrays converted to float64 and masked once.
     """
+    x_t, h_t = torch.as_tensor(x).detach(), torch.as_tensor(x_hat).detach()
+    if x_t.ndim == 4 and h_t.shape == x_t.shape and len(x_t) and bool(measures.finite_patches(x_t).all()) \
+            and bool(measures.finite_patches(h_t).all()):
+        return _one_pass(x_t, h_t, chunk)
     pair = _pair(x, x_hat)
     return {"r2": _r2(*pair), "mse": _mse(*pair), "sharpness_ratio": _sharpness_ratio(*pair),
             "diversity_ratio": _diversity_ratio(*pair), "cosine_loss": _cosine_loss(*pair)}
+
+
+def _one_pass(x: torch.Tensor, x_hat: torch.Tensor, chunk: int) -> dict[str, float]:
+    target, prediction, pair = measures.StreamSums(), measures.StreamSums(), measures.PairSums()
+    for b0 in range(0, len(x), chunk):
+        t = x[b0 : b0 + chunk].to("cpu", torch.float32)
+        p = x_hat[b0 : b0 + chunk].to("cpu", torch.float32)
+        target.update(t)
+        prediction.update(p)
+        pair.update(t, p, target.norm, prediction.norm)
+    return measures.pair_measures(target, prediction, pair)
 
 
 @torch.no_grad()
