@@ -200,7 +200,8 @@ def build_sampler(images: Iterable[ImcImage], normalizer, patch_size: int, *, va
         Height of each image's validation band, as for ``PatchSampler``.
     device : torch.device or str
     seed : int
-        Seeds the pool's choice of tiles.
+        Seeds the pool's choice of tiles; under ``torchrun`` each rank adds its ``RANK`` (each
+        rank builds its own cache and pool, so their pools hold different tiles).
     options : CohortOptions, optional
         Default :meth:`CohortOptions.from_env`.
     on_image : callable, optional
@@ -238,7 +239,7 @@ def build_sampler(images: Iterable[ImcImage], normalizer, patch_size: int, *, va
             raise ValueError("no images to train on")
         return PatchSampler(kept, patch_size, val_fraction=val_fraction, device=device)
     return PatchPool(cache, patch_size, val_fraction=val_fraction, device=device, pool_mb=options.pool_mb,
-                     reuse=options.reuse, seed=seed)
+                     reuse=options.reuse, seed=seed + 7919 * int(os.environ.get("RANK", "0")))
 
 
 __all__ = ["CohortOptions", "FLOAT16_MAX", "ImageStream", "NormalizedCache", "build_sampler", "fits_in_memory"]

