@@ -72,11 +72,12 @@ FOOTPRINT = {"hot_above": (1, 1), "hot_below": (1, 1), "streak": (1, 40), "blob"
 GAP, BORDER = 2, 2  # px: artefacts never touch each other's 3×3 neighbourhoods nor the image border
 SPILL_FRACTION, SPILL_TOP = 0.05, 0.05
 METHODS = ("model", "pca", "median")
-#: A diagnostic beside the three: the model's per-channel error (each channel in units of its typical
-#: error, as ``apply_to_image`` gives it), its maximum over channels: a one-channel artefact is not
-#: diluted by the channels it left alone.
-DIAGNOSTIC = "model_channel_max"
-SCORES = (*METHODS, DIAGNOSTIC)
+#: A diagnostic beside the three: each method's squared residual per channel in units of that
+#: channel's mean over the image (as ``apply_to_image`` scales the model's ``channel_error``), its
+#: maximum over channels: a one-channel artefact is not diluted by the channels it left alone.
+PER_CHANNEL = tuple(f"{m}_channel_max" for m in METHODS)
+DIAGNOSTIC = PER_CHANNEL[0]
+SCORES = (*METHODS, *PER_CHANNEL)
 
 
 @dataclass
@@ -195,11 +196,18 @@ def score_maps(trained, image: ImcImage, *, regions: bool = False) -> tuple[dict
                                                        outputs=("error", "channel_error", "hot_pixels")))
     data = ordered_data(trained, image)
     tiles = _PCATiles(trained.baseline, trained.model.config.patch_size)
-    pca = reconstruct_image(tiles, data, trained.normalizer, outputs=("error",)).error
+    pca = reconstruct_image(tiles, data, trained.normalizer, outputs=("error", "channel_error"))
     x = without_hot_pixel_filter(trained.normalizer)(data)
-    median = np.abs(x - ndimage.median_filter(x, size=(1, 3, 3), mode="mirror")).mean(axis=0)
-    channel_max = np.nanmax(app.reconstruction.channel_error, axis=0)
-    return {"model": app.reconstruction.error, "pca": pca, "median": median, DIAGNOSTIC: channel_max}, app
+    median = np.abs(x - ndimage.median_filter(x, size=(1, 3, 3), mode="mirror"))
+    return {"model": app.reconstruction.error, "pca": pca.error, "median": median.mean(axis=0),
+            "model_channel_max": channel_max(app.reconstruction.channel_error),
+            "pca_channel_max": channel_max(pca.channel_error), "median_channel_max": channel_max(median ** 2)}, app
+
+
+def channel_max(squared: np.ndarray) -> np.ndarray:
+    """Max over channels of (C, Y, X) squared residuals, each channel divided by its image mean."""
+    mean = np.nanmean(squared, axis=(1, 2), keepdims=True)
+    return np.nanmax(squared / np.where(mean > 0, mean, 1.0), axis=0)
 
 
 def auroc(score: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> float:
@@ -282,23 +290,32 @@ def _cell(values: list[float]) -> str:
     return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
 
 
+def _auroc_rows(rows: list[dict], methods: tuple[str, ...]) -> list[str]:
+    lines = []
+    for kind in (*KINDS, "spillover_clean", "spillover_shift"):
+        cells = [_cell([r["auroc"][kind][m] for r in rows]) for m in methods]
+        best = max(methods, key=lambda m: np.mean([r["auroc"][kind][m] for r in rows]))
+        cells = [f"**{c}**" if m == best else c for c, m in zip(cells, methods)]
+        lines.append(f"| {LABELS[kind]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_tables(rows: list[dict]) -> str:
     n = len(rows)
     lines = [f"AUROC per pixel, mean ± sd over {n} runs (held-out ROI × seed); positives: the artefact's "
              "pixels, negatives: the pixels it left untouched.", "",
-             "| artefact | model error map | PCA-k residual | median 3×3 residual | *diagnostic: model, max over "
-             "channels of the per-channel error* |", "|---|---|---|---|---|"]
-    for kind in (*KINDS, "spillover_clean", "spillover_shift"):
-        cells = [_cell([r["auroc"][kind][m] for r in rows]) for m in METHODS]
-        best = max(METHODS, key=lambda m: np.mean([r["auroc"][kind][m] for r in rows]))
-        cells = [f"**{c}**" if m == best else c for c, m in zip(cells, METHODS)]
-        cells.append(f"*{_cell([r['auroc'][kind][DIAGNOSTIC] for r in rows])}*")
-        lines.append(f"| {LABELS[kind]} | " + " | ".join(cells) + " |")
+             "| artefact | model error map | PCA-k residual | median 3×3 residual |", "|---|---|---|---|"]
+    lines += _auroc_rows(rows, METHODS)
+    lines += ["", "Diagnostic, the same maps per channel: each channel's squared residual in units of its mean "
+              "over the image, maximum over channels:", "",
+              "| artefact | model, per-channel max | PCA-k, per-channel max | median 3×3, per-channel max |",
+              "|---|---|---|---|"]
+    lines += _auroc_rows(rows, PER_CHANNEL)
     n_top = sum(COUNTS.values())
     lines += ["", f"Regions list on one image holding all {n_top} local artefacts at once "
               f"(top-N: N = {n_top}, the number injected), over the same {n} runs:", "",
               "| artefact | injected | in a top-N region | in any region | shape guess of the region over it "
-              "| *diagnostic, regions of the per-channel max: top-N / any / shapes* |", "|---|---|---|---|---|---|"]
+              "| *diagnostic, regions of the model's per-channel max: top-N / any / shapes* |", "|---|---|---|---|---|---|"]
     for kind in LOCAL_KINDS:
         cells = []
         for key in ("regions", "regions_channel_max"):
