@@ -103,3 +103,21 @@ def test_widget_shows_gpu_memory_only_while_training_on_cuda(make_napari_viewer)
     assert label.text() == "GPU memory: 1.50 GB in tensors, 2.00 GB held by torch, of 80.0 GB"
     widget._finish_progress()
     assert not label.isVisibleTo(widget)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_reconstruction_runs_on_the_best_device_then_hands_gpu_memory_back(cuda_in_use, request_for,
+                                                                          imc_testdata, monkeypatch):
+    from napari_imc_vae._napari.reconstruct_task import run_reconstruction
+    from napari_imc_vae.engine import device as device_module
+
+    outcome = drive(training_updates(request_for(5), TrainJob()))
+    asked, resolve = [], device_module.resolve_device
+    monkeypatch.setattr(device_module, "resolve_device", lambda name="auto": asked.append(name) or resolve(name))
+    before = cuda_in_use["empty_cache"]
+    image = read_imc(imc_testdata / FILE)
+    result = run_reconstruction(outcome.trained, image, k=0)
+    assert asked == ["auto"]  # not "wherever the model happens to be" (the CPU, after training)
+    assert cuda_in_use["empty_cache"] == before + 1
+    assert cuda_in_use["to_cpu"][-1] is outcome.trained.model
+    assert result.raw.shape == image.shape

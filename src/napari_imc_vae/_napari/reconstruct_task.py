@@ -16,6 +16,7 @@ import numpy as np
 from napari_imc_vae._napari.layer_data import channel_metadata, contrast_limits
 from napari_imc_vae.engine.apply import ApplySettings, apply_to_image, provenance
 from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.device import release_cuda_memory
 from napari_imc_vae.engine.motifs import DEFAULT_MOTIFS, upsample_grid
 from napari_imc_vae.io import ImcImage
 
@@ -127,8 +128,11 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAU
         if on_progress is not None and stage == "reconstruct":
             on_progress((done, total))
 
-    app = apply_to_image(trained, image, ApplySettings(stride=stride, motifs=k, seed=seed),
-                         on_progress=progress, cancel=cancel)
+    try:  # on the best device (a model trained on the GPU comes back on the CPU), then free it
+        app = apply_to_image(trained, image, ApplySettings(stride=stride, motifs=k, seed=seed, device="auto"),
+                             on_progress=progress, cancel=cancel)
+    finally:
+        release_cuda_memory(trained.model)
     rec = app.reconstruction
     # model channel j is image channel app.channel_index[j]; the image may have more channels,
     # so sort the model's channels into the image's order rather than invert a permutation
