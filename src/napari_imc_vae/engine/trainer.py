@@ -256,18 +256,20 @@ class Trainer:
         end : bool
             Some rank was asked to stop or ran out of time.
         """
-        stacked = torch.stack(window)  # (steps, terms)
-        flags = torch.tensor([float(self._stop.is_set()), float(self._out_of_time(tick))], device=stacked.device)
-        packed = torch.cat([stacked.reshape(-1), flags])
+        stacked = torch.stack(window).reshape(-1)  # (steps × terms)
+        stop, out_of_time = float(self._stop.is_set()), float(self._out_of_time(tick))
         world = 1
         if self.dist.active:
             import torch.distributed as dist
 
+            packed = torch.cat([stacked, torch.tensor([stop, out_of_time], device=stacked.device)])
             dist.all_reduce(packed, op=dist.ReduceOp.SUM)
             world = self.dist.world_size
-        *values, stop, out_of_time = packed.tolist()
-        if stop > 0:
-            self._stop.set()
+            *values, stop, out_of_time = packed.tolist()
+            if stop > 0:
+                self._stop.set()
+        else:
+            values = stacked.tolist()
         n = len(self._term_names)
         rows = [{k: v / world for k, v in zip(self._term_names, values[i:i + n])} for i in range(0, len(values), n)]
         return rows, stop > 0 or out_of_time > 0
