@@ -30,12 +30,13 @@ from napari_imc_vae.engine.d4 import N_ELEMENTS, d4_apply, d4_permutations
 from napari_imc_vae.engine.data import GridSpec, gather_patches, split_images
 
 
-def _axis(extent: int, tile: int, p: int) -> tuple[int, int, int]:
-    """Tile size, first virtual origin and number of virtual origins along one axis of a region."""
+def _axis(extent: int, tile: int, p: int) -> tuple[int, int, int, int]:
+    """Along one axis of a region: tile size, first virtual origin, number of virtual origins,
+    and how many virtual tiles cover each position."""
     size = min(tile, extent)
     if size == extent:  # the whole axis in one tile: one origin, every position valid
-        return size, 0, 1
-    return size, -(size - p), extent - p + size - p + 1
+        return size, 0, 1, 1
+    return size, -(size - p), extent - p + size - p + 1, size - p + 1
 
 
 def _place(origin: np.ndarray, size: int, extent: int, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -66,6 +67,8 @@ class PatchPool:
         Average number of drawn patches each pooled pixel appears in before it is replaced.
     seed : int
         Seeds the choice of tiles (training draws use the generator passed to ``sample``).
+    max_positions : int
+        As for ``PatchSampler``: the grid of :meth:`training_patches` stays under this count.
 
     Raises
     ------
@@ -86,14 +89,11 @@ class PatchPool:
         t = self.tile_size = int(tile_size or max(64, 2 * p))
         if t < p:
             raise ValueError(f"tile_size {t} is smaller than the patch size {p}")
-        geometry = []  # per usable image: (rows axis, columns axis), each (size, first origin, origins)
-        for i in self._images:
-            s = self.splits[i]
-            geometry.append((_axis(s.train_rows, t, p), _axis(s.width, t, p)))
-        self._geometry = geometry
-        # choose images by possible tiles over coverage: every training position equally likely
-        weight = np.array([(ry[2] * rx[2]) / ((ry[0] - p + 1 if ry[2] > 1 else 1) * (rx[0] - p + 1 if rx[2] > 1 else 1))
-                           for ry, rx in geometry], dtype=np.float64)
+        # per usable image: (rows axis, columns axis), each (size, first origin, origins, cover)
+        self._geometry = [(_axis(self.splits[i].train_rows, t, p), _axis(self.splits[i].width, t, p))
+                          for i in self._images]
+        # choose images by virtual tiles over coverage: every training position equally likely
+        weight = np.array([(ry[2] / ry[3]) * (rx[2] / rx[3]) for ry, rx in self._geometry])
         self._image_p = weight / weight.sum()
         train_pixels = sum(self.splits[i].train_rows * self.splits[i].width for i in self._images)
         by_budget = int(pool_mb * 2**20 // (self.n_channels * t * t * 4))
@@ -129,7 +129,7 @@ class PatchPool:
         valid = np.zeros((k, 4), np.int64)
         for j in np.unique(which):
             rows = np.flatnonzero(which == j)
-            (ty, oy, ny), (tx, ox, nx) = self._geometry[j]
+            (ty, oy, ny, _), (tx, ox, nx, _) = self._geometry[j]
             split = self.splits[self._images[j]]
             y, vy, cy = _place(oy + np.floor(u[rows, 0] * ny).astype(np.int64), ty, split.train_rows, p)
             x, vx, cx = _place(ox + np.floor(u[rows, 1] * nx).astype(np.int64), tx, split.width, p)
