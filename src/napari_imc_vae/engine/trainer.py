@@ -142,7 +142,7 @@ class Trainer:
         history: list[dict[str, float]] | None = None,
     ):
         self.device = resolve_device(train_config.device)
-        if sampler.device != self.device:
+        if resolve_device(sampler.device) != self.device:  # "cuda" is this rank's GPU, as in resolve_device
             raise ValueError(f"sampler is on {sampler.device} but training runs on {self.device}")
         self.model = model.to(self.device)
         self.sampler, self.critic_config, self.config = sampler, critic_config, train_config
