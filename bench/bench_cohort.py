@@ -151,7 +151,8 @@ def main() -> None:
         for n in args.cohort_sizes or [args.images]:
             for pool in args.pool_mb:
                 env = {**cache_env, "NAPARI_IMC_VAE_IN_MEMORY_MB": "0", "NAPARI_IMC_VAE_POOL_MB": str(pool)}
-                r = train_child(paths[:n], tmp / "m.pt", args.steps, env, args.batch)
+                targets = [tmp / "cohort"] if n >= len(paths) else paths[:n]  # the folder, as users pass it
+                r = train_child(targets, tmp / "m.pt", args.steps, env, args.batch)
                 print(f"cohort path, {n:3d} images, pool {pool:5.0f} MB: peak RSS {r['peak_rss_mb']:7.0f} MB, "
                       f"{r['patches_per_s']:8.0f} patches/s, wall {r['wall_s']:6.1f} s "
                       f"(training {r['train_s']:.1f} s)", flush=True)
