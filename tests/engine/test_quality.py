@@ -395,3 +395,16 @@ def test_a_broken_model_is_named_not_measured(smooth_set):
     assert f"reconstruction of {len(val)} of {len(val)} patches holds NaN/Inf" in text
     assert "R² is undefined" in text and "nan" not in text.replace("NaN", "")
     json.dumps(rep.to_dict(), allow_nan=False)
+
+
+def test_given_predictions_give_the_figures_of_running_the_model(smooth_set):
+    train, val = smooth_set
+    dirty = val.copy()
+    dirty[2, 1, 4, 4] = np.inf  # the kept-patch indexing path
+    model = StandIn(3, 8, "channel_mean")
+    rec, mu = model.reconstruct(torch.nan_to_num(torch.from_numpy(dirty), posinf=0.0))
+    ran = evaluate(model, dirty, train, batch_size=7)
+    given = evaluate(model, dirty, train, batch_size=7, predictions=(rec.numpy(), mu))
+    assert given.model == ran.model and given.model_smooth == ran.model_smooth and given.n_skipped_nonfinite == 1
+    with pytest.raises(ValueError, match="predictions must be \\(recon, mu\\) for the 84 val_patches"):
+        evaluate(model, dirty, train, predictions=(rec[:5], mu))

@@ -163,7 +163,8 @@ def evaluate(model, val_patches, train_patches=None, *, baseline: PCABaseline | 
                 rec, mu = model.reconstruct(xb.to(device))
                 rec, mu = rec.to("cpu", torch.float32), mu.to("cpu", torch.float32)
             else:
-                rec, mu = (rows(torch.as_tensor(a), b0, b0 + batch_size).to(torch.float32) for a in predictions)
+                rec, mu = (rows(torch.as_tensor(a), b0, b0 + batch_size).to("cpu", torch.float32)
+                           for a in predictions)
             data.update(xb)
             smooth.update(sb)
             bad += int((~torch.isfinite(fit.update(rec, data, xb, smooth, sb))).sum())
