@@ -26,7 +26,7 @@ def gpu_trainer(steps: int, **kw) -> Trainer:
     sampler = PatchSampler(smooth_images(size=48, channels=5), 8, device=GPU)
     torch.manual_seed(0)
     model = PatchVAE(ModelConfig(in_channels=5, patch_size=8, latent_dim=8, width=64, depth=1))
-    cfg = dict(steps=steps, batch_size=128, lr=3e-3, warmup_steps=5, device="cuda:0", val_every=10**6,
+    cfg = dict(steps=steps, batch_size=128, lr=3e-3, warmup_steps=5, device=str(GPU), val_every=10**6,
                max_val_patches=128)
     cfg.update(kw)
     return Trainer(model, sampler, CriticConfig(), TrainConfig(**cfg))
@@ -43,7 +43,7 @@ def test_auto_is_this_ranks_gpu(monkeypatch):
 def test_no_host_sync_between_reads():
     """CUDA's own sync detector raises on any sync outside the reads and validation."""
     trainer = gpu_trainer(60, log_every=20)
-    read, validate = trainer._read_window, trainer.validate
+    read, validate = trainer._read_window, trainer._record_validation  # the reads, and validation
 
     def allowed(fn):
         def wrapper(*args, **kwargs):
@@ -55,7 +55,7 @@ def test_no_host_sync_between_reads():
         return wrapper
 
     gpu_trainer(30, log_every=10).fit()  # warm-up: lazy CUDA initialisation and caches may sync once
-    trainer._read_window, trainer.validate = allowed(read), allowed(validate)
+    trainer._read_window, trainer._record_validation = allowed(read), allowed(validate)
     reports = []
     torch.cuda.set_sync_debug_mode("error")
     try:
