@@ -1,8 +1,11 @@
-"""Choosing the torch device, the distributed (torchrun) set-up and the numeric precision.
+"""Where and how training computes: the device, torchrun, precision, CPU threads, GPU memory.
 
 Under ``torchrun`` every process of a node sees all of its GPUs; ``LOCAL_RANK`` says which
 one is this process's. ``"auto"`` and ``"cuda"`` therefore mean ``cuda:LOCAL_RANK`` there
 (and ``cuda:0`` in a single process); an explicit ``"cuda:K"`` is taken as written.
+Precision ``"auto"`` is bf16 where the hardware multiplies it natively (CUDA; AMX or
+AVX512-BF16 CPUs). The CPU thread policy and the release of GPU memory after a run are here
+too, so that the command line and the napari widgets apply the same ones.
 """
 
 from __future__ import annotations
