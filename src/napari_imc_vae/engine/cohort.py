@@ -136,30 +136,39 @@ class NormalizedCache:
         return len(self.shapes)
 
     def add(self, normalized: np.ndarray) -> None:
-        """Write one normalized (C, Y, X) image.
+        """Write one normalized (C, Y, X) image (see :meth:`add_channels`)."""
+        if normalized.ndim != 3:
+            raise ValueError(f"a normalized image must have shape (C, Y, X), got {normalized.shape}")
+        self.add_channels(normalized, normalized.shape)
+
+    def add_channels(self, channels: Iterable[np.ndarray], shape: tuple[int, int, int]) -> None:
+        """Write one normalized image given channel by channel ((Y, X) arrays), so that only the
+        stored copy and one channel are in memory (``Normalizer.normalized_channels``).
 
         Raises
         ------
         ValueError
-            For a stack that is not 3-D or whose channel count differs from the first one's.
+            For a channel count that differs from the first image's or from ``shape``.
         """
-        if normalized.ndim != 3:
-            raise ValueError(f"a normalized image must have shape (C, Y, X), got {normalized.shape}")
-        c, h, w = normalized.shape
+        c, h, w = shape
         if self.n_channels is not None and c != self.n_channels:
             raise ValueError(f"image has {c} channels, the cache holds {self.n_channels}")
-        finite = np.isfinite(normalized)
-        self.all_finite = self.all_finite and bool(finite.all())
-        peak = max(abs(float(normalized.max(where=finite, initial=0.0))),
-                   abs(float(normalized.min(where=finite, initial=0.0))))
-        del finite
-        dtype = np.dtype(np.float16 if peak <= FLOAT16_MAX else np.float32)
-        stored = np.empty((h, w, c), dtype)
-        stored[...] = normalized.transpose(1, 2, 0)  # one pass: transpose and round
+        stored = np.empty((h, w, c), np.float16)
+        n = 0
+        for n, channel in enumerate(channels, start=1):
+            finite = np.isfinite(channel)
+            self.all_finite = self.all_finite and bool(finite.all())
+            peak = max(abs(float(channel.max(where=finite, initial=0.0))),
+                       abs(float(channel.min(where=finite, initial=0.0))))
+            if peak > FLOAT16_MAX and stored.dtype == np.float16:  # would overflow: keep float32
+                stored = stored.astype(np.float32)
+            stored[..., n - 1] = channel
+        if n != c:
+            raise ValueError(f"expected {c} channels, got {n}")
         np.save(self._file(len(self.shapes)), stored)
         self.n_channels = c
         self.shapes.append((h, w))
-        self.dtypes.append(dtype)
+        self.dtypes.append(stored.dtype)
 
     def _file(self, index: int) -> Path:
         return self.path / f"{index:05d}.npy"
@@ -222,18 +231,20 @@ def build_sampler(images: Iterable[ImcImage], normalizer, patch_size: int, *, va
     for image in images:
         if on_image is not None:
             on_image(image)
-        normalized = normalizer(image)
-        if cache is None and fits_in_memory(kept_bytes + normalized.nbytes, options):
-            kept.append(normalized)
-            kept_bytes += normalized.nbytes
+        shape = (normalizer.n_channels, *image.shape[1:])
+        nbytes = 4 * int(np.prod(shape))
+        if cache is None and fits_in_memory(kept_bytes + nbytes, options):
+            kept.append(normalizer(image))
+            kept_bytes += nbytes
             continue
         if cache is None:
             cache = NormalizedCache(options.cache_dir)
             for earlier in kept:
                 cache.add(earlier)
             kept = []
-        cache.add(normalized)
-        del normalized  # before the next image is read
+        # channel by channel: the raw image, one normalized channel and the stored copy
+        cache.add_channels(normalizer.normalized_channels(image), shape)
+    image = None  # the last raw image is not needed while the pool fills
     if cache is None:
         if not kept:
             raise ValueError("no images to train on")

@@ -47,6 +47,46 @@ def _place(origin: np.ndarray, size: int, extent: int, p: int) -> tuple[np.ndarr
     return physical, first, last - first + 1
 
 
+class _TileReader:
+    """Cuts new tiles from the cache: the part of the pool its helper thread runs.
+
+    Separate from the pool so that a read in flight does not keep the pool alive.
+    """
+
+    def __init__(self, cache: NormalizedCache, splits, images: list[int], geometry, image_p: np.ndarray,
+                 patch_size: int, tile_size: int, seed: int) -> None:
+        self.cache, self.splits, self.images, self.geometry = cache, splits, images, geometry
+        self.image_p, self.patch_size, self.tile_size = image_p, patch_size, tile_size
+        self.rng = np.random.default_rng(seed)
+        self.dtype = np.float16 if all(cache.dtypes[i] == np.float16 for i in images) else np.float32
+
+    def read(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``k`` new tiles (k, T, T, C) and their valid corner ranges (k, 4)."""
+        p, t, rng = self.patch_size, self.tile_size, self.rng
+        which = rng.choice(len(self.images), size=k, p=self.image_p)
+        u = rng.random((k, 2))
+        tiles = np.zeros((k, t, t, self.cache.n_channels), self.dtype)
+        valid = np.zeros((k, 4), np.int64)
+        for j in np.unique(which):
+            rows = np.flatnonzero(which == j)
+            (ty, oy, ny, _), (tx, ox, nx, _) = self.geometry[j]
+            split = self.splits[self.images[j]]
+            y, vy, cy = _place(oy + np.floor(u[rows, 0] * ny).astype(np.int64), ty, split.train_rows, p)
+            x, vx, cx = _place(ox + np.floor(u[rows, 1] * nx).astype(np.int64), tx, split.width, p)
+            image = self.cache.open(self.images[j])
+            for r, y0, x0 in zip(rows, y, x):
+                tiles[r, :ty, :tx] = image[y0 : y0 + ty, x0 : x0 + tx]
+            del image  # unmap: its pages leave this process's resident memory
+            valid[rows] = np.stack([vy, cy, vx, cx], axis=1)
+        return tiles, valid
+
+
+def _release(executor: ThreadPoolExecutor, cache: NormalizedCache) -> None:
+    """End of a pool: let a read in flight finish (milliseconds), then delete the cache."""
+    executor.shutdown(wait=True, cancel_futures=True)
+    cache.close()
+
+
 class PatchPool:
     """Random training patches and fixed validation patches from a :class:`NormalizedCache`.
 
@@ -102,7 +142,7 @@ class PatchPool:
         self.refill_tiles = max(1, self.n_tiles // 32)
         self.refill_patches = max(1, int(round(reuse * self.refill_tiles * t * t / (p * p))))
         self.all_finite = cache.all_finite
-        self._rng = np.random.default_rng(seed)
+        self._reader = _TileReader(cache, self.splits, self._images, self._geometry, self._image_p, p, t, seed)
         self._pixels = torch.zeros(self.n_tiles * t * t, self.n_channels, device=self.device)  # channels last
         self._valid = torch.zeros(self.n_tiles, 4, dtype=torch.long, device=self.device)  # y0, ny, x0, nx
         self._weight = torch.zeros(self.n_tiles, device=self.device)
@@ -113,33 +153,12 @@ class PatchPool:
         self._fixed_cache: dict[tuple[str, int | None], torch.Tensor] = {}
         chunk = max(16, self.refill_tiles)  # a first fill in pieces: no transient copy of the whole pool
         for start in range(0, self.n_tiles, chunk):
-            self._write(*self._read_tiles(min(chunk, self.n_tiles - start)))
+            self._write(*self._reader.read(min(chunk, self.n_tiles - start)))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="imc-vae-pool")
-        self._finalizer = weakref.finalize(self, self._executor.shutdown, wait=False)
-        self._next = self._executor.submit(self._read_tiles, self.refill_tiles)
+        self._finalizer = weakref.finalize(self, _release, self._executor, cache)
+        self._next = self._executor.submit(self._reader.read, self.refill_tiles)
 
     # --- the pool ----------------------------------------------------------------------------------
-    def _read_tiles(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``k`` new tiles (k, T, T, C) and their valid corner ranges (k, 4), read from the cache."""
-        p, t, rng = self.patch_size, self.tile_size, self._rng
-        which = rng.choice(len(self._images), size=k, p=self._image_p)
-        u = rng.random((k, 2))
-        dtype = np.float16 if all(self.cache.dtypes[i] == np.float16 for i in self._images) else np.float32
-        tiles = np.zeros((k, t, t, self.n_channels), dtype)
-        valid = np.zeros((k, 4), np.int64)
-        for j in np.unique(which):
-            rows = np.flatnonzero(which == j)
-            (ty, oy, ny, _), (tx, ox, nx, _) = self._geometry[j]
-            split = self.splits[self._images[j]]
-            y, vy, cy = _place(oy + np.floor(u[rows, 0] * ny).astype(np.int64), ty, split.train_rows, p)
-            x, vx, cx = _place(ox + np.floor(u[rows, 1] * nx).astype(np.int64), tx, split.width, p)
-            image = self.cache.open(self._images[j])
-            for r, y0, x0 in zip(rows, y, x):
-                tiles[r, :ty, :tx] = image[y0 : y0 + ty, x0 : x0 + tx]
-            del image  # unmap: its pages leave this process's resident memory
-            valid[rows] = np.stack([vy, cy, vx, cx], axis=1)
-        return tiles, valid
-
     def _write(self, tiles: np.ndarray, valid: np.ndarray) -> None:
         k, t = tiles.shape[0], self.tile_size
         slots = torch.arange(self._slot, self._slot + k, device=self.device) % self.n_tiles
@@ -159,8 +178,8 @@ class PatchPool:
         self._drawn -= due * self.refill_patches
         self._write(*self._next.result())
         if due > 1:  # a batch larger than a refill period: the rest now, in one read
-            self._write(*self._read_tiles(min((due - 1) * self.refill_tiles, self.n_tiles)))
-        self._next = self._executor.submit(self._read_tiles, self.refill_tiles)
+            self._write(*self._reader.read(min((due - 1) * self.refill_tiles, self.n_tiles)))
+        self._next = self._executor.submit(self._reader.read, self.refill_tiles)
 
     def _draw(self, batch_size: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
         self._advance(batch_size)
@@ -246,6 +265,6 @@ class PatchPool:
         return torch.from_numpy(out).to(self.device)
 
     def close(self) -> None:
-        """Stop the reader thread and delete the cache (the pool cannot sample afterwards)."""
+        """Stop the reader thread and delete the cache (the pool cannot sample afterwards);
+        done by itself when the pool is garbage collected."""
         self._finalizer()
-        self.cache.close()

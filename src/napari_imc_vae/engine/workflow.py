@@ -177,6 +177,7 @@ class TrainingRun:
                 resume.match_channels(im)  # fail early, naming missing channels; extra ones are left out
             else:
                 fit.add(im)
+        im = None  # a streamed image must not stay alive through the second pass
         if not self.image_names:
             raise ValueError("no images to train on")
         if resume is not None:

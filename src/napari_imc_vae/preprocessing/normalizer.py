@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -211,11 +212,23 @@ class Normalizer:
         """
         arr = self._stack(data, "data")
         out = np.empty(arr.shape, dtype=np.float32)
+        for c, channel in enumerate(self.normalized_channels(arr)):
+            out[c] = channel
+        return out
+
+    def normalized_channels(self, data) -> Iterator[np.ndarray]:
+        """``self(data)`` one (Y, X) float32 channel at a time: memory for one channel, not C.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`__call__`, when the first channel is asked for.
+        """
+        arr = self._stack(data, "data")
         threshold = self.params.hot_pixel_threshold
         for c in range(arr.shape[0]):
             x = arr[c] if threshold is None else filter_hot_pixels(arr[c][None], threshold)[0]
-            out[c] = self.transform_channel(c, x)
-        return out
+            yield self.transform_channel(c, x)
 
     def transform_channel(self, c: int, x) -> np.ndarray:
         """arcsinh → clip → z-score of values ``x`` of channel ``c`` (no hot-pixel filter).
