@@ -50,6 +50,17 @@ def int_spin(value: int, lo: int, hi: int, *, step: int = 1, tip: str = "", labe
                    label=label or None, name=name or None)
 
 
+def labelled(widgets, **kwargs) -> Container:
+    """A container showing each widget's ``label`` beside it, the labels one width.
+
+    Widgets are added after the container is made: magicgui lines the labels up only for
+    widgets added to a finished container, not for those given to its constructor.
+    """
+    container = Container(**kwargs)
+    container.extend(list(widgets))
+    return container
+
+
 def heading(text: str) -> Label:
     """A bold section title inside a form."""
     label = Label(value=text)

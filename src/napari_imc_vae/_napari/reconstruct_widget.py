@@ -20,7 +20,7 @@ Running again replaces the layers of the same names; every layer's ``metadata["i
 
 from __future__ import annotations
 
-from magicgui.widgets import CheckBox, Container
+from magicgui.widgets import CheckBox
 from napari.layers import Layer
 from napari.qt.threading import create_worker
 from napari.utils import progress
@@ -40,7 +40,7 @@ from napari_imc_vae._napari.latent_view import latent_rgb_layer
 from napari_imc_vae._napari.layers import LayerImage, imc_info
 from napari_imc_vae._napari.model_file import open_model_file
 from napari_imc_vae._napari.model_store import RunState, RunStatus, model_label, model_store
-from napari_imc_vae._napari.normalization_form import int_spin
+from napari_imc_vae._napari.normalization_form import int_spin, labelled
 from napari_imc_vae._napari.picker import ImagePicker
 from napari_imc_vae._napari.reconstruct_task import (
     ReconstructResult,
@@ -90,7 +90,7 @@ class ReconstructWidget(QWidget):
                                tip="tile step in pixels; 0 = auto, half the patch")
         self.channel_errors = CheckBox(text="Per-channel error layers", label="")
         self.show_recon = CheckBox(text="Show the reconstruction, hide the raw layers", label="")
-        self.options = Container(widgets=[self.k, self.stride, self.channel_errors, self.show_recon])
+        self.options = labelled([self.k, self.stride, self.channel_errors, self.show_recon])
         self.run_button = QPushButton("Reconstruct")
         self.run_button.clicked.connect(self.reconstruct)
         self.progress_bar = QProgressBar()

@@ -17,6 +17,7 @@ from napari_imc_vae._napari.normalization_form import (
     float_spin,
     heading,
     int_spin,
+    labelled,
 )
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.model import ModelConfig
@@ -61,7 +62,7 @@ class TrainForm(Container):
             "device": ComboBox(choices=["auto", *devices], value="auto", label="Device",
                                tooltip="auto: the first GPU if there is one, else the CPU"),
         }
-        model = Container(widgets=list(basic.values()))
+        model = labelled(basic.values())
 
         advanced_widgets = {
             "cosine": float_spin(cc.cosine_weight, 0.0, 100.0, decimals=3, step=0.1, label="Cosine"),
@@ -78,8 +79,8 @@ class TrainForm(Container):
         }
         critic_rows, arch_rows = list(advanced_widgets.values())[:5], list(advanced_widgets.values())[5:]
         advanced = Container(widgets=[heading("Critic weights (reference defaults)"),
-                                      Container(widgets=critic_rows), heading("Architecture"),
-                                      Container(widgets=arch_rows)], labels=False, visible=False)
+                                      labelled(critic_rows), heading("Architecture"),
+                                      labelled(arch_rows)], labels=False, visible=False)
         show_advanced = CheckBox(text="Advanced: critic weights and architecture", value=False)
         show_advanced.changed.connect(lambda on: setattr(advanced, "visible", on))
 

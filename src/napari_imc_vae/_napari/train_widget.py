@@ -113,6 +113,7 @@ class TrainWidget(QWidget):
         self.images = ImageChecklist(napari_viewer)
         self.form = TrainForm(DEFAULT_NORMALIZATION, available_devices())
         self.device_label = QLabel()
+        self.device_label.setWordWrap(True)  # device, threads and precision: wider than the dock
         self.gpu_memory_label = QLabel()  # shown while training on CUDA
         self.gpu_memory_label.hide()
         self.form.device.changed.connect(self._show_device)
