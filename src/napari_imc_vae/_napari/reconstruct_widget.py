@@ -255,7 +255,7 @@ class ReconstructWidget(QWidget):
             channel_errors=self.channel_errors.value)
         latent_name = f"{source.name}_latent"
         # a (D, ny, nx) layer would add a dims slider every 2-D layer shares: show it as RGB
-        tuples = [latent_rgb_layer(t) if t[1]["name"] == latent_name and t[0].ndim == 3 else t
+        tuples = [latent_rgb_layer(t) if t[1]["name"] == latent_name and not t[1].get("rgb") else t
                   for t in tuples]
         new_names = {kw["name"] for _, kw, _ in tuples}
         for layer in list(self.viewer.layers):
