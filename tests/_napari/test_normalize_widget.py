@@ -61,7 +61,9 @@ def test_normalize_real_acquisition(docked, qtbot, imc_testdata):
     assert [layer.name for layer in raw_layers] == [f"{c} [ROI_002]" for c in PANEL]
     before = [_state(layer) for layer in viewer.layers]
     widget.hide_raw.value = False
+    assert not widget.clip_percentile.enabled  # a step's value is editable only while it is on
     widget.clip_on.value = True
+    assert widget.clip_percentile.enabled
     params = widget.params()
     assert params.hot_pixel_threshold == 50 and params.arcsinh_cofactor == 5
     assert params.clip_percentile == pytest.approx(99.9) and params.zscore
