@@ -26,11 +26,13 @@ Helpers of the widgets:
 - :mod:`.layers`, :mod:`.picker`, :mod:`.checklist`: find the IMC images among a viewer's
   layers; pick one (combo box) or check several (list);
 - :mod:`.normalization_form`: the normalization controls shared by "Normalize channels" and
-  "Train VAE";
+  "Train VAE" (a magicgui container, like every parameter form here);
 - :mod:`.train_form`: the model, training and advanced parameter forms of "Train VAE";
 - :mod:`.normalize_task`, :mod:`.train_task`, :mod:`.reconstruct_task`: the work behind each
   widget as plain functions, run in napari worker threads (no Qt);
 - :mod:`.stats_view`, :mod:`.loss_plot`: statistics table and histograms; live loss plot;
+- :mod:`.report_view`: the quality report, verdicts wrapped and tables in a fixed font;
+- :mod:`.latent_view`: the latent map as the RGB of its first three principal components (no Qt);
 - :mod:`.model_store`: run states and the per-viewer store of the current model (no Qt);
 - :mod:`.model_file`: the model file filter and loading a model file with an error notification.
 """
