@@ -49,7 +49,9 @@ class CohortOptions:
         Average number of sampled patches each pooled pixel appears in before it is replaced.
     """
 
-    in_memory_mb: float = 512.0
+    #: 256 MB: one 1024² × 40 image stays in RAM; 3 of them in RAM peaked at 2.1 GB against 1.0 GB
+    #: through the pool, which was as fast (docs/benchmarks.md, "Cohorts larger than RAM").
+    in_memory_mb: float = 256.0
     pool_mb: float = 256.0
     cache_dir: str | None = None
     reuse: float = 4.0
