@@ -231,7 +231,7 @@ def test_quality_text_and_json(model_file, ome_files, capsys):
     assert d["report"]["n_val"] == d["n_patches"] == ((h - 4) // 2 + 1) * ((w - 4) // 2 + 1)
     assert main(["quality", str(model_file), str(ome_files[9])]) == 0
     out = capsys.readouterr().out
-    assert f"Quality on {d['n_patches']} held-out patches" in out and "Verdicts:" in out and "PCA-4" in out
+    assert f"Quality on {d['n_patches']} patches of this image" in out and "Verdicts:" in out and "PCA-4" in out
 
 
 def test_reconstruct_an_mcd_acquisition(model_file, imc_testdata, tmp_path, capsys):

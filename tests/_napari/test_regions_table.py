@@ -20,7 +20,7 @@ def test_clicking_a_region_centres_the_view_and_selects_its_point(make_napari_vi
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((120, 120), np.float32), scale=(2.0, 2.0), translate=(5.0, 0.0))
     viewer.add_points(np.array([[r["y"], r["x"]] for r in regions]), scale=(2.0, 2.0), translate=(5.0, 0.0),
-                      name="img_regions")
+                      name="img_regions", visible=False)
     table = RegionsTable(viewer)
     qtbot.addWidget(table)
     table.set_regions(regions, scale=(2.0, 2.0), translate=(5.0, 0.0), layer_name="img_regions")
@@ -28,7 +28,7 @@ def test_clicking_a_region_centres_the_view_and_selects_its_point(make_napari_vi
     assert table.item(0, 4).text() == "CD45"
     table.cellClicked.emit(1, 0)
     assert tuple(viewer.camera.center[-2:]) == pytest.approx((25.0, 20.0))  # pixel × scale + translate
-    assert viewer.layers["img_regions"].selected_data == {1}
+    assert viewer.layers["img_regions"].selected_data == {1} and viewer.layers["img_regions"].visible
     zoom_small = viewer.camera.zoom
     table.go_to(0)
     assert tuple(viewer.camera.center[-2:]) == pytest.approx((185.0, 80.0))

@@ -69,13 +69,15 @@ def latent_pca_rgb(latent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rgb.reshape(ny, nx, N_COMPONENTS), explained
 
 
-def latent_rgb_layer(latent_tuple: tuple) -> tuple:
+def latent_rgb_layer(latent_tuple: tuple, precomputed: tuple[np.ndarray, np.ndarray] | None = None) -> tuple:
     """Turn the (D, ny, nx) latent layer tuple of ``reconstruction_layers`` into a 2-D RGB one.
 
     Parameters
     ----------
     latent_tuple : (data, kwargs, "image")
         Data (D, ny, nx); ``scale`` and ``translate`` of length 3, the first for the latent axis.
+    precomputed : (rgb, explained), optional
+        :func:`latent_pca_rgb` of the data, computed beforehand (in a worker thread).
 
     Returns
     -------
@@ -85,7 +87,7 @@ def latent_rgb_layer(latent_tuple: tuple) -> tuple:
         ``"latent_rgb"`` (what the colours are, with the explained variance).
     """
     data, kwargs, _ = latent_tuple
-    rgb, explained = latent_pca_rgb(data)
+    rgb, explained = latent_pca_rgb(data) if precomputed is None else precomputed
     out = {k: v for k, v in kwargs.items() if k not in ("colormap", "contrast_limits")}
     out["scale"] = tuple(kwargs["scale"])[-2:]
     out["translate"] = tuple(kwargs["translate"])[-2:]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from napari_imc_vae._napari.latent_view import latent_pca_rgb, latent_rgb_layer
 from napari_imc_vae._napari.layer_data import channel_metadata, contrast_limits
 from napari_imc_vae.engine.apply import ApplySettings, apply_to_image, provenance
 from napari_imc_vae.engine.checkpoint import TrainedModel
@@ -68,6 +69,9 @@ class ReconstructResult:
         In how many channels the hot-pixel filter replaced each pixel.
     regions : list of dict
         Regions of high error, ranked (the CLI's ``_regions.csv``).
+    latent_rgb : (ndarray, ndarray) or None
+        :func:`~napari_imc_vae._napari.latent_view.latent_pca_rgb` of the latent map, computed
+        in the worker: the latent layer shows its first three principal components as RGB.
     """
 
     image: ImcImage
@@ -89,6 +93,7 @@ class ReconstructResult:
     motif_rows: list = field(default_factory=list)
     hot_pixels: np.ndarray | None = None
     regions: list = field(default_factory=list)
+    latent_rgb: tuple | None = None
 
 
 def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAULT_MOTIFS,
@@ -152,6 +157,7 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAU
         channel_index=[int(app.channel_index[j]) for j in by_image], ignored_channels=app.ignored_channels,
         display_limits=limits, report=app.report, report_text=app.report_text(), quality=app.quality,
         motif_rows=app.motif_rows, hot_pixels=rec.hot_pixels, regions=app.regions,
+        latent_rgb=latent_pca_rgb(rec.latent),
     )
 
 
@@ -217,11 +223,13 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
     s = float(result.stride)
     lat = result.latent
     lo, hi = limits.get("latent") or contrast_limits(lat.reshape(1, -1))
-    out.append((lat, {
+    latent = (lat, {
         "name": f"{image_name}_{LATENT}", "scale": (1.0, s * scale[0], s * scale[1]),
         "translate": (0.0, *translate), "colormap": "viridis", "contrast_limits": (lo, hi),
         "blending": "translucent", "visible": False,
-        "metadata": whole(LATENT)}, "image"))
+        "metadata": whole(LATENT)}, "image")
+    # a (D, ny, nx) layer would add a dims slider every 2-D layer shares: RGB of 3 components
+    out.append(latent_rgb_layer(latent, result.latent_rgb))
     out.append((result.motifs, {
         **common, "name": f"{image_name}_{MOTIFS}", "opacity": 0.5, "visible": False,
         "metadata": whole(MOTIFS, k=result.k)}, "labels"))
@@ -245,8 +253,8 @@ def _regions_layer(regions: list[dict], name: str, common: dict, metadata: dict)
     coords = np.array([[r["y"], r["x"]] for r in regions], dtype=float).reshape(-1, 2)
     features = {key: [r[key] for r in regions] for key in ("rank", "area", "shape", "channels", "mean_error")}
     sizes = [max(6.0, 2.5 * float(np.sqrt(r["area"]))) for r in regions]
-    return (coords, {
-        **common, "name": name, "features": features, "size": sizes if regions else 6.0,
+    return (coords, {  # hidden until asked for: the widget's table shows a region when clicked
+        **common, "name": name, "features": features, "size": sizes if regions else 6.0, "visible": False,
         "symbol": "ring", "face_color": "transparent", "border_color": "cyan",
         "text": {"string": "{rank}", "color": "cyan", "size": 9, "anchor": "upper_left"} if regions else None,
         "metadata": metadata}, "points")

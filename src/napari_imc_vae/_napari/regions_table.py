@@ -2,8 +2,8 @@
 
 Rows are :func:`napari_imc_vae.engine.regions.find_regions`'s regions (the same list the CLI
 writes to ``<image>_regions.csv``). Clicking a row centres the viewer's camera on the
-region, zooms so that it spans about 120 screen pixels, and selects its point in the
-``<image>_regions`` Points layer.
+region, zooms so that it spans about 120 screen pixels, and shows and selects its point in
+the ``<image>_regions`` Points layer (hidden until then, so the markers do not clutter the view).
 """
 
 from __future__ import annotations
@@ -71,4 +71,5 @@ class RegionsTable(QTableWidget):
         camera.zoom = _REGION_SCREEN_PX / extent  # zoom is screen pixels per world unit
         if self.layer_name and self.layer_name in self.viewer.layers:
             layer = self.viewer.layers[self.layer_name]
+            layer.visible = True
             layer.selected_data = {row}

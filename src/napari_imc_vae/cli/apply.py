@@ -107,7 +107,6 @@ def run_quality(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(quality, indent=2, allow_nan=False))
     else:
-        print(f"{image.name}: {quality['n_patches']} patches of {quality['patch_size']} px at stride "
-              f"{quality['stride']}. Baseline: {quality['baseline']}.")
-        print(report.format_text())
+        print(f"{image.name}: patches of {quality['patch_size']} px at stride {quality['stride']}.")
+        print(report.format_text("patches of this image"))
     return 0

@@ -146,10 +146,11 @@ class ModelApplication:
         q = self.quality
         if self.report is None:
             return f"No quality report: {q.get('reason', 'not asked for')}"
-        head = (f"{self.image.name}: {q['n_patches']} patches of {q['patch_size']} px at stride {q['stride']}"
-                + (f", {q['n_skipped_nonfinite']} with NaN/Inf pixels left out" if q.get("n_skipped_nonfinite") else "")
-                + f".\nBaseline: {q['baseline']}.")
-        return f"{head}\n{self.report.format_text()}"
+        head = (f"{self.image.name}: patches of {q['patch_size']} px at stride {q['stride']} "
+                f"(every one of the image's, or {MAX_QUALITY_PATCHES:,} evenly spaced).")
+        if self.motif_source:
+            head += f"\nMotifs: {self.motif_source}."
+        return f"{head}\n{self.report.format_text('patches of this image')}"
 
 
 def steinbock_names(trained: TrainedModel) -> list[str]:

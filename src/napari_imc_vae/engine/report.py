@@ -239,8 +239,14 @@ class QualityReport:
         d["verdicts"] = self.verdicts()
         return d
 
-    def format_text(self) -> str:
-        """A table of all measures and the verdicts, for a terminal or a text box."""
+    def format_text(self, patches: str = "held-out patches") -> str:
+        """A table of all measures and the verdicts, for a terminal or a text box.
+
+        Parameters
+        ----------
+        patches : str
+            What the measured patches are, for the first line (e.g. "patches of this image").
+        """
         th = THRESHOLDS
         rows = [("R²", "r2", f"≥ {th['r2']}"), ("MSE", "mse", ""),
                 ("sharpness ratio", "sharpness_ratio", f"≥ {th['sharpness_ratio']}"),
@@ -251,7 +257,7 @@ class QualityReport:
         head = f"{'measure':<22}{'model':>9}{pca_name:>9}{'mean':>9}   healthy (smooth data)"
         skipped = (f"; patches with NaN/Inf pixels left out: {self.n_skipped_nonfinite}"
                    if self.n_skipped_nonfinite else "")
-        lines = [f"Quality on {self.n_val} held-out patches, latent dim {self.latent_dim}{skipped}",
+        lines = [f"Quality on {self.n_val} {patches}, latent dim {self.latent_dim}{skipped}",
                  f"Baseline: {self.baseline_source}" if self.has_baseline else
                  "Baseline: none stored in the model file (older format)", head]
 
@@ -266,8 +272,9 @@ class QualityReport:
         lines.append(f"{'active units':<22}{f'{m.active_units}/{self.latent_dim}':>9}"
                      f"{pca_au:>9}{'—':>9}   ≥ {th['active_fraction']:.0%} of dims")
         lines.append(f"{'permutation accuracy':<22}{_f(m.perm_accuracy):>9}{'—':>9}{'—':>9}   "
-                     f"≥ {th['perm_accuracy']}  (on {_f(m.perm_used)} patches; "
-                     f"{_f(m.perm_left_out)} symmetric ones left out)")
+                     f"≥ {th['perm_accuracy']}")
+        lines.append(f"  (permutation accuracy on {_f(m.perm_used)} patches; {_f(m.perm_left_out)} "
+                     f"symmetric ones left out)")
         lines.append(f"Against the smoothed target (σ = 1 px, per {self.smooth_source}):")
         for label, key, _ in rows:
             vals = cells((self.model_smooth, self.pca_smooth, self.mean_smooth), key)
