@@ -299,3 +299,18 @@ def test_the_report_reuses_the_reconstructions_tiles(trained_on_two, imc_testdat
     with pytest.raises(ValueError, match="predictions must be"):
         real(trained.model, np.zeros((4, 5, 8, 8), np.float32), baseline=trained.baseline,
              predictions=(np.zeros((3, 5, 8, 8)), np.zeros((3, 8))))
+
+
+def test_bf16_inference_matches_fp32(trained_on_two, imc_testdata):
+    """precision 'auto' may run the model in bf16 (native bf16 CPUs, CUDA): same figures within 0.002 R²."""
+    _, trained = trained_on_two
+    image = _read(imc_testdata, HELD_OUT)
+    fp32 = apply_to_image(trained, image, ApplySettings(precision="fp32", regions=False))
+    with warnings.catch_warnings():  # emulated bf16 on CPUs without it warns; the figures are the point
+        warnings.simplefilter("ignore", RuntimeWarning)
+        bf16 = apply_to_image(trained, image, ApplySettings(precision="bf16", regions=False))
+    assert abs(bf16.report.model.r2 - fp32.report.model.r2) <= 0.002
+    assert bf16.reconstruction.raw.dtype == np.float32
+    assert (bf16.motifs == fp32.motifs).mean() > 0.95
+    with pytest.raises(ValueError, match="precision must be"):
+        apply_to_image(trained, image, ApplySettings(precision="fp16"))

@@ -25,6 +25,9 @@ def _add_model_and_image(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, metavar="S", help="tile stride (default patch/2)")
     parser.add_argument("--batch", type=int, default=2048, metavar="B", help="tiles per model call (default 2048)")
     parser.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
+                        help="auto: bf16 on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), about "
+                             "twice as fast, within ~1e-3 R² of fp32; fp32 elsewhere (default auto)")
 
 
 def add_reconstruct(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +49,8 @@ def add_quality(parser: argparse.ArgumentParser) -> None:
 def _settings(args: argparse.Namespace, **extra):
     from napari_imc_vae.engine.apply import ApplySettings
 
-    return ApplySettings(stride=args.stride, batch_size=args.batch, device=args.device, **extra)
+    return ApplySettings(stride=args.stride, batch_size=args.batch, device=args.device,
+                         precision=args.precision, **extra)
 
 
 def _prepare(args: argparse.Namespace, what: str):

@@ -66,6 +66,9 @@ class ApplySettings:
         Reconstruction outputs to compute (see
         :func:`~napari_imc_vae.engine.inference.reconstruct_image`); the CLI leaves out the
         per-channel error and the normalized reconstruction, which it does not write.
+    precision : {"auto", "fp32", "bf16"}
+        Of the model's forward pass; ``auto`` is bf16 where the hardware runs it natively
+        (see :func:`~napari_imc_vae.engine.inference.reconstruct_image`).
     """
 
     stride: int | None = None
@@ -77,6 +80,7 @@ class ApplySettings:
     quality: bool = True
     max_quality_patches: int = MAX_QUALITY_PATCHES
     outputs: tuple[str, ...] = OUTPUT_NAMES
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.motifs, bool) or not isinstance(self.motifs, int) or self.motifs < 0:
@@ -231,7 +235,7 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
     rec = reconstruct_image(trained.model, data, trained.normalizer, stride=settings.stride,
                             batch_size=settings.batch_size, device=device, on_progress=tiles, out=out,
                             on_rows=None if grid is None else grid.add, outputs=settings.outputs,
-                            on_tiles=None if capture is None else capture.add)
+                            on_tiles=None if capture is None else capture.add, precision=settings.precision)
     check_cancel()
     report, quality = None, {"report": None, "reason": reason} if reason else {}
     if grid is not None:
@@ -281,6 +285,17 @@ def motifs_for(trained: TrainedModel, latent: np.ndarray, settings: ApplySetting
     fitted = MotifModel.fit(latent.reshape(d, -1).T, settings.motifs, seed=settings.seed)
     why = "the model file holds none" if stored is None else f"the model's own has {stored.k}"
     return fitted, f"{fitted.k} motifs fitted on this image alone ({why})"
+
+
+def _autocast(trained: TrainedModel, settings: ApplySettings):
+    """bf16 autocast where ``settings.precision`` resolves to it on the model's device, else a no-op."""
+    import torch
+
+    from napari_imc_vae.engine.device import resolve_device, resolve_precision
+
+    device = resolve_device(settings.device) if settings.device else next(trained.model.parameters()).device
+    bf16 = resolve_precision(settings.precision, device) and device.type in ("cpu", "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
 def _scale_channel_error(channel_error: np.ndarray | None) -> list[float]:
@@ -386,9 +401,11 @@ def _assess(trained: TrainedModel, image: ImcImage, grid, settings: ApplySetting
             "none stored in this model file (it predates stored baselines): no verdict against PCA; "
             "train again to get one"}
     try:
-        report = evaluate(trained.model, patches, baseline=trained.baseline,
-                          baseline_source=trained.baseline_source, batch_size=min(settings.batch_size, 512),
-                          smooth_target=smooth, predictions=predictions, perm_patches=PERM_PATCHES)
+        with _autocast(trained, settings):  # the model's forward as in the reconstruction
+            report = evaluate(trained.model, patches, baseline=trained.baseline,
+                              baseline_source=trained.baseline_source,
+                              batch_size=min(settings.batch_size, 512), smooth_target=smooth,
+                              predictions=predictions, perm_patches=PERM_PATCHES)
     except ValueError as e:  # e.g. every patch touches a NaN/Inf pixel
         return None, {**meta, "report": None, "reason": str(e)}
     meta["n_skipped_nonfinite"] = int(getattr(report, "n_skipped_nonfinite", 0) or 0)

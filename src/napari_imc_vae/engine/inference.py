@@ -198,6 +198,7 @@ def reconstruct_image(
     on_rows: Callable[[int, np.ndarray], None] | None = None,
     outputs: tuple[str, ...] = OUTPUT_NAMES,
     on_tiles: Callable[[int, int, np.ndarray, np.ndarray], None] | None = None,
+    precision: str = "fp32",
 ) -> Reconstruction:
     """Reconstruct a whole image from overlapping, smoothly blended tiles.
 
@@ -240,6 +241,10 @@ def reconstruct_image(
         normalized units, mu (n, D); tile ``(i, j)`` starts at image pixel
         ``(i*S - P//2, j*S - P//2)``. Lets a caller reuse them (the quality report's
         patches on the tile grid) instead of running the model again.
+    precision : {"fp32", "bf16", "auto"}
+        ``auto``: bf16 autocast on CUDA and on CPUs that run bf16 natively (AMX,
+        AVX512-BF16), where it is about twice as fast and matches fp32 within ~1e-3 R²
+        (tested); fp32 elsewhere. The outputs are float32 either way.
     outputs : tuple of str
         Which of :data:`OUTPUT_NAMES` to compute (``latent`` always is); the others are
         None, which saves their memory and time (the CLI writes no per-channel error).
@@ -280,6 +285,12 @@ def reconstruct_image(
 
     device = _model_device(model) if device is None else torch.device(device)
     model.to(device)
+    from napari_imc_vae.engine.device import resolve_precision
+
+    if precision not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+    bf16 = resolve_precision(precision, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type in ("cpu", "cuda"))
     was_training = model.training
     model.eval()
     ny, nx = grid.n_tiles
@@ -289,7 +300,7 @@ def reconstruct_image(
     cols = grid.source_index(0, grid.padded_shape[1], 1)
     done, total = 0, grid.total
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast:
             for i0 in range(0, ny, band):
                 i1 = min(ny, i0 + band)
                 r0, r1 = grid.band_rows(i0, i1)

@@ -150,16 +150,26 @@ def motif_table(labels: np.ndarray, stride: int, raw: np.ndarray, channel_names:
         NaN means.
     """
     c, h, w = raw.shape
-    per_pixel = upsample_grid(labels, stride, (h, w)).ravel()
-    pixels = np.bincount(per_pixel, minlength=k + 1)[1:]
-    means = np.full((k, c), np.nan)
-    for ch in range(c):
-        values = np.asarray(raw[ch], dtype=np.float64).ravel()
-        finite = np.isfinite(values)
-        sums = np.bincount(per_pixel[finite], weights=values[finite], minlength=k + 1)[1:]
-        counts = np.bincount(per_pixel[finite], minlength=k + 1)[1:]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            means[:, ch] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    ny, nx = labels.shape
+    # pixel (y, x) belongs to cell (iy[y], ix[x]) (see upsample_grid): iy and ix never decrease,
+    # so sums over each cell's pixels are block sums (np.add.reduceat), not 40 passes over pixels
+    iy = np.minimum((np.arange(h) + stride // 2) // stride, ny - 1)
+    ix = np.minimum((np.arange(w) + stride // 2) // stride, nx - 1)
+    y_starts, x_starts = np.flatnonzero(np.diff(iy, prepend=-1)), np.flatnonzero(np.diff(ix, prepend=-1))
+    cells = labels[np.ix_(iy[y_starts], ix[x_starts])].ravel()  # the label of each block
+    block_pixels = np.outer(np.diff(np.append(y_starts, h)), np.diff(np.append(x_starts, w))).ravel()
+    values = np.asarray(raw, dtype=np.float32)
+    finite = np.isfinite(values)
+    everywhere = bool(finite.all())  # the usual case: every block is full, no masked sums
+    block_sums = np.add.reduceat(np.add.reduceat(values if everywhere else np.where(finite, values, 0.0),
+                                                 y_starts, 1), x_starts, 2).reshape(c, -1)
+    block_counts = (np.broadcast_to(block_pixels, (c, block_pixels.size)) if everywhere else
+                    np.add.reduceat(np.add.reduceat(finite, y_starts, 1, dtype=np.int64), x_starts, 2).reshape(c, -1))
+    sums = np.stack([np.bincount(cells, weights=b, minlength=k + 1) for b in block_sums], axis=1)
+    counts = np.stack([np.bincount(cells, weights=b, minlength=k + 1) for b in block_counts], axis=1)
+    pixels = np.bincount(cells, weights=block_pixels, minlength=k + 1)[1:].astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = np.where(counts[1:] > 0, sums[1:] / np.maximum(counts[1:], 1), np.nan)
     total = max(int(pixels.sum()), 1)
     return [{"motif": j + 1, "pixels": int(pixels[j]), "fraction": float(pixels[j] / total),
              **{name: float(means[j, i]) for i, name in enumerate(channel_names)}} for j in range(k)]

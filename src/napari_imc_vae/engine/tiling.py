@@ -182,11 +182,14 @@ class TileGrid:
         -------
         ndarray of shape (n_rows * nx, C, P, P), float32
         """
+        import torch
+
         p, s = self.patch_size, self.stride
         n_rows = (band.shape[1] - p) // s + 1
-        win = np.lib.stride_tricks.sliding_window_view(band, (p, p), axis=(1, 2))  # (C, R-P+1, Xp-P+1, P, P)
-        win = win[:, : (n_rows - 1) * s + 1 : s, :: s]  # (C, n_rows, nx, P, P)
-        return np.ascontiguousarray(win.transpose(1, 2, 0, 3, 4)).reshape(-1, band.shape[0], p, p)
+        # torch's copy of the strided windows uses every intra-op thread (numpy's, one)
+        t = torch.from_numpy(np.ascontiguousarray(band, dtype=np.float32))
+        win = t.unfold(1, p, s).unfold(2, p, s)[:, :n_rows]  # (C, n_rows, nx, P, P)
+        return win.permute(1, 2, 0, 3, 4).contiguous().numpy().reshape(-1, band.shape[0], p, p)
 
 
 class BandStitcher:
@@ -228,24 +231,26 @@ class BandStitcher:
                 self._acc[:, rows, cols] += weighted[:, :, :, dy, dx].transpose(2, 0, 1)
 
     def _add_blocks(self, base: int, tiles: np.ndarray) -> None:
-        """Stride dividing P: tiles are q×q blocks of S×S on the S-grid; q² contiguous adds.
+        """Stride dividing P: tiles are q×q blocks of S×S on the S-grid; q² strided adds.
 
-        Several times faster than :meth:`_add_strided`: one pass reorders and weights
-        the tiles, then each add streams whole rows of the accumulator.
+        Several times faster than :meth:`_add_strided`: each add weights one block of every
+        tile and streams whole rows of the accumulator; done with torch, whose elementwise
+        kernels use every intra-op thread (numpy's use one), on views of the same memory.
         """
+        import torch
+
         n_r, nx, c, p, _ = tiles.shape
         s = self.grid.stride
         q = p // s
-        # (q, q, C, n_r, S, nx, S): block (a, b) of every tile, laid out like image rows
-        win = self._window.reshape(q, s, q, s).transpose(0, 2, 1, 3)[:, :, None, None, :, None, :]
-        src = tiles.reshape(n_r, nx, c, q, s, q, s).transpose(3, 5, 2, 0, 4, 1, 6)
-        buf = np.multiply(src, win, dtype=np.float32)
-        region = self._acc[:, base : base + (n_r + q - 1) * s]
-        view = region.reshape(c, n_r + q - 1, s, nx + q - 1, s)  # splitting axes: always a view
-        assert np.shares_memory(view, self._acc)
+        src = torch.from_numpy(np.ascontiguousarray(tiles)).view(n_r, nx, c, q, s, q, s)
+        win = torch.from_numpy(self._window).view(q, s, q, s)
+        region = torch.from_numpy(self._acc)[:, base : base + (n_r + q - 1) * s]
+        view = region.view(c, n_r + q - 1, s, nx + q - 1, s)  # splitting axes: always a view
         for a in range(q):
             for b in range(q):
-                view[:, a : a + n_r, :, b : b + nx, :] += buf[a, b]
+                # block (a, b) of every tile, laid out like image rows: (C, n_r, S, nx, S)
+                block = src[:, :, :, a, :, b, :].permute(2, 0, 3, 1, 4)
+                view[:, a : a + n_r, :, b : b + nx, :] += block * win[a, :, b, :][None, None, :, None, :]
 
     def add(self, i0: int, i1: int, tiles: np.ndarray) -> tuple[int, int, np.ndarray]:
         """Blend tiles of tile rows ``i0..i1-1`` and return the finished image rows.

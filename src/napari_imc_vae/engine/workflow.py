@@ -257,11 +257,14 @@ def apply_model(
     on_progress: Callable[[int, int], None] | None = None,
     out=None,
     on_rows: Callable[[int, np.ndarray], None] | None = None,
+    precision: str = "auto",
 ):
     """Reconstruct a whole image with a trained model (channels matched by metal, then name).
 
-    ``stride``, ``batch_size``, ``device``, ``on_progress``, ``out`` and ``on_rows`` are
-    those of :func:`~napari_imc_vae.engine.inference.reconstruct_image`.
+    The reconstruction alone; :func:`napari_imc_vae.engine.apply.apply_to_image` adds the
+    quality report, motifs and regions. ``stride``, ``batch_size``, ``device``,
+    ``on_progress``, ``out``, ``on_rows`` and ``precision`` (default ``auto``, as the CLI and
+    the widget) are those of :func:`~napari_imc_vae.engine.inference.reconstruct_image`.
 
     Returns
     -------
@@ -281,7 +284,7 @@ def apply_model(
     dev = resolve_device(device) if device is not None else None
     return reconstruct_image(
         trained.model, data, trained.normalizer, stride=stride, batch_size=batch_size,
-        device=dev, on_progress=on_progress, out=out, on_rows=on_rows,
+        device=dev, on_progress=on_progress, out=out, on_rows=on_rows, precision=precision,
     )
 
 
