@@ -240,7 +240,7 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
     report, quality = None, {"report": None, "reason": reason} if reason else {}
     if grid is not None:
         report_progress("quality", 0, 1)
-        report, quality = _assess(trained, image, grid, settings, capture.predictions())
+        report, quality = _assess(trained, image, grid, settings, capture.predictions(), device)
         report_progress("quality", 1, 1)
     quality.update({"model": trained.source_file, "model_sha256": trained.file_sha256, "image": image.source,
                     "acquisition": image.acquisition, "shape": list(image.shape),
@@ -287,13 +287,17 @@ def motifs_for(trained: TrainedModel, latent: np.ndarray, settings: ApplySetting
     return fitted, f"{fitted.k} motifs fitted on this image alone ({why})"
 
 
-def _autocast(trained: TrainedModel, settings: ApplySettings):
-    """bf16 autocast where ``settings.precision`` resolves to it on the model's device, else a no-op."""
+def _autocast(trained: TrainedModel, settings: ApplySettings, device=None):
+    """bf16 autocast where ``settings.precision`` resolves to it on the device, else a no-op.
+
+    ``device``: where the model runs, already resolved; default ``settings.device``, else the model's.
+    """
     import torch
 
     from napari_imc_vae.engine.device import resolve_device, resolve_precision
 
-    device = resolve_device(settings.device) if settings.device else next(trained.model.parameters()).device
+    if device is None:
+        device = resolve_device(settings.device) if settings.device else next(trained.model.parameters()).device
     bf16 = resolve_precision(settings.precision, device) and device.type in ("cpu", "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
@@ -391,7 +395,8 @@ def _quality_grid(trained: TrainedModel, image: ImcImage, settings: ApplySetting
     return GridPatches((trained.normalizer.n_channels, h, w), p, stride, cap=settings.max_quality_patches), None
 
 
-def _assess(trained: TrainedModel, image: ImcImage, grid, settings: ApplySettings, predictions=None):
+def _assess(trained: TrainedModel, image: ImcImage, grid, settings: ApplySettings, predictions=None,
+            device=None):
     """The report on the grid's patches against the stored baseline, and its JSON description."""
     from napari_imc_vae.engine.quality import evaluate
 
@@ -401,7 +406,7 @@ def _assess(trained: TrainedModel, image: ImcImage, grid, settings: ApplySetting
             "none stored in this model file (it predates stored baselines): no verdict against PCA; "
             "train again to get one"}
     try:
-        with _autocast(trained, settings):  # the model's forward as in the reconstruction
+        with _autocast(trained, settings, device):  # the model's forward as in the reconstruction
             report = evaluate(trained.model, patches, baseline=trained.baseline,
                               baseline_source=trained.baseline_source,
                               batch_size=min(settings.batch_size, 512), smooth_target=smooth,
