@@ -108,10 +108,10 @@ def _whole_image_patches(image, p, stride, cap):
     """The quality patches as the command line cut them before: from the whole (smoothed) image."""
     c, h, w = image.shape
     ys, xs = np.arange(0, h - p + 1, stride), np.arange(0, w - p + 1, stride)
+    if ys.size * xs.size > cap:  # evenly spaced grid rows, each with evenly spaced patches
+        ys = ys[np.unique(np.linspace(0, ys.size - 1, min(ys.size, max(1, cap // xs.size))).round().astype(int))]
+        xs = xs[np.unique(np.linspace(0, xs.size - 1, min(xs.size, cap // ys.size)).round().astype(int))]
     yy, xx = (a.ravel() for a in np.meshgrid(ys, xs, indexing="ij"))
-    if yy.size > cap:
-        keep = np.linspace(0, yy.size - 1, cap).round().astype(int)
-        yy, xx = yy[keep], xx[keep]
 
     def cut(a):
         return np.lib.stride_tricks.sliding_window_view(a, (p, p), axis=(1, 2))[:, yy, xx].transpose(1, 0, 2, 3)
@@ -147,6 +147,18 @@ def test_grid_patches_equal_cutting_the_whole_image(rng, shape, p, stride, cap, 
         y += n
     for a, b in zip(pushed.result(), (got, got_smooth)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_capped_grid_patches_take_whole_rows_evenly_spaced():
+    grid = GridPatches((40, 1024, 1024), 8, 4, cap=8192)
+    yy, xx = grid.origins
+    assert len(yy) <= 8192 and len(np.unique(xx)) == 255  # whole rows of the stride grid
+    rows = np.unique(yy)
+    assert len(rows) == 32 and rows[0] == 0 and rows[-1] == 1016 and np.ptp(np.diff(rows)) <= 4
+    needed = sum(b - a for a, b in grid.row_ranges)
+    assert needed <= 600  # about half of the image's rows are read and smoothed, not all
+    wide = GridPatches((1, 16, 4000), 8, 4, cap=100)
+    assert len(wide.origins[0]) <= 100 and len(np.unique(wide.origins[0])) == 1
 
 
 def test_grid_patches_refuse_rows_out_of_order_or_missing(rng):

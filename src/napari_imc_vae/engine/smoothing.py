@@ -103,8 +103,9 @@ class GridPatches:
     """Patches on a stride grid of a normalized image, and the same patches of it smoothed.
 
     The grid holds a ``patch`` × ``patch`` patch at every multiple of ``stride`` (in Y and X)
-    where one fits; when there are more than ``cap``, ``cap`` of them evenly spaced in
-    row-major order. The patches are cut band by band as the image's rows arrive: only the
+    where one fits; when there are more than ``cap``, at most ``cap`` of them: evenly spaced
+    rows of the grid, each with evenly spaced patches (whole rows where they fit), so that only
+    those rows of the image are held and smoothed. The patches are cut band by band as the image's rows arrive: only the
     rows they need, plus :func:`smoothing_radius` rows on each side, are held and smoothed
     (in float32), and what comes out equals cutting them from the whole image and from
     ``gaussian_smooth(image)`` (the smoothed ones up to float32 rounding, ~1e-6 on
@@ -134,10 +135,11 @@ class GridPatches:
             raise ValueError(f"a {h}×{w} image holds no {patch}×{patch} patch at stride {stride}")
         self.shape, self.patch, self.stride, self.sigma = (c, h, w), int(patch), int(stride), float(sigma)
         ys, xs = np.arange(0, h - patch + 1, stride), np.arange(0, w - patch + 1, stride)
+        if cap is not None and ys.size * xs.size > cap:
+            n_rows = min(ys.size, max(1, cap // xs.size))
+            ys = ys[np.unique(np.linspace(0, ys.size - 1, n_rows).round().astype(int))]
+            xs = xs[np.unique(np.linspace(0, xs.size - 1, min(xs.size, cap // ys.size)).round().astype(int))]
         yy, xx = (a.ravel() for a in np.meshgrid(ys, xs, indexing="ij"))
-        if cap is not None and yy.size > cap:
-            keep = np.linspace(0, yy.size - 1, cap).round().astype(int)
-            yy, xx = yy[keep], xx[keep]
         self._yy, self._xx = yy, xx
         self.patches = np.empty((len(yy), c, patch, patch), dtype=np.float32)
         self.smooth = np.empty_like(self.patches)
