@@ -226,12 +226,12 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
         device = resolve_device(settings.device)
     capture = None
     if grid is not None:
-        from napari_imc_vae.engine.tiling import TileGrid
+        from napari_imc_vae.engine.tiling import TileCapture, TileGrid
 
         cfg = trained.model.config
         tile_grid = TileGrid.create(image.shape[1:], cfg.patch_size, settings.stride)
-        capture = _TileCapture(grid.origins, cfg.patch_size, tile_grid.stride, tile_grid.n_tiles[1],
-                               trained.normalizer.n_channels, cfg.latent_dim)
+        capture = TileCapture(grid.origins, cfg.patch_size, tile_grid.stride, tile_grid.n_tiles[1],
+                              trained.normalizer.n_channels, cfg.latent_dim)
     rec = reconstruct_image(trained.model, data, trained.normalizer, stride=settings.stride,
                             batch_size=settings.batch_size, device=device, on_progress=tiles, out=out,
                             on_rows=None if grid is None else grid.add, outputs=settings.outputs,
@@ -346,39 +346,6 @@ def assess_image(trained: TrainedModel, image: ImcImage, settings: ApplySettings
     quality.update({"model": trained.source_file, "model_sha256": trained.file_sha256, "image": image.source,
                     "acquisition": image.acquisition, "shape": list(image.shape)})
     return report, quality
-
-
-class _TileCapture:
-    """Keeps the model's outputs for the tiles that are also quality patches.
-
-    A quality patch at image origin ``(y, x)`` on the stride grid is tile
-    ``((y + P//2) / S, (x + P//2) / S)`` of the reconstruction when ``P//2`` is a multiple of
-    ``S`` (the default stride, P/2): the report then reuses the reconstruction's outputs
-    instead of running the model on those patches again.
-    """
-
-    def __init__(self, origins: tuple[np.ndarray, np.ndarray], patch: int, stride: int, n_cols: int,
-                 channels: int, latent_dim: int) -> None:
-        yy, xx = origins
-        pad = patch // 2
-        self.ok = pad % stride == 0
-        self.rows, self.cols = (yy + pad) // stride, (xx + pad) // stride
-        self.n_cols = n_cols
-        self.recon = np.empty((len(yy), channels, patch, patch), np.float32) if self.ok else None
-        self.mu = np.empty((len(yy), latent_dim), np.float32) if self.ok else None
-        self.seen = 0
-
-    def add(self, i0: int, i1: int, recon: np.ndarray, mu: np.ndarray) -> None:
-        if not self.ok:
-            return
-        picked = np.nonzero((self.rows >= i0) & (self.rows < i1))[0]
-        flat = (self.rows[picked] - i0) * self.n_cols + self.cols[picked]
-        self.recon[picked], self.mu[picked] = recon[flat], mu[flat]
-        self.seen += len(picked)
-
-    def predictions(self):
-        """(recon, mu) for every quality patch, or None when they could not all be kept."""
-        return (self.recon, self.mu) if self.ok and self.seen == len(self.rows) else None
 
 
 def _quality_grid(trained: TrainedModel, image: ImcImage, settings: ApplySettings):

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TileGrid", "BandStitcher", "reflect_index", "tile_window", "stitch"]
+__all__ = ["TileGrid", "BandStitcher", "TileCapture", "reflect_index", "tile_window", "stitch"]
 
 
 def reflect_index(index, size: int) -> np.ndarray:
@@ -310,3 +310,38 @@ def stitch(tiles: np.ndarray, grid: TileGrid) -> np.ndarray:
     st = BandStitcher(grid, tiles.shape[1])
     _, _, rows = st.add(0, grid.n_tiles[0], np.asarray(tiles, dtype=np.float32))
     return rows
+
+
+class TileCapture:
+    """Keeps the model's outputs for the tiles that are also patches of another grid (the report's).
+
+    Pass :meth:`add` as ``reconstruct_image(..., on_tiles=...)``.
+
+    A quality patch at image origin ``(y, x)`` on the stride grid is tile
+    ``((y + P//2) / S, (x + P//2) / S)`` of the reconstruction when ``P//2`` is a multiple of
+    ``S`` (the default stride, P/2): the report then reuses the reconstruction's outputs
+    instead of running the model on those patches again.
+    """
+
+    def __init__(self, origins: tuple[np.ndarray, np.ndarray], patch: int, stride: int, n_cols: int,
+                 channels: int, latent_dim: int) -> None:
+        yy, xx = origins
+        pad = patch // 2
+        self.ok = pad % stride == 0
+        self.rows, self.cols = (yy + pad) // stride, (xx + pad) // stride
+        self.n_cols = n_cols
+        self.recon = np.empty((len(yy), channels, patch, patch), np.float32) if self.ok else None
+        self.mu = np.empty((len(yy), latent_dim), np.float32) if self.ok else None
+        self.seen = 0
+
+    def add(self, i0: int, i1: int, recon: np.ndarray, mu: np.ndarray) -> None:
+        if not self.ok:
+            return
+        picked = np.nonzero((self.rows >= i0) & (self.rows < i1))[0]
+        flat = (self.rows[picked] - i0) * self.n_cols + self.cols[picked]
+        self.recon[picked], self.mu[picked] = recon[flat], mu[flat]
+        self.seen += len(picked)
+
+    def predictions(self):
+        """(recon, mu) for every quality patch, or None when they could not all be kept."""
+        return (self.recon, self.mu) if self.ok and self.seen == len(self.rows) else None
