@@ -349,7 +349,7 @@ def machine() -> str:
     model = next((line.split(":", 1)[1].strip() for line in subprocess.run(
         ["lscpu"], capture_output=True, text=True).stdout.splitlines() if line.startswith("Model name")), "?")
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; load average {load}"
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads; load average {load} at the end"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     out = args.out or ROOT / "out" / ("artefacts-quick" if args.quick else "artefacts") / "runs.json"
     doc = args.doc or (None if args.quick else DOC)
     model_config = {"width": args.width} if args.width else {}
-    started, rows = time.perf_counter(), []
+    started, rows, load_at_start = time.perf_counter(), [], os.getloadavg()[0]
     for held in args.held:
         for seed in args.seeds:
             r = run_one(images, held, seed, args.steps, model_config)
@@ -379,7 +379,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{k} " + "/".join(f"{r['auroc'][k][m]:.2f}" for m in SCORES) for k in r["auroc"]), flush=True)
     table = markdown_tables(rows)
     command = "python bench/artefacts.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
-    header = (f"`{command}` — {time.perf_counter() - started:.0f} s on {machine()}; torch {torch.__version__}, "
+    header = (f"`{command}` — {time.perf_counter() - started:.0f} s on {machine()} (1-min load {load_at_start:.2f} "
+              f"at the start); torch {torch.__version__}, "
               f"{platform.python_version()}. Held out: {', '.join(sorted({r['held'] for r in rows}))}; "
               f"seeds {', '.join(map(str, args.seeds))}; {args.steps} steps each, {rows[0]['precision']}.")
     print(f"\n{header}\n\n{table}")
