@@ -273,11 +273,12 @@ def run_one(images: list[ImcImage], held_index: int, seed: int, steps: int, mode
                                                 np.stack([np.zeros_like(positives), positives])) for m in SCORES}
     row["spill_source"] = trained.channel_names[source]
     maps, app = score_maps(trained, replace(held, data=inject(data, planned)), regions=True)
-    row["regions"] = judge_regions(app.reconstruction.error, app.region_threshold, app.regions, planned)
+    row["regions"] = judge_regions(app.region_map, app.region_threshold, app.regions, planned)
     row["n_regions"] = len(app.regions)
-    # the same rule on the diagnostic map: does a per-channel view find one-channel artefacts?
-    regions, threshold = find_regions(maps[DIAGNOSTIC], app.reconstruction.channel_error, app.channel_names)
-    row["regions_channel_max"] = judge_regions(maps[DIAGNOSTIC], threshold, regions, planned)
+    # the same rule on the mean over channels (what the regions were found on before): is the
+    # per-channel view the better one for one-channel artefacts?
+    regions, threshold = find_regions(app.reconstruction.error, app.reconstruction.channel_error, app.channel_names)
+    row["regions_mean_map"] = judge_regions(app.reconstruction.error, threshold, regions, planned)
     row["total_s"] = round(time.perf_counter() - started, 1)
     return row
 
@@ -315,10 +316,10 @@ def markdown_tables(rows: list[dict]) -> str:
     lines += ["", f"Regions list on one image holding all {n_top} local artefacts at once "
               f"(top-N: N = {n_top}, the number injected), over the same {n} runs:", "",
               "| artefact | injected | in a top-N region | in any region | shape guess of the region over it "
-              "| *diagnostic, regions of the model's per-channel max: top-N / any / shapes* |", "|---|---|---|---|---|---|"]
+              "| *regions on the mean over channels instead (before): top-N / any / shapes* |", "|---|---|---|---|---|---|"]
     for kind in LOCAL_KINDS:
         cells = []
-        for key in ("regions", "regions_channel_max"):
+        for key in ("regions", "regions_mean_map"):
             judged = [j for r in rows for j in r[key] if j["kind"] == kind]
             top = sum(j["rank"] is not None and j["rank"] <= n_top for j in judged)
             anyr = sum(j["rank"] is not None for j in judged)

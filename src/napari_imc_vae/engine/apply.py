@@ -113,7 +113,12 @@ class ModelApplication:
     regions : list of dict
         Connected regions of high error, ranked (see :func:`~napari_imc_vae.engine.regions.find_regions`).
     region_threshold : float
-        The per-pixel error above which a pixel belongs to a region.
+        The value of ``region_map`` above which a pixel belongs to a region.
+    region_map : ndarray of shape (Y, X) or None
+        What the regions are found on: at each pixel the worst channel's error, in units of
+        that channel's typical error (an artefact in one channel of 40 is not averaged away;
+        ``docs/artefacts.md``: streaks AUROC 0.98 against 0.94 for the mean over channels),
+        or the per-pixel error when the per-channel one was not computed.
     channel_error_scale : list of float
         Each channel's mean squared error over the image: ``reconstruction.channel_error`` is
         divided by it (1 = that channel's typical error), so a bright channel does not hide
@@ -140,6 +145,7 @@ class ModelApplication:
     region_threshold: float = float("inf")
     channel_error_scale: list[float] = field(default_factory=list)
     motif_source: str | None = None
+    region_map: np.ndarray | None = None
 
     @property
     def stride(self) -> int:
@@ -248,11 +254,12 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
     check_cancel()
     names = steinbock_names(trained)
     scale = _scale_channel_error(rec.channel_error)
-    regions, threshold = [], float("inf")
+    regions, threshold, region_map = [], float("inf"), None
     if settings.regions and rec.error is not None:
         from napari_imc_vae.engine.regions import find_regions
 
-        regions, threshold = find_regions(rec.error, rec.channel_error, names,
+        region_map = _worst_channel(rec.channel_error) if rec.channel_error is not None else rec.error
+        regions, threshold = find_regions(region_map, rec.channel_error, names,
                                           pixel_size_um=float(image.pixel_size_um))
     motifs, motif_model, rows = None, None, []
     motif_source = None
@@ -268,6 +275,7 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
         ignored_channels=list(match.ignored), motifs=motifs, motif_model=motif_model, motif_rows=rows,
         report=report, quality=quality, provenance=provenance(trained, rec.stride),
         regions=regions, region_threshold=threshold, channel_error_scale=scale, motif_source=motif_source,
+        region_map=region_map,
     )
 
 
@@ -285,6 +293,14 @@ def motifs_for(trained: TrainedModel, latent: np.ndarray, settings: ApplySetting
     fitted = MotifModel.fit(latent.reshape(d, -1).T, settings.motifs, seed=settings.seed)
     why = "the model file holds none" if stored is None else f"the model's own has {stored.k}"
     return fitted, f"{fitted.k} motifs fitted on this image alone ({why})"
+
+
+def _worst_channel(channel_error: np.ndarray) -> np.ndarray:
+    """Max over channels, NaN only where every channel is (no warning for those pixels)."""
+    filled = np.where(np.isfinite(channel_error), channel_error, -np.inf)
+    worst = filled.max(axis=0)
+    worst[np.isneginf(worst)] = np.nan
+    return worst
 
 
 def _autocast(trained: TrainedModel, settings: ApplySettings, device=None):

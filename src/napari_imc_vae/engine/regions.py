@@ -1,5 +1,9 @@
 """Regions to look at: connected areas where the model explains the image worst.
 
+:func:`~napari_imc_vae.engine.apply.apply_to_image` finds them on the worst channel's error
+at each pixel (per-channel squared error in units of each channel's typical error), so an
+artefact in one channel of many is not averaged away; any error map works here.
+
 The per-pixel error of a reconstruction is a squared residual, heavy-tailed, and mixes
 two populations (background the model gets almost exactly, tissue with shot noise it
 should not copy), so neither a z-score nor a log-MAD rule describes it. A pixel is
