@@ -314,3 +314,18 @@ def test_bf16_inference_matches_fp32(trained_on_two, imc_testdata):
     assert (bf16.motifs == fp32.motifs).mean() > 0.95
     with pytest.raises(ValueError, match="precision must be"):
         apply_to_image(trained, image, ApplySettings(precision="fp16"))
+
+
+def test_training_after_reconstructing_in_the_same_process(trained_on_two, imc_testdata):
+    """Reconstruct (inference mode) first, then resume training: cached tensors must allow autograd."""
+    from napari_imc_vae.engine import d4
+
+    path, _ = trained_on_two
+    trained = TrainedModel.load(path)
+    d4._on_device.cache_clear()
+    d4._permutations_cpu.cache_clear()  # so the reconstruction is the first to build them
+    image = _read(imc_testdata, HELD_OUT)
+    apply_to_image(trained, image, ApplySettings(motifs=0, regions=False, quality=False))
+    run = TrainingRun([image], resume=trained, train_config=TrainConfig(steps=3, device="cpu"))
+    again, _ = run.run()
+    assert again.step == trained.step + 3

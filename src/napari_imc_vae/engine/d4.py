@@ -40,13 +40,18 @@ D4_COMPOSE = torch.tensor(_COMPOSE, dtype=torch.long)
 D4_INVERSE = torch.tensor(_INVERSE, dtype=torch.long)
 
 
+# The cached tables are made outside inference mode: one first made while reconstructing
+# (torch.inference_mode) would be an inference tensor, which training in the same process (the
+# widget's Reconstruct, then Resume) could not use in autograd.
 @functools.lru_cache(maxsize=32)
+@torch.inference_mode(False)
 def _permutations_cpu(patch_size: int) -> torch.Tensor:
     grid = torch.arange(patch_size * patch_size).reshape(patch_size, patch_size)
     return torch.stack([_apply_reference(grid, k).reshape(-1) for k in range(N_ELEMENTS)])
 
 
 @functools.lru_cache(maxsize=64)
+@torch.inference_mode(False)
 def _on_device(name: str, patch_size: int, device: torch.device) -> torch.Tensor:
     # One host-to-device copy per table and device, not one per training step.
     table = {"perm": lambda: _permutations_cpu(patch_size), "inverse": lambda: D4_INVERSE,
