@@ -12,7 +12,7 @@ results is :func:`napari_imc_vae.io.outputs.write_model_outputs`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -304,18 +304,13 @@ def _worst_channel(channel_error: np.ndarray) -> np.ndarray:
 
 
 def _autocast(trained: TrainedModel, settings: ApplySettings, device=None):
-    """bf16 autocast where ``settings.precision`` resolves to it on the device, else a no-op.
-
-    ``device``: where the model runs, already resolved; default ``settings.device``, else the model's.
-    """
-    import torch
-
-    from napari_imc_vae.engine.device import resolve_device, resolve_precision
+    """The reconstruction's autocast for the report's own model calls (``device`` already resolved,
+    else ``settings.device``, else the model's)."""
+    from napari_imc_vae.engine.device import precision_autocast, resolve_device
 
     if device is None:
         device = resolve_device(settings.device) if settings.device else next(trained.model.parameters()).device
-    bf16 = resolve_precision(settings.precision, device) and device.type in ("cpu", "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    return precision_autocast(settings.precision, device)
 
 
 def _scale_channel_error(channel_error: np.ndarray | None) -> list[float]:
@@ -353,7 +348,7 @@ def assess_image(trained: TrainedModel, image: ImcImage, settings: ApplySettings
     match = trained.match_channels(image)
     data = match.take(image.data)
     check_image_content(image, data)
-    grid, reason = _quality_grid(trained, image, ApplySettings(**{**asdict(settings), "quality": True}))
+    grid, reason = _quality_grid(trained, image, replace(settings, quality=True))
     if grid is None:
         report, quality = None, {"report": None, "reason": reason}
     else:

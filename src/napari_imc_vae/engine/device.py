@@ -162,6 +162,20 @@ def resolve_precision(precision: str, device: torch.device) -> bool:
     return native
 
 
+def precision_autocast(precision: str, device: torch.device):
+    """The bf16 autocast context for ``precision`` on ``device`` (a no-op context for fp32).
+
+    Raises
+    ------
+    ValueError
+        For a precision other than ``fp32``, ``bf16`` or ``auto``.
+    """
+    if precision not in ("fp32", "bf16", "auto"):
+        raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+    bf16 = resolve_precision(precision, device) and device.type in ("cpu", "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def describe_precision(bf16: bool, device: torch.device) -> str:
     """One line for the user: which precision and why."""
     if device.type == "cuda":

@@ -285,12 +285,9 @@ def reconstruct_image(
 
     device = _model_device(model) if device is None else torch.device(device)
     model.to(device)
-    from napari_imc_vae.engine.device import resolve_precision
+    from napari_imc_vae.engine.device import precision_autocast
 
-    if precision not in ("fp32", "bf16", "auto"):
-        raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
-    bf16 = resolve_precision(precision, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type in ("cpu", "cuda"))
+    autocast = precision_autocast(precision, device)
     was_training = model.training
     model.eval()
     ny, nx = grid.n_tiles
