@@ -106,6 +106,10 @@ def test_help_defaults_match_the_engine():
     # argparse itself defaults to None: the engine's dataclasses decide
     args = parser.parse_args(["train", "x.tiff", "-o", "m.pt"])
     assert all(getattr(args, d) is None for d in expected)
+    from napari_imc_vae.engine.budget import DEFAULT_BUDGET, PRESETS
+
+    assert f"default {DEFAULT_BUDGET}" in helps["budget"] and args.budget is None
+    assert all(f"{name} ({minutes:g} min)" in helps["budget"] for name, minutes in PRESETS.items())
 
 
 def test_folders_and_mcd_acquisitions(imc_testdata, tmp_path, capsys):

@@ -97,3 +97,21 @@ def test_feature_maps_are_smooth_correlated_and_scaled_1000x():
     assert np.mean(np.corrcoef(z[:, :, 1:].ravel(), z[:, :, :-1].ravel())[0, 1]) > 0.8
     with pytest.raises(ValueError, match="size >= 8"):
         synthetic_feature_maps(size=4)
+
+
+def test_the_truth_is_what_the_counts_were_drawn_from():
+    from napari_imc_vae.datasets import synthetic_tissue_with_truth
+
+    image, truth = synthetic_tissue_with_truth((96, 96), n_channels=10, seed=4)
+    assert np.array_equal(image.data, synthetic_tissue((96, 96), n_channels=10, seed=4).data)
+    assert truth.shape == image.data.shape and truth.dtype == np.float32 and truth.min() >= 0
+    empty = [i for i, name in enumerate(image.channel_names) if name == "Ag107"]
+    assert empty and not truth[empty].any()
+    # Poisson: the counts scatter about the truth with variance ≈ mean (hot pixels aside)
+    residual = (image.data - truth)[truth > 5]
+    assert abs(residual.mean()) < 0.1 * truth[truth > 5].mean()
+    noisier, _ = synthetic_tissue_with_truth((96, 96), n_channels=10, seed=4, overdispersion=0.3)
+    bright = truth > 20
+    assert np.var((noisier.data - truth)[bright]) > 1.5 * np.var((image.data - truth)[bright])
+    with pytest.raises(ValueError, match="overdispersion must be >= 0"):
+        synthetic_tissue_with_truth((32, 32), 5, overdispersion=-1)

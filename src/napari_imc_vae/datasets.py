@@ -109,7 +109,9 @@ def _cells(shape, rng, spacing=9.0):
 def synthetic_tissue(
     shape: tuple[int, int] = (256, 256), n_channels: int = 32, seed: int = 0
 ) -> ImcImage:
-    """Generate a deterministic IMC-like tissue image.
+    """Generate a deterministic IMC-like tissue image (Poisson counts).
+
+    The same as :func:`synthetic_tissue_with_truth` without the noise-free intensities.
 
     Parameters
     ----------
@@ -133,6 +135,32 @@ def synthetic_tissue(
     ValueError
         If ``shape`` or ``n_channels`` is out of range.
     """
+    return synthetic_tissue_with_truth(shape, n_channels, seed)[0]
+
+
+def synthetic_tissue_with_truth(
+    shape: tuple[int, int] = (256, 256), n_channels: int = 32, seed: int = 0, overdispersion: float = 0.0
+) -> tuple[ImcImage, np.ndarray]:
+    """A synthetic tissue image and the noise-free intensities its counts were drawn from.
+
+    Parameters
+    ----------
+    shape, n_channels, seed
+        As :func:`synthetic_tissue` (with ``overdispersion=0`` the image is the same).
+    overdispersion : float
+        ``φ`` of gamma–Poisson counts, variance ``λ + φλ²``: real IMC is noisier than Poisson
+        at high counts (docs/denoising.md measures how much). 0 gives Poisson counts.
+
+    Returns
+    -------
+    image : ImcImage
+        The counts, with hot pixels, as :func:`synthetic_tissue`.
+    truth : ndarray of shape (n_channels, Y, X), float32
+        The expected counts ``λ`` of every pixel (no shot noise, no hot pixels): what a perfect
+        denoiser would return.
+    """
+    if not overdispersion >= 0:
+        raise ValueError(f"overdispersion must be >= 0, got {overdispersion!r}")
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2 or min(shape) < 16:
         raise ValueError(f"shape must be (Y, X) with both at least 16, got {shape}")
@@ -178,6 +206,7 @@ def synthetic_tissue(
 
     chosen = sorted(range(n_channels), key=lambda i: _mass(PANEL[i][0]))
     data = np.zeros((n_channels, *shape), dtype=np.float32)
+    truth = np.zeros((n_channels, *shape), dtype=np.float32)
     for out, i in enumerate(chosen):
         metal, label, compartment, program = PANEL[i]
         if compartment == "empty":
@@ -191,6 +220,9 @@ def synthetic_tissue(
             lam = per_cell[nearest] * cell_level[i, nearest] * masks[compartment]
         # The ablation spot blurs a little across pixels.
         lam = np.clip(_smooth(lam, 0.6), 0.0, None) + _BACKGROUND
+        truth[out] = lam
+        if overdispersion > 0:  # gamma-distributed rate per pixel, mean λ: variance λ + φλ²
+            lam = lam * rng.gamma(1.0 / overdispersion, overdispersion, size=lam.shape)
         data[out] = rng.poisson(lam)
 
     # Hot pixels: single pixels far above all their neighbours, in signal channels.
@@ -202,7 +234,7 @@ def synthetic_tissue(
 
     metals = [PANEL[i][0] for i in chosen]
     labels = [PANEL[i][1] for i in chosen]
-    return ImcImage(
+    image = ImcImage(
         data=data,
         channel_names=labels,
         metals=metals,
@@ -211,6 +243,7 @@ def synthetic_tissue(
         source=f"synthetic_tissue_seed{seed}",
         acquisition=None,
     )
+    return image, truth
 
 
 def synthetic_feature_maps(

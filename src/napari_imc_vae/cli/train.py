@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from napari_imc_vae.cli._common import (
     PROG,
@@ -29,8 +30,13 @@ _TRAIN_FIELDS = {
     "depth": ("model", "depth"), "arch": ("model", "arch"),
     "cosine_weight": ("critic", "cosine_weight"), "gradient_weight": ("critic", "gradient_weight"),
     "kld_scale": ("critic", "kld_scale"), "free_bits": ("critic", "free_bits"),
-    "perm_scale": ("critic", "perm_loss_scale"),
+    "perm_scale": ("critic", "perm_loss_scale"), "kl_target": ("critic", "kl_target"),
 }
+
+
+# written out, not imported: importing the engine loads torch, and this module loads before the
+# Ctrl-C guard (test_help_defaults_match_the_engine checks them against engine.budget)
+_PRESET_WORDS, DEFAULT_BUDGET = "quick (1 min), standard (5 min), thorough (15 min)", "standard"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="model file to write")
     parser.add_argument("--acquisition", metavar="A", help="only this acquisition of each file")
     g = parser.add_argument_group("training (defaults: the engine's TrainConfig)")
-    g.add_argument("--steps", type=int, metavar="N", help="training steps (default 2000)")
+    g.add_argument("--budget", metavar="B",
+                   help=f"how long to train: {_PRESET_WORDS} or a number of minutes; turned into steps from a "
+                        f"few steps timed on this machine, and kept as the time limit (default {DEFAULT_BUDGET}, "
+                        "unless --steps or --time-limit is given)")
+    g.add_argument("--steps", type=int, metavar="N",
+                   help="train exactly N steps instead of a budget (default 2000 with --time-limit alone)")
+    g.add_argument("--estimate", action="store_true",
+                   help="time a few steps, print what the budget (or --steps) buys on this machine, and stop")
     g.add_argument("--batch", type=int, metavar="B", help="patches per step (default 256)")
     g.add_argument("--lr", type=float, metavar="LR", help="peak learning rate (default 0.001)")
     g.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
@@ -65,6 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "the reference used 1.0)")
     g.add_argument("--kld-scale", type=float, metavar="S", help="free-bits KL weight (default 0.001)")
     g.add_argument("--free-bits", type=float, metavar="F", help="free bits, nats per latent dim (default 2.0)")
+    g.add_argument("--kl-target", type=float, metavar="NATS",
+                   help="ask for this KL in nats per patch (|KL - target| replaces the free-bits floor; default off)")
     g.add_argument("--perm-scale", type=float, metavar="S",
                    help="permutation-consistency weight (default 0.8)")
 
@@ -128,8 +143,7 @@ def _train(args: argparse.Namespace, interrupt: InterruptGuard) -> int:
     if main_rank:  # before any reading or training: a bad -o fails now, naming the path
         check_output_file(args.output, "model file")
 
-    from dataclasses import replace
-
+    from napari_imc_vae.engine.budget import plan_run
     from napari_imc_vae.engine.critic import CriticConfig
     from napari_imc_vae.engine.device import compute_policy
     from napari_imc_vae.engine.trainer import TrainConfig, TrainingError
@@ -137,6 +151,7 @@ def _train(args: argparse.Namespace, interrupt: InterruptGuard) -> int:
 
     interrupt.check()
     options = _train_options(args)
+    minutes = _budget_minutes(args)
     train_config = TrainConfig(**options["train"])  # ValueError names a bad field
     resume = load_model(args.resume, "cpu")[0] if args.resume else None
     if resume is not None:
@@ -162,6 +177,10 @@ def _train(args: argparse.Namespace, interrupt: InterruptGuard) -> int:
         + (f", resuming from step {resume.step}" if resume is not None else ""), flush=True)
     policy = compute_policy(run.device, run.trainer.bf16)  # every rank applies it; rank 0 says it
     say(f"compute: {policy}", flush=True)
+    say(plan_run(run, minutes), flush=True)
+    if args.estimate:
+        _leave_process_group()
+        return 0
     bar = ProgressBar("train", enabled=main_rank)
 
     def on_progress(p) -> None:
@@ -183,6 +202,20 @@ def _train(args: argparse.Namespace, interrupt: InterruptGuard) -> int:
         print(_summary(trained, stopped, time.perf_counter() - start))
         print(f"model written to {os.fspath(path)}")
     return 0
+
+
+def _budget_minutes(args: argparse.Namespace) -> float | None:
+    """Minutes of the budget, or None when exact steps were asked for."""
+    from napari_imc_vae.engine.budget import DEFAULT_BUDGET, BudgetError, parse_budget
+
+    if args.budget is not None and (args.steps is not None or args.time_limit is not None):
+        raise CommandError("give --budget, or --steps (with --time-limit), not both")
+    if args.steps is not None or args.time_limit is not None:
+        return None  # exact steps (the default 2,000 under a time limit alone)
+    try:
+        return parse_budget(args.budget if args.budget is not None else DEFAULT_BUDGET)
+    except BudgetError as e:
+        raise CommandError(f"--budget: {e}") from None
 
 
 def _leave_process_group() -> None:

@@ -30,6 +30,10 @@ class CriticConfig:
     kld_scale: float = 0.001
     free_bits: float = 2.0  # nats per latent dimension
     perm_loss_scale: float = 0.8
+    #: A target for the KL in nats per patch (0: off). When set, the KL term is
+    #: ``|KL − kl_target|`` (a capacity, Burgess et al. 2018) instead of the free-bits floor:
+    #: how much the latent carries is then asked for, not left to ``free_bits × latent_dim``.
+    kl_target: float = 0.0
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -156,7 +160,8 @@ class CriticTerms:
     """Every term of one evaluation of the critic (0-d tensors), named as they are logged.
 
     ``kld_loss`` is the raw KL, what the latent carries; it is logged only. ``kld_floored`` is
-    the free-bits KL, the term that enters ``loss`` (times ``kld_scale``).
+    the free-bits KL (or ``|KL − kl_target|`` with a target), the term that enters ``loss``
+    (times ``kld_scale``).
     """
 
     loss: torch.Tensor
@@ -213,6 +218,8 @@ def critic(
     with torch.set_grad_enabled(torch.is_grad_enabled() and config.gradient_weight != 0):
         grad = gradient_loss(recon, target, valid)
     kld_raw, kld_floored = kld_free_bits(mu.float(), logvar.float(), config.free_bits)
+    if config.kl_target > 0:
+        kld_floored = (kld_raw - config.kl_target).abs()
     perm = perm_loss if perm_loss is not None else torch.zeros((), device=recon.device)
     loss = (
         mse

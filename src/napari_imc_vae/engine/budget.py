@@ -1,0 +1,188 @@
+"""Training budgets in plain words: Quick / Standard / Thorough or minutes, and how long steps take.
+
+A budget is wall-clock time. Before training, a few real training steps are timed on this
+machine (:func:`measure_step_rate`) and the budget becomes a step count for that rate
+(:func:`plan_budget`): the learning-rate schedule then follows the steps, so the run is the same
+one a later ``--steps N`` would repeat. The budget is also the run's time limit, so a machine
+that slows down (a busy core) still ends on time, with the schedule following the clock.
+
+The presets come from the capacity sweep (docs/capacity.md): on the shared ROIs the default
+model still gained R² up to 8× the old 2,000-step default.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+#: minutes of training for each named budget (docs/capacity.md)
+PRESETS: dict[str, float] = {"quick": 1.0, "standard": 5.0, "thorough": 15.0}
+DEFAULT_BUDGET = "standard"
+
+
+class BudgetError(ValueError):
+    """A budget that is neither a preset name nor a positive number of minutes."""
+
+
+def parse_budget(text: str | float) -> float:
+    """Minutes for a preset name (``quick``, ``standard``, ``thorough``) or a number of minutes.
+
+    Raises
+    ------
+    BudgetError
+        Naming the accepted values.
+    """
+    if isinstance(text, str) and text.strip().lower() in PRESETS:
+        return PRESETS[text.strip().lower()]
+    try:
+        minutes = float(text)
+    except (TypeError, ValueError):
+        minutes = math.nan
+    if not 0 < minutes < math.inf:
+        names = ", ".join(f"{k} ({v:g} min)" for k, v in PRESETS.items())
+        raise BudgetError(f"a budget is {names} or a number of minutes > 0, got {text!r}")
+    return minutes
+
+
+@dataclass(frozen=True)
+class StepRate:
+    """Training steps per second measured on this machine, and what they were measured on."""
+
+    steps_per_s: float
+    device: str
+    bf16: bool
+    batch_size: int
+
+    def seconds_for(self, steps: int) -> float:
+        return steps / self.steps_per_s
+
+    def steps_for(self, seconds: float) -> int:
+        return max(1, int(self.steps_per_s * seconds))
+
+    def __str__(self) -> str:
+        return (f"{self.steps_per_s:.1f} steps/s ({self.steps_per_s * self.batch_size:,.0f} patches/s) on "
+                f"{self.device}, {'bf16' if self.bf16 else 'fp32'}, measured now")
+
+
+def measure_step_rate(trainer, *, steps: int = 6, warmup: int = 2) -> StepRate:
+    """Time ``steps`` real training steps of ``trainer`` (after ``warmup``), then undo them.
+
+    The model's weights, the optimizer's state and the step count are restored, and training
+    reseeds its random numbers when it starts, so the run that follows is the one it would have
+    been without the measurement.
+    """
+    import torch
+
+    model_state = copy.deepcopy(trainer.model.state_dict())
+    optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
+    generator = torch.Generator(device=trainer.device).manual_seed(12345)
+    was_training = trainer.model.training
+    trainer.model.train()
+    try:
+        for _ in range(warmup):
+            trainer._train_step(trainer.model, generator)
+        _synchronize(trainer.device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            last = trainer._train_step(trainer.model, generator)
+        float(last[0])  # wait for the device
+        elapsed = time.perf_counter() - start
+    finally:
+        trainer.model.load_state_dict(model_state)
+        trainer.optimizer.load_state_dict(optimizer_state)
+        trainer.model.train(was_training)
+    return StepRate(steps / max(elapsed, 1e-9), str(trainer.device), bool(trainer.bf16), trainer.config.batch_size)
+
+
+def probe_step_rate(n_channels: int, model_config: dict | None = None, critic_config=None, train_config=None,
+                    *, steps: int = 6, warmup: int = 2) -> StepRate:
+    """The step rate of a model not built yet: a throwaway model on random patches of its shape.
+
+    A step's cost does not depend on the pixel values, so the widget can show the duration
+    before any normalizer is fitted.
+    """
+    import torch
+
+    from napari_imc_vae.engine.critic import CriticConfig
+    from napari_imc_vae.engine.data import PatchSampler
+    from napari_imc_vae.engine.model import ModelConfig, PatchVAE
+    from napari_imc_vae.engine.trainer import TrainConfig, Trainer
+
+    options = dict(model_config or {})
+    options.pop("in_channels", None)
+    config = ModelConfig(in_channels=int(n_channels), **options)
+    train_config = train_config or TrainConfig()
+    side = max(64, 4 * config.patch_size)
+    pixels = np.random.default_rng(0).standard_normal((config.in_channels, side, side)).astype(np.float32)
+    device = trainer_device(train_config)
+    sampler = PatchSampler([pixels], config.patch_size, val_fraction=0.0, device=device)
+    with torch.random.fork_rng(devices=[]):
+        trainer = Trainer(PatchVAE(config), sampler, critic_config or CriticConfig(),
+                          replace(train_config, device=str(device)))
+        return measure_step_rate(trainer, steps=steps, warmup=warmup)
+
+
+def trainer_device(train_config):
+    from napari_imc_vae.engine.device import resolve_device
+
+    return resolve_device(train_config.device)
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def plan_budget(train_config, minutes: float, rate: StepRate):
+    """``train_config`` with the steps this budget buys at ``rate`` and the budget as time limit."""
+    seconds = 60.0 * minutes
+    return replace(train_config, steps=rate.steps_for(seconds), time_limit_s=seconds)
+
+
+def plan_run(run, minutes: float | None) -> str:
+    """Time a few steps of a :class:`~napari_imc_vae.engine.workflow.TrainingRun`; with a budget,
+    set its steps from them. Returns the line to show the user before training starts.
+
+    Under ``torchrun`` the ranks measure different rates but must run the same steps, so a
+    budget there is the time limit alone (the schedule follows the clock).
+    """
+    import os
+
+    trainer = run.trainer
+    rate = measure_step_rate(trainer)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if minutes is not None and world > 1:
+        trainer.config = replace(trainer.config, steps=10**9, time_limit_s=60.0 * minutes)
+        return f"budget {minutes:g} min on each of {world} ranks, ended by the clock ({rate})"
+    if minutes is not None:
+        trainer.config = plan_budget(trainer.config, minutes, rate)
+    steps = trainer.config.steps
+    passes = steps * trainer.config.batch_size / max(1, run.sampler.n_train)
+    return describe_plan(steps, rate, minutes, passes)
+
+
+def describe_plan(steps: int, rate: StepRate, minutes: float | None = None, passes: float | None = None) -> str:
+    """One line for the user: what the budget buys, or how long the steps will take."""
+    duration = format_duration(rate.seconds_for(steps))
+    head = f"budget {minutes:g} min: {steps:,} steps" if minutes is not None else f"{steps:,} steps: about {duration}"
+    seen = f", {passes:.1f} passes over the training patches" if passes is not None else ""
+    return f"{head}{seen} at {rate}"
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``3.5 min``, ``1 h 20 min``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{int(seconds // 3600)} h {round(seconds % 3600 / 60):d} min"
+
+
+__all__ = ["BudgetError", "DEFAULT_BUDGET", "PRESETS", "StepRate", "describe_plan", "format_duration",
+           "measure_step_rate", "parse_budget", "plan_budget", "plan_run", "probe_step_rate"]
