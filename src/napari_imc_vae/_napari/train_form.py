@@ -3,7 +3,8 @@
 A magicgui :class:`~magicgui.widgets.Container` of typed widgets with the engine's defaults;
 :meth:`TrainForm.normalization`, :meth:`TrainForm.model_config`, :meth:`TrainForm.critic_config`
 and :meth:`TrainForm.train_config` turn them into the engine's config objects (which
-validate them). The dock widget shows it through ``form.native``.
+validate them), :meth:`TrainForm.budget_minutes` into the training budget. The dock widget
+shows it through ``form.native``.
 """
 
 from __future__ import annotations
@@ -19,10 +20,22 @@ from napari_imc_vae._napari.normalization_form import (
     int_spin,
     labelled,
 )
+from napari_imc_vae._napari.train_task import validation_interval
+from napari_imc_vae.engine.budget import DEFAULT_BUDGET, PRESETS, parse_budget
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.model import ModelConfig
 from napari_imc_vae.engine.trainer import TrainConfig
 from napari_imc_vae.preprocessing import NormalizationParams
+
+
+#: The budget choices other than the presets: a number of minutes, or exact steps.
+MINUTES, EXACT_STEPS = "minutes", "steps"
+
+
+def budget_choices() -> list[tuple[str, str]]:
+    """``(label, value)`` of the budget box: the presets with their minutes, then the two others."""
+    presets = [(f"{name.title()} ({minutes:g} min)", name) for name, minutes in PRESETS.items()]
+    return [*presets, ("Minutes…", MINUTES), ("Exact steps", EXACT_STEPS)]
 
 
 class TrainForm(Container):
@@ -38,6 +51,11 @@ class TrainForm(Container):
     Attributes
     ----------
     normalization_form : NormalizationForm
+    budget : magicgui.widgets.ComboBox
+        How long to train: a preset of :data:`~napari_imc_vae.engine.budget.PRESETS`,
+        :data:`MINUTES` (the ``minutes`` box) or :data:`EXACT_STEPS` (the ``steps`` box); each
+        box shows only for its choice. Setting ``steps`` chooses exact steps.
+    minutes : magicgui.widgets.FloatSpinBox
     patch, latent, steps, batch, seed, hidden_width, depth : magicgui.widgets.SpinBox
         (``hidden_width``, not ``width``: a magicgui widget's ``width`` is its size on screen)
     lr, cosine, gradient, kld, free_bits, perm : magicgui.widgets.FloatSpinBox
@@ -55,7 +73,13 @@ class TrainForm(Container):
                               tip="patch side in pixels (tile size too)"),
             "latent": int_spin(mc.latent_dim, 1, 1024, label="Latent dimensions",
                                tip="latent dimensions per patch"),
-            "steps": int_spin(tc.steps, 1, 10_000_000, step=100, label="Steps"),
+            "budget": ComboBox(choices=budget_choices(), value=DEFAULT_BUDGET, label="Budget",
+                               tooltip="How long to train. A budget becomes a number of steps from a "
+                                       "few steps timed on this machine, and is the time limit too"),
+            "minutes": float_spin(PRESETS[DEFAULT_BUDGET], 0.01, 100_000.0, decimals=2, step=1.0,
+                                  label="Minutes", tip="minutes of training"),
+            "steps": int_spin(tc.steps, 1, 10_000_000, step=100, label="Steps",
+                              tip="exactly this many steps, however long they take"),
             "batch": int_spin(tc.batch_size, 1, 65536, step=32, label="Batch size"),
             "lr": float_spin(tc.lr, 1e-6, 1.0, decimals=5, step=1e-4, label="Learning rate"),
             "seed": int_spin(tc.seed, 0, 2**31 - 1, label="Seed"),
@@ -91,6 +115,14 @@ class TrainForm(Container):
         self.show_advanced = show_advanced
         for name, widget in {**basic, **advanced_widgets}.items():
             setattr(self, name, widget)
+        self.budget.changed.connect(self._show_budget_box)
+        # the steps box is hidden under a budget: a step count set (by a script) means exact steps
+        self.steps.changed.connect(lambda _: setattr(self.budget, "value", EXACT_STEPS))
+        self._show_budget_box(self.budget.value)
+
+    def _show_budget_box(self, choice: str) -> None:
+        self.minutes.visible = choice == MINUTES
+        self.steps.visible = choice == EXACT_STEPS
 
     # values ----------------------------------------------------------------------------------
     def normalization(self) -> NormalizationParams:
@@ -106,11 +138,18 @@ class TrainForm(Container):
                             perm_loss_scale=self.perm.value)
 
     def train_config(self) -> TrainConfig:
+        """The training settings; under a budget, ``steps`` is replaced once the run is timed."""
         steps = self.steps.value
-        # validate ~10 times a run so the plot and the final report have figures
         return TrainConfig(steps=steps, batch_size=self.batch.value, lr=self.lr.value,
                            seed=self.seed.value, device=self.device.value,
-                           val_every=max(1, min(TrainConfig().val_every, steps // 10 or 1)))
+                           val_every=validation_interval(steps))
+
+    def budget_minutes(self) -> float | None:
+        """Minutes of training the budget box asks for; None for exact steps."""
+        choice = self.budget.value
+        if choice == EXACT_STEPS:
+            return None
+        return parse_budget(self.minutes.value if choice == MINUTES else choice)
 
     def set_values(self, *, model_config: dict | None = None, critic: CriticConfig | None = None,
                    train: TrainConfig | None = None) -> None:

@@ -4,7 +4,9 @@
 :class:`~napari_imc_vae.engine.workflow.TrainingRun` in a helper thread and yields
 :class:`TrainUpdate` batches of progress records at most every :data:`YIELD_INTERVAL_S`
 seconds (a fast GPU does hundreds of steps a second; one Qt signal per step would flood
-the event loop). It returns a :class:`TrainOutcome` with the model and the quality report.
+the event loop). With a budget, a :class:`TrainPlan` comes first: the steps the budget buys,
+from a few steps of the run timed on this machine. It returns a :class:`TrainOutcome` with
+the model and the quality report. :func:`estimate_step_rate` times a model before there is a run.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Imported here, on the main thread, not lazily in the worker: a first import holds the
 # GIL for ~100 ms, which would freeze the GUI while the worker starts.
 from napari_imc_vae.engine import metrics as _metrics  # noqa: F401 - see above
 from napari_imc_vae.engine import quality as _quality  # noqa: F401
 from napari_imc_vae.engine import workflow as _workflow  # noqa: F401
+from napari_imc_vae.engine.budget import StepRate, plan_run, probe_step_rate
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.device import (
@@ -35,9 +38,9 @@ from napari_imc_vae.engine.trainer import TrainConfig, TrainProgress
 from napari_imc_vae.io import ImcImage
 from napari_imc_vae.preprocessing import NormalizationParams
 
-__all__ = ["TrainRequest", "TrainUpdate", "TrainOutcome", "TrainJob", "check_request",
+__all__ = ["TrainRequest", "TrainPlan", "TrainUpdate", "TrainOutcome", "TrainJob", "check_request",
            "training_updates", "quality_report", "stream_calls", "describe_device",
-           "format_report"]
+           "format_report", "estimate_step_rate", "validation_interval"]
 
 YIELD_INTERVAL_S = 0.1
 #: Held-out patches for the quality report (bounds its time on big images).
@@ -54,6 +57,16 @@ class TrainRequest:
     critic_config: CriticConfig
     train_config: TrainConfig
     resume: TrainedModel | None = None
+    #: Minutes of training (the steps follow from a timing of the run); None: exact steps.
+    budget_minutes: float | None = None
+
+
+@dataclass
+class TrainPlan:
+    """What a budget buys, yielded once before training: the line to show and the steps."""
+
+    text: str
+    steps: int
 
 
 @dataclass
@@ -121,6 +134,19 @@ def check_request(request: TrainRequest) -> None:
                              f"patch; choose a patch size of at most {min(h, w)}")
 
 
+def validation_interval(steps: int) -> int:
+    """Validate ~10 times a run, so that the plot and the final report have figures."""
+    return max(1, min(TrainConfig().val_every, steps // 10 or 1))
+
+
+def estimate_step_rate(n_channels: int, model_config: dict, critic_config: CriticConfig,
+                       train_config: TrainConfig) -> StepRate:
+    """Time a throwaway model of this shape with the threads training would use (a worker's body)."""
+    if resolve_device(train_config.device).type == "cpu":
+        apply_thread_policy()
+    return probe_step_rate(n_channels, model_config, critic_config, train_config)
+
+
 def quality_report(run, trained: TrainedModel):
     """The DESIGN §4 quality report of ``trained`` on the run's held-out patches.
 
@@ -140,9 +166,11 @@ def quality_report(run, trained: TrainedModel):
     return evaluate(trained.model, val, baseline=trained.baseline, baseline_source=trained.baseline_source)
 
 
-def training_updates(request: TrainRequest, job: TrainJob) -> Iterator[TrainUpdate]:
+def training_updates(request: TrainRequest, job: TrainJob) -> Iterator[TrainPlan | TrainUpdate]:
     """Train, yielding progress batches; return a :class:`TrainOutcome`.
 
+    With a budget, a few steps of the run are timed first (weights and step count restored)
+    and a :class:`TrainPlan` yielded; the run then does those steps, within the budget's time.
     Training runs in a helper thread so that this generator can yield on a clock
     rather than once per step; :meth:`TrainJob.stop` ends it within one step.
 
@@ -165,6 +193,11 @@ def training_updates(request: TrainRequest, job: TrainJob) -> Iterator[TrainUpda
         run.stop()
     model = run.model
     try:
+        if request.budget_minutes is not None and not job.stop_requested:
+            text = plan_run(run, request.budget_minutes)
+            steps = run.trainer.config.steps
+            run.trainer.config = replace(run.trainer.config, val_every=validation_interval(steps))
+            yield TrainPlan(text, steps)
         trained, stopped = yield from stream_calls(run.run, wrap=TrainUpdate, on_close=run.stop)
         report, report_error = None, None
         try:

@@ -3,7 +3,8 @@
 A thin adapter over :func:`.train_task.training_updates`, which runs in a napari
 ``thread_worker`` and yields batches of progress records; this widget turns them into a
 progress bar, a line of text, the activity dock's progress and a live plot of the critic
-terms. Closing the widget or the viewer stops training (the model so far is kept).
+terms. Before training, :class:`.budget_box.EstimateBox` shows what the budget buys on this
+machine. Closing the widget or the viewer stops training (the model so far is kept).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_imc_vae._napari.budget_box import EstimateBox, estimate_inputs
 from napari_imc_vae._napari.checklist import ImageChecklist
 from napari_imc_vae._napari.loss_plot import LossPlot
 from napari_imc_vae._napari.model_file import MODEL_FILTER, open_model_file
@@ -37,6 +39,7 @@ from napari_imc_vae._napari.train_form import TrainForm
 from napari_imc_vae._napari.train_task import (
     TrainJob,
     TrainOutcome,
+    TrainPlan,
     TrainRequest,
     TrainUpdate,
     check_request,
@@ -59,8 +62,10 @@ class _Shutdown:
     def __init__(self) -> None:
         self.job: TrainJob | None = None
         self.worker = None
+        self.closed = False  # a run still waiting for the estimate to end must not start then
 
     def __call__(self, *_) -> None:
+        self.closed = True
         if self.job is not None:
             self.job.stop()
         if self.worker is not None:
@@ -87,6 +92,8 @@ class TrainWidget(QWidget):
     ----------
     status : RunStatus
         IDLE → TRAINING → DONE / STOPPED / FAILED; drives the buttons.
+    estimate : EstimateBox
+        The estimated (then planned) training on this machine; updated as the settings change.
     trained : TrainedModel or None
         The last model trained (also put in the viewer's model store for "Reconstruct").
     outcome : TrainOutcome or None
@@ -120,6 +127,9 @@ class TrainWidget(QWidget):
         self._show_device(self.form.device.value)
         self.resume_label = QLabel("New model")
         self.resume_label.setWordWrap(True)
+
+        self.estimate = EstimateBox(lambda: estimate_inputs(self.images, self.form, self.resume))
+        self.estimate.follow(napari_viewer, self.images, self.form)
 
         self.train_button = QPushButton("Train")
         self.train_button.clicked.connect(self.train)
@@ -164,6 +174,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.device_label)
         layout.addWidget(self.gpu_memory_label)
         layout.addWidget(self.resume_label)
+        layout.addWidget(self.estimate)
         layout.addLayout(row1)
         layout.addLayout(row2)
         layout.addWidget(self.activity)
@@ -172,6 +183,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.tabs, 1)
         self.status.changed.connect(self._update_buttons)
         self._update_buttons(self.status.state)
+        self.estimate.schedule()
 
     # state --------------------------------------------------------------------------------------
     def _update_buttons(self, state: RunState) -> None:
@@ -183,6 +195,7 @@ class TrainWidget(QWidget):
         self.fresh_button.setEnabled(not busy and self.resume is not None)
         self.form.enabled = not busy
         self.images.setEnabled(not busy)
+        self.estimate.set_blocked(busy)
 
     def _show_device(self, name: str) -> None:
         self.device_label.setText(f"Device in use: {describe_device(name)}")
@@ -202,7 +215,7 @@ class TrainWidget(QWidget):
             images=[s.image for s in sources], normalization=form.normalization(),
             model_config=None if self.resume else form.model_config(),
             critic_config=form.critic_config(), train_config=form.train_config(),
-            resume=self.resume,
+            resume=self.resume, budget_minutes=form.budget_minutes(),
         )
         check_request(request)
         return request
@@ -234,16 +247,20 @@ class TrainWidget(QWidget):
         self.plot.clear()
         if request.resume is not None:
             self.plot.add_history(request.resume.history, request.resume.validation_history)
-        steps = request.train_config.steps
+        # under a budget the steps are known once the run is timed (TrainPlan); 0: busy bar
+        steps = request.train_config.steps if request.budget_minutes is None else 0
         self.progress_bar.setRange(0, steps)
         self.progress_bar.setValue(0)
-        self.progress_text.setText(f"Preparing {len(request.images)} image(s) …")
+        timing = "" if request.budget_minutes is None else " and timing a few steps"
+        self.progress_text.setText(f"Preparing {len(request.images)} image(s){timing} …")
         self.report.set_report("")
         self.tabs.setCurrentWidget(self.plot)
         if self.activity.isChecked():
             self._pbar = progress(total=steps, desc="Training VAE")
-        self.status.state = RunState.TRAINING
-        worker.start()
+        self.status.state = RunState.TRAINING  # no new estimates from here
+        shutdown = self._shutdown
+        # one timing at a time: a step rate being measured ends first (1-3 s)
+        self.estimate.when_idle(lambda: None if shutdown.closed else worker.start())
         return worker
 
     def stop(self) -> None:
@@ -257,10 +274,15 @@ class TrainWidget(QWidget):
         super().closeEvent(event)
 
     # worker callbacks (main thread) ------------------------------------------------------------
-    def _on_yielded(self, update: TrainUpdate) -> None:
+    def _on_yielded(self, update: TrainPlan | TrainUpdate) -> None:
+        if isinstance(update, TrainPlan):
+            self._on_plan(update)
+            return
         for r in update.records:
             self.plot.add(r.step, r.metrics, r.validation)
         r = update.last
+        if self.progress_bar.maximum() != r.run_steps:
+            self._set_total(r.run_steps)
         self.progress_bar.setValue(r.run_step)
         if self._pbar is not None:
             self._pbar.update(r.run_step - self._pbar.n)
@@ -274,6 +296,16 @@ class TrainWidget(QWidget):
         if r.gpu_memory is not None:
             self.gpu_memory_label.setText(format_cuda_memory(r.gpu_memory))
             self.gpu_memory_label.show()
+
+    def _on_plan(self, plan: TrainPlan) -> None:
+        self._set_total(plan.steps)
+        self.estimate.show_plan(plan.text, plan.steps)
+        self.progress_text.setText(f"Training: {plan.text}")
+
+    def _set_total(self, steps: int) -> None:
+        self.progress_bar.setRange(0, steps)
+        if self._pbar is not None:
+            self._pbar.total = steps
 
     def _finish_progress(self) -> None:
         self.gpu_memory_label.hide()  # the run has handed its GPU memory back
@@ -342,6 +374,7 @@ class TrainWidget(QWidget):
                                   f"({len(trained.channel_names)} channels: "
                                   f"{', '.join(trained.channel_names)})")
         self._update_buttons(self.status.state)
+        self.estimate.schedule()  # the model's channels and architecture now
         return trained
 
     def clear_resume(self) -> None:
@@ -349,4 +382,5 @@ class TrainWidget(QWidget):
         self.form.set_architecture_locked(False)
         self.resume_label.setText("New model")
         self._update_buttons(self.status.state)
+        self.estimate.schedule()
 
