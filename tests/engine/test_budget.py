@@ -74,6 +74,7 @@ def test_plan_run_sets_the_steps_a_budget_buys_and_training_keeps_to_them(rois):
     assert f"budget 0.02 min: {planned:,} steps" in line and "passes over the training patches" in line
     trained, _ = run.run()
     assert 0 < trained.step <= planned  # the time limit may end it first on a busy machine
+    assert trained.train_config.steps == planned and trained.train_config.time_limit_s == pytest.approx(1.2)
 
 
 def test_a_model_not_built_yet_gets_a_rate_from_random_patches_of_its_shape():

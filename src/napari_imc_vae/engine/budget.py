@@ -159,9 +159,11 @@ def plan_run(run, minutes: float | None) -> str:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if minutes is not None and world > 1:
         trainer.config = replace(trainer.config, steps=10**9, time_limit_s=60.0 * minutes)
+        run.train_config = trainer.config
         return f"budget {minutes:g} min on each of {world} ranks, ended by the clock ({rate})"
     if minutes is not None:
         trainer.config = plan_budget(trainer.config, minutes, rate)
+    run.train_config = trainer.config  # what the model file records: the run that was made
     steps = trainer.config.steps
     passes = steps * trainer.config.batch_size / max(1, run.sampler.n_train)
     return describe_plan(steps, rate, minutes, passes)
