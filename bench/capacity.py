@@ -43,9 +43,12 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imc-tes
 #: The two largest held-out ROIs, on different slides (mockData2_001 103×87, mockData5_003 91×81).
 DEFAULT_HELD = (3, 14)
 SYNTHETIC_SHAPE = (384, 384)
-#: The signal channels of the shared ROIs (their Ag107 is empty in the synthetic panel): the same
-#: markers at similar counts, so the noise level is real IMC's (docs/denoising.md compares them).
-TWIN_METALS = ("Pr141", "Sm147", "Eu153", "Yb172")
+#: The signal channels of the shared ROIs (their Ag107 is empty in the synthetic panel), and
+#: their mean counts over the 15 ROIs (bench/noise_level.py): the twin's rates are scaled to them.
+TWIN_MEANS = {"Pr141": 4.28, "Sm147": 5.05, "Eu153": 2.74, "Yb172": 3.06}
+TWIN_METALS = tuple(TWIN_MEANS)
+#: gamma–Poisson overdispersion that matches the ROIs' mean–variance relation (docs/denoising.md)
+TWIN_OVERDISPERSION = 0.05
 MAX_FIT_PATCHES = 20_000
 
 
@@ -136,12 +139,22 @@ def filter_baselines(normalizer, train_pairs, counts: np.ndarray, truth: np.ndar
 # -- data -----------------------------------------------------------------------------------------
 
 def synthetic_twin(seed: int) -> tuple[ImcImage, np.ndarray]:
-    """A synthetic tissue with the shared ROIs' signal markers, and its noise-free intensities."""
-    image, truth = synthetic_tissue_with_truth(SYNTHETIC_SHAPE, 40, seed=seed)
-    keep = [image.metals.index(m) for m in TWIN_METALS]
-    twin = ImcImage(image.data[keep], [image.channel_names[i] for i in keep], metals=list(TWIN_METALS),
+    """Synthetic tissue with the shared ROIs' markers at their mean counts and noise, and its truth.
+
+    The layout and marker programs are :func:`synthetic_tissue_with_truth`'s; each channel's
+    noise-free rate is scaled to the real ROIs' mean and the counts are drawn gamma–Poisson
+    with φ = TWIN_OVERDISPERSION (no hot pixels: this image is for judging denoising).
+    """
+    _, truth = synthetic_tissue_with_truth(SYNTHETIC_SHAPE, 40, seed=seed)
+    panel = synthetic_tissue_with_truth((16, 16), 40)[0]  # channel order only
+    keep = [panel.metals.index(m) for m in TWIN_METALS]
+    rates = np.stack([truth[i] * (TWIN_MEANS[m] / truth[i].mean()) for i, m in zip(keep, TWIN_METALS)])
+    rng = np.random.default_rng(10_000 + seed)
+    phi = TWIN_OVERDISPERSION
+    counts = rng.poisson(rates * rng.gamma(1.0 / phi, phi, size=rates.shape)).astype(np.float32)
+    twin = ImcImage(counts, [panel.channel_names[i] for i in keep], metals=list(TWIN_METALS),
                     pixel_size_um=1.0, source=f"synthetic_twin_seed{seed}")
-    return twin, truth[keep]
+    return twin, rates.astype(np.float32)
 
 
 def splits(data: str, held: list[int]):
