@@ -1,6 +1,6 @@
 """Tables of a capacity sweep (bench/capacity.py's JSON lines): one row per setting.
 
-    python bench/capacity_summary.py docs/capacity/runs.jsonl
+    python bench/capacity_summary.py docs/capacity/runs.jsonl [docs/capacity_curves.png]
 
 Each row averages the folds and seeds of one setting; ± is the standard deviation of ΔR² over
 them. "meets" is the issue's target on real ROIs (ΔR² ≥ +0.05 against PCA-k and sharpness
@@ -78,6 +78,54 @@ def synthetic_table(rows: list[dict]) -> list[str]:
     return out
 
 
+def curve_points(rows: list[dict], data: str, latent: int, key: str = "r2") -> list[tuple[float, float, float]]:
+    """(mean train seconds, model, PCA-k) for each training length of the default KL setting."""
+    points = []
+    for (lat, fb, beta, target, steps, arch), runs in grouped(rows, data).items():
+        if lat == latent and (fb, beta, target, arch) == (2.0, 0.001, 0.0, "mlp"):
+            points.append((float(np.mean([r["train_s"] for r in runs])), _mean(runs, "model", key),
+                           _mean(runs, "pca", key)))
+    return sorted(points)
+
+
+def plot_curves(rows: list[dict], path: Path, latent: int) -> None:
+    """R² against training time (Pillow): real ROIs (raw R²) and the twin (R² against the truth)."""
+    from PIL import Image, ImageDraw
+
+    panels = [("held-out ROIs: R2 (model red, PCA-k blue)", curve_points(rows, "real", latent)),
+              ("synthetic twin: R2 against the truth (model red, PCA-k blue)", curve_points(rows, "synthetic", latent, "r2_truth"))]
+    w, h, pad = 420, 260, 42
+    image = Image.new("RGB", (2 * w, h), "white")
+    draw = ImageDraw.Draw(image)
+    for i, (title, points) in enumerate(panels):
+        x0 = i * w
+        draw.text((x0 + pad, 8), title, fill="black")
+        if not points:
+            continue
+        ys = [v for p in points for v in p[1:]]
+        lo, hi = min(ys) - 0.01, max(ys) + 0.01
+        tmax = max(p[0] for p in points) * 1.05
+
+        def xy(t, v):
+            return x0 + pad + (w - 2 * pad) * t / tmax, h - pad - (h - 2 * pad) * (v - lo) / (hi - lo)
+        draw.line([xy(0, lo), xy(tmax, lo)], fill="black")
+        draw.line([xy(0, lo), xy(0, hi)], fill="black")
+        for frac in (0.0, 0.5, 1.0):
+            v = lo + frac * (hi - lo)
+            draw.text((x0 + 2, xy(0, v)[1] - 6), f"{v:.3f}", fill="black")
+        draw.text((x0 + w // 2 - 40, h - pad + 14), f"training seconds (to {tmax:.0f})", fill="black")
+        model = [xy(t, m) for t, m, _ in points]
+        draw.line(model, fill=(200, 40, 40), width=2)
+        for (t, m, p), (px, py) in zip(points, model):
+            draw.ellipse([px - 3, py - 3, px + 3, py + 3], fill=(200, 40, 40))
+            qx, qy = xy(t, p)
+            draw.ellipse([qx - 3, qy - 3, qx + 3, qy + 3], outline=(40, 40, 200))
+        pca = [xy(t, p) for t, _, p in points]
+        for a, b in zip(pca, pca[1:]):
+            draw.line([a, b], fill=(40, 40, 200), width=1)
+    image.save(path)
+
+
 def print_summary(path: Path) -> None:
     rows = load(path)
     print(f"{len(rows)} runs from {path}\n\nReal ROIs, leave-one-ROI-out\n")
@@ -87,4 +135,7 @@ def print_summary(path: Path) -> None:
 
 
 if __name__ == "__main__":
-    print_summary(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/capacity/runs.jsonl"))
+    source = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/capacity/runs.jsonl")
+    print_summary(source)
+    if len(sys.argv) > 2:  # a PNG path: the R² against training time curves of latent 16
+        plot_curves(load(source), Path(sys.argv[2]), latent=16)

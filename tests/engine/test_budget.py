@@ -11,6 +11,7 @@ from napari_imc_vae.engine.budget import (
     PRESETS,
     BudgetError,
     StepRate,
+    describe_plan,
     format_duration,
     measure_step_rate,
     parse_budget,
@@ -46,6 +47,8 @@ def test_a_budget_buys_the_steps_of_the_measured_rate_and_is_the_time_limit():
     planned = plan_budget(TrainConfig(), 2.0, rate)
     assert planned.steps == 1500 and planned.time_limit_s == 120.0
     assert rate.seconds_for(1500) == 120.0
+    assert "under one pass" in describe_plan(100, rate, 1.0, passes=0.4)
+    assert "under one pass" not in describe_plan(100, rate, 1.0, passes=3.0)
     assert format_duration(45) == "45 s" and format_duration(210) == "3.5 min" and format_duration(4800) == "1 h 20 min"
 
 

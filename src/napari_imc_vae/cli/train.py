@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="continue training this model (same normalization, architecture, step count)")
     g = parser.add_argument_group("model (defaults: the engine's ModelConfig)")
     g.add_argument("--patch", type=int, metavar="P", help="patch size in pixels (default 8)")
-    g.add_argument("--latent", type=int, metavar="D", help="latent dimensions (default 32)")
+    g.add_argument("--latent", type=int, metavar="D", help="latent dimensions (default 16, docs/capacity.md)")
     g.add_argument("--width", type=int, metavar="W", help="hidden width (default 512)")
     g.add_argument("--depth", type=int, metavar="K", help="residual blocks (default 2)")
     g.add_argument("--arch", choices=("mlp", "conv"), help="encoder/decoder kind (default mlp)")

@@ -174,7 +174,10 @@ def describe_plan(steps: int, rate: StepRate, minutes: float | None = None, pass
     duration = format_duration(rate.seconds_for(steps))
     head = f"budget {minutes:g} min: {steps:,} steps" if minutes is not None else f"{steps:,} steps: about {duration}"
     seen = f", {passes:.1f} passes over the training patches" if passes is not None else ""
-    return f"{head}{seen} at {rate}"
+    hint = ""
+    if passes is not None and passes < 1:  # the sweep's gains came within the first passes
+        hint = "; under one pass over the patches: a longer budget may fit better"
+    return f"{head}{seen} at {rate}{hint}"
 
 
 def format_duration(seconds: float) -> str:
