@@ -150,6 +150,8 @@ def test_exact_steps_then_resume_with_a_budget(train, qtbot, monkeypatch, tmp_pa
     outcome, yielded = _finished_run(qtbot, train, monkeypatch)
     assert outcome.trained.step == 7 and not any(isinstance(u, TrainPlan) for u in yielded)
     assert train.progress_bar.value() == 7
+    # no stale "timing …" line after the run: the next run's estimate comes back by itself
+    qtbot.waitUntil(lambda: train.estimate.label.text().startswith("Estimated: 7 steps: about"), timeout=30_000)
 
     path = train.save_model(str(tmp_path / "model.pt"))
     assert train.resume_from(str(path)) is not None

@@ -136,10 +136,12 @@ class EstimateBox(QWidget):
 
     def set_blocked(self, blocked: bool) -> None:
         """No estimates while training runs (it would slow training and measure a busy machine)."""
-        self._blocked = blocked
+        was_blocked, self._blocked = self._blocked, blocked
         self.button.setEnabled(not blocked)
         if blocked:
             self._timer.stop()
+        elif was_blocked:
+            self.schedule()  # the settings may have changed while training ran
 
     def when_idle(self, fn: Callable[[], None]) -> None:
         """Call ``fn`` now, or when the step rate being measured is known (training waits for it)."""
@@ -161,7 +163,9 @@ class EstimateBox(QWidget):
             return
         if inputs.rate_key() == self._rate_key and not measure:
             self._show(inputs)
-        elif self._worker is None and not self._blocked:  # else: again when the one running ends
+        elif self._blocked:
+            self._show_text("Estimated: timed again when this run ends.", None)
+        elif self._worker is None:  # else: again when the one running ends
             self._measure(inputs)
 
     def show_plan(self, text: str, steps: int) -> None:
