@@ -28,7 +28,7 @@ def test_settings_are_the_reference_before_after_and_one_term_removed_each():
     before = by_key["before"]
     assert not before.normalize
     assert asdict(before.critic) == dict(cosine_weight=0.0, gradient_weight=0.0, kld_scale=1e-4, free_bits=0.5,
-                                         perm_loss_scale=0.0)
+                                         perm_loss_scale=0.0, kl_target=0.0)
     assert by_key["norm"].normalize and by_key["norm"].critic == before.critic
     assert by_key["after"].critic == CriticConfig.reference()
     full = asdict(CriticConfig.reference())

@@ -20,16 +20,19 @@ HELPER = textwrap.dedent(
     OUT = os.environ["RANK_STATE_DIR"]
     rank = int(os.environ["RANK"])
     _fit, _save, _step = trainer.Trainer.fit, checkpoint.TrainedModel.save, trainer.Trainer._train_step
-    losses = []
+    losses, fitting = [], []
 
     def train_step(self, net, generator):  # records this rank's own loss; stops one rank
         terms = _step(self, net, generator)
+        if not fitting:  # the steps timed before training (engine.budget) are undone: not counted
+            return terms
         losses.append(float(terms[0]))
         if rank == int(os.environ["STOP_RANK"]) and len(losses) == int(os.environ["STOP_AT"]):
             self.stop()
         return terms
 
     def fit(self, *args, **kwargs):
+        fitting.append(True)
         result = _fit(self, *args, **kwargs)
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         torch.save(state, os.path.join(OUT, f"rank{rank}.pt"))
