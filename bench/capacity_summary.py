@@ -113,10 +113,11 @@ def synthetic_table(rows: list[dict]) -> list[str]:
 def curve_points(rows: list[dict], data: str, latent: int, key: str = "r2") -> list[tuple[float, float, float]]:
     """(steps, model, PCA-k) for each training length of the default KL setting.
 
-    Steps, not seconds: the runs shared the machine at different loads; on quiet cores here a
-    step of the default model takes about 1/23 s.
+    Steps, not seconds: the runs shared the machine at different loads, and its rate drifted
+    (docs/benchmarks.md, budgets).
     """
     points = []
+    rows = [r for r in rows if r["data"] != "real" or r["held"] in SWEEP_ROIS]  # the same folds at every length
     for (lat, fb, beta, target, steps, arch), runs in grouped(rows, data).items():
         if lat == latent and (fb, beta, target, arch) == (2.0, 0.001, 0.0, "mlp"):
             points.append((float(steps), _mean(runs, "model", key),
@@ -149,7 +150,7 @@ def plot_curves(rows: list[dict], path: Path, latent: int) -> None:
         for frac in (0.0, 0.5, 1.0):
             v = lo + frac * (hi - lo)
             draw.text((x0 + 2, xy(0, v)[1] - 6), f"{v:.3f}", fill="black")
-        draw.text((x0 + w // 2 - 40, h - pad + 14), f"training steps (to {tmax:.0f}; ~23 per s here)", fill="black")
+        draw.text((x0 + w // 2 - 40, h - pad + 14), f"training steps (to {tmax:.0f})", fill="black")
         model = [xy(t, m) for t, m, _ in points]
         draw.line(model, fill=(200, 40, 40), width=2)
         for (t, m, p), (px, py) in zip(points, model):
