@@ -113,5 +113,5 @@ def test_the_truth_is_what_the_counts_were_drawn_from():
     noisier, _ = synthetic_tissue_with_truth((96, 96), n_channels=10, seed=4, overdispersion=0.3)
     bright = truth > 20
     assert np.var((noisier.data - truth)[bright]) > 1.5 * np.var((image.data - truth)[bright])
-    with pytest.raises(ValueError, match="overdispersion must be >= 0"):
+    with pytest.raises(ValueError, match="overdispersion must be a finite number >= 0"):
         synthetic_tissue_with_truth((32, 32), 5, overdispersion=-1)

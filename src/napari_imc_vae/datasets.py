@@ -159,8 +159,8 @@ def synthetic_tissue_with_truth(
         The expected counts ``λ`` of every pixel (no shot noise, no hot pixels): what a perfect
         denoiser would return.
     """
-    if not overdispersion >= 0:
-        raise ValueError(f"overdispersion must be >= 0, got {overdispersion!r}")
+    if not 0 <= overdispersion < np.inf:
+        raise ValueError(f"overdispersion must be a finite number >= 0, got {overdispersion!r}")
     shape = tuple(int(s) for s in shape)
     if len(shape) != 2 or min(shape) < 16:
         raise ValueError(f"shape must be (Y, X) with both at least 16, got {shape}")

@@ -36,6 +36,12 @@ def test_a_models_settings_shown_and_locked(form):
                                   "arch": "conv", "in_channels": 5},
                     critic=critic, train=TrainConfig(batch_size=64, lr=3e-4))
     assert form.critic_config() == critic
+    # a setting without a box (the KL target) is kept for the resumed model, dropped for a new one
+    form.set_values(critic=CriticConfig(kl_target=40.0))
+    assert form.critic_config().kl_target == 40.0
+    form.set_values(critic=None)
+    assert form.critic_config().kl_target == 0.0
+    form.set_values(critic=critic)
     assert form.model_config() == {"patch_size": 16, "latent_dim": 12, "width": 96, "depth": 3,
                                    "arch": "conv"}
     assert form.batch.value == 64 and form.lr.value == pytest.approx(3e-4)

@@ -69,6 +69,19 @@ def test_measuring_the_rate_leaves_the_run_exactly_as_it_would_have_been(rois):
     assert all(torch.equal(a, b) for a, b in zip(weights_a, weights_b))
 
 
+def test_running_out_of_memory_while_timing_names_a_smaller_batch(rois, monkeypatch):
+    from napari_imc_vae.engine.trainer import TrainingError
+
+    run = TrainingRun(rois, model_config=TINY_MODEL, train_config=TrainConfig(batch_size=16, device="cpu"))
+
+    def out_of_memory(*_):
+        raise torch.OutOfMemoryError("no room")
+
+    monkeypatch.setattr(run.trainer, "_train_step", out_of_memory)
+    with pytest.raises(TrainingError, match="out of memory on cpu at batch size 16; try a smaller batch, e.g. --batch 8"):
+        measure_step_rate(run.trainer)
+
+
 def test_plan_run_sets_the_steps_a_budget_buys_and_training_keeps_to_them(rois):
     run = TrainingRun(rois, model_config=TINY_MODEL, train_config=TrainConfig(batch_size=16, device="cpu"))
     line = plan_run(run, 0.02)

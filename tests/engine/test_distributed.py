@@ -100,3 +100,31 @@ def test_two_gloo_ranks_end_identical_at_one_step_and_only_rank0_writes(imc_test
 
     saved = TrainedModel.load(model)
     assert saved.step == 10 and all(torch.equal(saved.model.state_dict()[k], w0[k]) for k in w0)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_a_budget_under_torchrun_plans_the_same_steps_on_every_rank(imc_testdata, tmp_path):
+    import json
+    import re
+
+    helper = tmp_path / "helper.py"
+    helper.write_text(HELPER)
+    states = tmp_path / "states"
+    states.mkdir()
+    model = tmp_path / "model.pt"
+    images = sorted((imc_testdata / "steinbock_img").glob("*_00[12].ome.tiff"))[:2]
+    env = dict(os.environ, RANK_STATE_DIR=str(states), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
+               STOP_RANK="0", STOP_AT="1000000")  # nobody is stopped: the budget ends the run
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", str(helper), "train", *map(str, images), "-o", str(model),
+           "--budget", "0.03", "--patch", "4", "--latent", "4", "--width", "32", "--depth", "1",
+           "--batch", "16", "--device", "cpu"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+    assert out.returncode == 0, out.stdout + out.stderr
+    planned = int(re.search(r"budget 0.03 min: ([\d,]+) steps", out.stdout).group(1).replace(",", ""))
+    infos = [json.loads((states / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert infos[0]["step"] == infos[1]["step"] and 0 < infos[0]["step"] <= planned
+    from napari_imc_vae.engine.checkpoint import TrainedModel
+
+    saved = TrainedModel.load(model)
+    assert saved.train_config.steps == planned and saved.train_config.time_limit_s == pytest.approx(1.8)

@@ -94,6 +94,7 @@ class EstimateBox(QWidget):
         self._rate_key: tuple | None = None  # what ``rate`` was measured for
         self._measuring: tuple | None = None
         self._worker = None
+        self._waiting: list[Callable[[], None]] = []  # called when the running timing ends
         self._blocked = False
         self._images = None  # the checklist whose "selected layers" box makes selections count
         self.label = QLabel("Estimated: check an image to see how long training takes.")
@@ -147,8 +148,8 @@ class EstimateBox(QWidget):
         """Call ``fn`` now, or when the step rate being measured is known (training waits for it)."""
         if self._worker is None:
             fn()
-        else:
-            self._worker.finished.connect(fn)
+        else:  # decided on the GUI thread, where _on_finished clears _worker: no missed signal
+            self._waiting.append(fn)
 
     def estimate(self, *, measure: bool = False) -> None:
         """Show the line for the settings now; time the steps if the rate is not known for them.
@@ -193,6 +194,9 @@ class EstimateBox(QWidget):
 
     def _on_finished(self) -> None:
         self._worker = None
+        waiting, self._waiting = self._waiting, []
+        for fn in waiting:
+            fn()
         if self._rate_key is not None:
             self.estimate()  # the settings may have changed meanwhile: then it measures again
 

@@ -9,7 +9,7 @@ shows it through ``form.native``.
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from magicgui.widgets import CheckBox, ComboBox, Container
 
@@ -111,6 +111,7 @@ class TrainForm(Container):
         super().__init__(widgets=[norm, heading("Model and training"), model, show_advanced, advanced],
                          labels=False)
         self.margins = (0, 0, 0, 0)
+        self._critic_rest = cc
         self.normalization_form, self.model_box, self.advanced = norm, model, advanced
         self.show_advanced = show_advanced
         for name, widget in {**basic, **advanced_widgets}.items():
@@ -133,9 +134,10 @@ class TrainForm(Container):
                 "width": self.hidden_width.value, "depth": self.depth.value, "arch": self.arch.value}
 
     def critic_config(self) -> CriticConfig:
-        return CriticConfig(cosine_weight=self.cosine.value, gradient_weight=self.gradient.value,
-                            kld_scale=self.kld.value, free_bits=self.free_bits.value,
-                            perm_loss_scale=self.perm.value)
+        # settings without a box (kl_target) come from the model being resumed, else the defaults
+        return replace(self._critic_rest, cosine_weight=self.cosine.value, gradient_weight=self.gradient.value,
+                       kld_scale=self.kld.value, free_bits=self.free_bits.value,
+                       perm_loss_scale=self.perm.value)
 
     def train_config(self) -> TrainConfig:
         """The training settings; under a budget, ``steps`` is replaced once the run is timed."""
@@ -161,6 +163,7 @@ class TrainForm(Container):
                 boxes[key].value = int(value)
             elif key == "arch":
                 self.arch.value = str(value)
+        self._critic_rest = critic or CriticConfig()
         if critic is not None:
             c = asdict(critic)
             for key, box in (("cosine_weight", self.cosine), ("gradient_weight", self.gradient),

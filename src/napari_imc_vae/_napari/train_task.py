@@ -197,6 +197,7 @@ def training_updates(request: TrainRequest, job: TrainJob) -> Iterator[TrainPlan
             text = plan_run(run, request.budget_minutes)
             steps = run.trainer.config.steps
             run.trainer.config = replace(run.trainer.config, val_every=validation_interval(steps))
+            run.train_config = run.trainer.config  # the model file records the run that was made
             yield TrainPlan(text, steps)
         trained, stopped = yield from stream_calls(run.run, wrap=TrainUpdate, on_close=run.stop)
         report, report_error = None, None

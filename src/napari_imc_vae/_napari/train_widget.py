@@ -70,9 +70,10 @@ class _Shutdown:
             self.job.stop()
         if self.worker is not None:
             self.worker.quit()
-            # Wait for the run to end (within a step): a training thread still running while
-            # Python exits aborts the process ("terminate called without an active exception").
-            QThreadPool.globalInstance().waitForDone(SHUTDOWN_WAIT_MS)
+        # Wait for the run to end (within a step), or for a step-rate timing (seconds): a torch
+        # thread still running while Python exits aborts the process ("terminate called …").
+        QThreadPool.globalInstance().waitForDone(SHUTDOWN_WAIT_MS)
+        if self.worker is not None:
             # napari leaves an aborted generator suspended, not closed, so the helper thread of
             # train_task.stream_calls is not joined for us: it ends after its step (job.stop)
             for thread in threading.enumerate():
@@ -379,6 +380,7 @@ class TrainWidget(QWidget):
 
     def clear_resume(self) -> None:
         self.resume = None
+        self.form.set_values(critic=None)  # a new model: no setting of the resumed one's is kept
         self.form.set_architecture_locked(False)
         self.resume_label.setText("New model")
         self._update_buttons(self.status.state)

@@ -178,6 +178,7 @@ def _train(args: argparse.Namespace, interrupt: InterruptGuard) -> int:
     policy = compute_policy(run.device, run.trainer.bf16)  # every rank applies it; rank 0 says it
     say(f"compute: {policy}", flush=True)
     say(plan_run(run, minutes), flush=True)
+    interrupt.check()  # a Ctrl-C while the steps were timed
     if args.estimate:
         _leave_process_group()
         return 0

@@ -2,9 +2,9 @@
 
 A budget is wall-clock time. Before training, a few real training steps are timed on this
 machine (:func:`measure_step_rate`) and the budget becomes a step count for that rate
-(:func:`plan_budget`): the learning-rate schedule then follows the steps, so the run is the same
-one a later ``--steps N`` would repeat. The budget is also the run's time limit, so a machine
-that slows down (a busy core) still ends on time, with the schedule following the clock.
+(:func:`plan_budget`), which the model file records. The budget is also the run's time limit:
+validation and reads are not in the timed steps, so a run often ends on the clock a little
+before its planned steps (docs/benchmarks.md), with the schedule then following the clock.
 
 The presets come from the capacity sweep (docs/capacity.md): on the shared ROIs the default
 model still gained R² up to 8× the old 2,000-step default.
@@ -72,8 +72,14 @@ def measure_step_rate(trainer, *, steps: int = 6, warmup: int = 2) -> StepRate:
     """Time ``steps`` real training steps of ``trainer`` (after ``warmup``), then undo them.
 
     The model's weights, the optimizer's state and the step count are restored, and training
-    reseeds its random numbers when it starts, so the run that follows is the one it would have
-    been without the measurement.
+    reseeds its random numbers when it starts, so for images held in RAM the run that follows is
+    the one it would have been without the measurement (a cohort's bounded pool may have drawn
+    other tiles meanwhile).
+
+    Raises
+    ------
+    TrainingError
+        The device ran out of memory at this batch size (the message names a smaller one).
     """
     import torch
 
@@ -91,6 +97,8 @@ def measure_step_rate(trainer, *, steps: int = 6, warmup: int = 2) -> StepRate:
             last = trainer._train_step(trainer.model, generator)
         float(last[0])  # wait for the device
         elapsed = time.perf_counter() - start
+    except torch.OutOfMemoryError as e:
+        raise trainer.out_of_memory() from e
     finally:
         trainer.model.load_state_dict(model_state)
         trainer.optimizer.load_state_dict(optimizer_state)
@@ -135,8 +143,11 @@ def trainer_device(train_config):
 def _synchronize(device) -> None:
     import torch
 
-    if getattr(device, "type", str(device)).startswith("cuda"):
+    kind = getattr(device, "type", str(device))
+    if kind == "cuda":
         torch.cuda.synchronize(device)
+    elif kind == "mps":
+        torch.mps.synchronize()
 
 
 def plan_budget(train_config, minutes: float, rate: StepRate):
@@ -149,24 +160,29 @@ def plan_run(run, minutes: float | None) -> str:
     """Time a few steps of a :class:`~napari_imc_vae.engine.workflow.TrainingRun`; with a budget,
     set its steps from them. Returns the line to show the user before training starts.
 
-    Under ``torchrun`` the ranks measure different rates but must run the same steps, so a
-    budget there is the time limit alone (the schedule follows the clock).
+    Under ``torchrun`` the ranks measure different rates but must run the same steps: every
+    rank plans from the slowest rank's rate.
     """
-    import os
-
     trainer = run.trainer
-    rate = measure_step_rate(trainer)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if minutes is not None and world > 1:
-        trainer.config = replace(trainer.config, steps=10**9, time_limit_s=60.0 * minutes)
-        run.train_config = trainer.config
-        return f"budget {minutes:g} min on each of {world} ranks, ended by the clock ({rate})"
+    rate = _slowest_rank(measure_step_rate(trainer), trainer)
     if minutes is not None:
         trainer.config = plan_budget(trainer.config, minutes, rate)
     run.train_config = trainer.config  # what the model file records: the run that was made
     steps = trainer.config.steps
     passes = steps * trainer.config.batch_size / max(1, run.sampler.n_train)
     return describe_plan(steps, rate, minutes, passes)
+
+
+def _slowest_rank(rate: StepRate, trainer) -> StepRate:
+    """Under ``torchrun``, the lowest rate over the ranks (the same on every rank); else ``rate``."""
+    if not trainer.dist.active:
+        return rate
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([rate.steps_per_s], dtype=torch.float64, device=trainer.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return replace(rate, steps_per_s=float(value.item()))
 
 
 def describe_plan(steps: int, rate: StepRate, minutes: float | None = None, passes: float | None = None) -> str:

@@ -171,6 +171,12 @@ class Trainer:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
+    def out_of_memory(self) -> TrainingError:
+        """The error for a step that ran out of device memory: it names a batch that may fit."""
+        batch = self.config.batch_size
+        return TrainingError(f"out of memory on {self.device} at batch size {batch}; "
+                             f"try a smaller batch, e.g. --batch {max(1, batch // 2)}")
+
     # one step --------------------------------------------------------------------------------------
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -342,10 +348,7 @@ class Trainer:
             try:
                 window.append(self._train_step(net, generator))
             except torch.OutOfMemoryError as e:
-                raise TrainingError(
-                    f"out of memory on {self.device} at batch size {cfg.batch_size}; "
-                    f"try a smaller batch, e.g. --batch {max(1, cfg.batch_size // 2)}"
-                ) from e
+                raise self.out_of_memory() from e
             lrs.append(lr)
             self.step += 1
             done = run_step + 1
