@@ -60,25 +60,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
-def test_two_gloo_ranks_end_identical_at_one_step_and_only_rank0_writes(imc_testdata, tmp_path):
-    import json
+TINY = ["--patch", "4", "--latent", "4", "--width", "32", "--depth", "1", "--batch", "16", "--device", "cpu"]
 
+
+def _torchrun_train(imc_testdata, tmp_path, model, options: list[str], stop_rank: int, stop_at: int):
+    """``train`` on two ROIs under torchrun with two gloo ranks; returns the run and the states folder."""
     helper = tmp_path / "helper.py"
     helper.write_text(HELPER)
     states = tmp_path / "states"
     states.mkdir()
-    model = tmp_path / "out" / "model.pt"
     images = sorted((imc_testdata / "steinbock_img").glob("*_00[12].ome.tiff"))[:2]
-    # rank 1 alone is asked to stop during its 6th step: both end at the read of step 10
     env = dict(os.environ, RANK_STATE_DIR=str(states), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
-               STOP_RANK="1", STOP_AT="6")
+               STOP_RANK=str(stop_rank), STOP_AT=str(stop_at))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={free_port()}", str(helper), "train", *map(str, images), "-o", str(model),
-           "--steps", "40", "--patch", "4", "--latent", "4", "--width", "32", "--depth", "1", "--batch", "16",
-           "--device", "cpu", "--seed", "3"]
+           *options, *TINY]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert out.returncode == 0, out.stdout + out.stderr
+    return out, states
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_two_gloo_ranks_end_identical_at_one_step_and_only_rank0_writes(imc_testdata, tmp_path):
+    import json
+
+    model = tmp_path / "out" / "model.pt"
+    # rank 1 alone is asked to stop during its 6th step: both end at the read of step 10
+    out, states = _torchrun_train(imc_testdata, tmp_path, model, ["--steps", "40", "--seed", "3"], 1, 6)
 
     infos = [json.loads((states / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert [(i["rank"], i["world"], i["step"], i["stopped"]) for i in infos] == [(0, 2, 10, True),
@@ -107,20 +115,9 @@ def test_a_budget_under_torchrun_plans_the_same_steps_on_every_rank(imc_testdata
     import json
     import re
 
-    helper = tmp_path / "helper.py"
-    helper.write_text(HELPER)
-    states = tmp_path / "states"
-    states.mkdir()
     model = tmp_path / "model.pt"
-    images = sorted((imc_testdata / "steinbock_img").glob("*_00[12].ome.tiff"))[:2]
-    env = dict(os.environ, RANK_STATE_DIR=str(states), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
-               STOP_RANK="0", STOP_AT="1000000")  # nobody is stopped: the budget ends the run
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", str(helper), "train", *map(str, images), "-o", str(model),
-           "--budget", "0.03", "--patch", "4", "--latent", "4", "--width", "32", "--depth", "1",
-           "--batch", "16", "--device", "cpu"]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
-    assert out.returncode == 0, out.stdout + out.stderr
+    # nobody is asked to stop: the budget ends the run
+    out, states = _torchrun_train(imc_testdata, tmp_path, model, ["--budget", "0.03"], 0, 10**6)
     planned = int(re.search(r"budget 0.03 min: ([\d,]+) steps", out.stdout).group(1).replace(",", ""))
     infos = [json.loads((states / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert infos[0]["step"] == infos[1]["step"] and 0 < infos[0]["step"] <= planned
