@@ -22,3 +22,5 @@ run --data synthetic --latent 32 --kld-scale 0
 run --data real --latent 32 --kl-target 128           # KL: a target in nats per patch
 run --data real --latent 16 --arch conv               # mlp vs conv
 run --data synthetic --latent 16 --steps 8000
+run --data synthetic10 --latent 16 32                 # the 1000×1000×10 synthetic tissue
+run --data synthetic10 --latent 16 --steps 5000       # ... with about what the Standard budget buys
