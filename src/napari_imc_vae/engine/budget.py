@@ -12,9 +12,7 @@ model still gained R² up to 8× the old 2,000-step default.
 
 from __future__ import annotations
 
-import copy
 import math
-import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -69,41 +67,16 @@ class StepRate:
 
 
 def measure_step_rate(trainer, *, steps: int = 6, warmup: int = 2) -> StepRate:
-    """Time ``steps`` real training steps of ``trainer`` (after ``warmup``), then undo them.
-
-    The model's weights, the optimizer's state and the step count are restored, and training
-    reseeds its random numbers when it starts, so for images held in RAM the run that follows is
-    the one it would have been without the measurement (a cohort's bounded pool may have drawn
-    other tiles meanwhile).
+    """Time ``steps`` real training steps of ``trainer`` (after ``warmup``); they are undone
+    (:meth:`~napari_imc_vae.engine.trainer.Trainer.time_steps`).
 
     Raises
     ------
     TrainingError
         The device ran out of memory at this batch size (the message names a smaller one).
     """
-    import torch
-
-    model_state = copy.deepcopy(trainer.model.state_dict())
-    optimizer_state = copy.deepcopy(trainer.optimizer.state_dict())
-    generator = torch.Generator(device=trainer.device).manual_seed(12345)
-    was_training = trainer.model.training
-    trainer.model.train()
-    try:
-        for _ in range(warmup):
-            trainer._train_step(trainer.model, generator)
-        _synchronize(trainer.device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            last = trainer._train_step(trainer.model, generator)
-        float(last[0])  # wait for the device
-        elapsed = time.perf_counter() - start
-    except torch.OutOfMemoryError as e:
-        raise trainer.out_of_memory() from e
-    finally:
-        trainer.model.load_state_dict(model_state)
-        trainer.optimizer.load_state_dict(optimizer_state)
-        trainer.model.train(was_training)
-    return StepRate(steps / max(elapsed, 1e-9), str(trainer.device), bool(trainer.bf16), trainer.config.batch_size)
+    seconds = trainer.time_steps(steps, warmup)
+    return StepRate(steps / max(seconds, 1e-9), str(trainer.device), bool(trainer.bf16), trainer.config.batch_size)
 
 
 def probe_step_rate(n_channels: int, model_config: dict | None = None, critic_config=None, train_config=None,
@@ -117,6 +90,7 @@ def probe_step_rate(n_channels: int, model_config: dict | None = None, critic_co
 
     from napari_imc_vae.engine.critic import CriticConfig
     from napari_imc_vae.engine.data import PatchSampler
+    from napari_imc_vae.engine.device import resolve_device
     from napari_imc_vae.engine.model import ModelConfig, PatchVAE
     from napari_imc_vae.engine.trainer import TrainConfig, Trainer
 
@@ -126,28 +100,12 @@ def probe_step_rate(n_channels: int, model_config: dict | None = None, critic_co
     train_config = train_config or TrainConfig()
     side = max(64, 4 * config.patch_size)
     pixels = np.random.default_rng(0).standard_normal((config.in_channels, side, side)).astype(np.float32)
-    device = trainer_device(train_config)
+    device = resolve_device(train_config.device)
     sampler = PatchSampler([pixels], config.patch_size, val_fraction=0.0, device=device)
     with torch.random.fork_rng(devices=[]):
         trainer = Trainer(PatchVAE(config), sampler, critic_config or CriticConfig(),
                           replace(train_config, device=str(device)))
         return measure_step_rate(trainer, steps=steps, warmup=warmup)
-
-
-def trainer_device(train_config):
-    from napari_imc_vae.engine.device import resolve_device
-
-    return resolve_device(train_config.device)
-
-
-def _synchronize(device) -> None:
-    import torch
-
-    kind = getattr(device, "type", str(device))
-    if kind == "cuda":
-        torch.cuda.synchronize(device)
-    elif kind == "mps":
-        torch.mps.synchronize()
 
 
 def plan_budget(train_config, minutes: float, rate: StepRate):

@@ -171,11 +171,42 @@ class Trainer:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
-    def out_of_memory(self) -> TrainingError:
+    def _out_of_memory(self) -> TrainingError:
         """The error for a step that ran out of device memory: it names a batch that may fit."""
         batch = self.config.batch_size
         return TrainingError(f"out of memory on {self.device} at batch size {batch}; "
                              f"try a smaller batch, e.g. --batch {max(1, batch // 2)}")
+
+    def time_steps(self, steps: int, warmup: int) -> float:
+        """Seconds that ``steps`` training steps take here (after ``warmup``), then undo them.
+
+        The weights, the optimizer's state and the step count are as before; :meth:`fit`
+        reseeds its random numbers, so for images held in RAM the run that follows is the one it
+        would have been (a cohort's bounded pool may have drawn other tiles meanwhile).
+        """
+        model_state = copy.deepcopy(self.model.state_dict())
+        optimizer_state = copy.deepcopy(self.optimizer.state_dict())
+        generator = torch.Generator(device=self.device).manual_seed(12345)
+        was_training = self.model.training
+        self.model.train()
+        try:
+            for _ in range(warmup):
+                self._train_step(self.model, generator)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            elif self.device.type == "mps":
+                torch.mps.synchronize()
+            start = time.perf_counter()
+            for _ in range(steps):
+                last = self._train_step(self.model, generator)
+            float(last[0])  # waits for the device
+            return time.perf_counter() - start
+        except torch.OutOfMemoryError as e:
+            raise self._out_of_memory() from e
+        finally:
+            self.model.load_state_dict(model_state)
+            self.optimizer.load_state_dict(optimizer_state)
+            self.model.train(was_training)
 
     # one step --------------------------------------------------------------------------------------
     def _autocast(self):
@@ -348,7 +379,7 @@ class Trainer:
             try:
                 window.append(self._train_step(net, generator))
             except torch.OutOfMemoryError as e:
-                raise self.out_of_memory() from e
+                raise self._out_of_memory() from e
             lrs.append(lr)
             self.step += 1
             done = run_step + 1
