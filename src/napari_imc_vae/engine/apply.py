@@ -128,6 +128,9 @@ class ModelApplication:
         JSON-safe: where the patches came from, the baseline's provenance and the report
         (or ``reason`` why there is none).
     provenance : dict
+    markers : list of MarkerSummary
+        Per model channel, how much of the image's signal the reconstruction explains, in words
+        (see :mod:`~napari_imc_vae.engine.marker_summary`); empty without a raw reconstruction.
     """
 
     image: ImcImage
@@ -146,21 +149,37 @@ class ModelApplication:
     channel_error_scale: list[float] = field(default_factory=list)
     motif_source: str | None = None
     region_map: np.ndarray | None = None
+    markers: list = field(default_factory=list)
 
     @property
     def stride(self) -> int:
         return int(self.reconstruction.stride)
 
+    def summary_sentences(self) -> list[str]:
+        """Three to five plain sentences: is the model good enough to look at, which markers it
+        explains well or badly, how many places look like artefacts and where
+        (:func:`~napari_imc_vae.engine.summary.summary_sentences`)."""
+        from napari_imc_vae.engine.summary import summary_sentences
+
+        searched = self.regions if self.region_map is not None else None
+        return summary_sentences(self.report, self.markers, searched, shape=tuple(self.image.shape[1:]),
+                                 reason=self.quality.get("reason"))
+
     def report_text(self) -> str:
-        """The quality report in full for a terminal or a text box, or why there is none."""
-        q = self.quality
-        if self.report is None:
-            return f"No quality report: {q.get('reason', 'not asked for')}"
-        head = (f"{self.image.name}: patches of {q['patch_size']} px at stride {q['stride']} "
-                f"(every one of the image's, or {MAX_QUALITY_PATCHES:,} evenly spaced).")
-        if self.motif_source:
-            head += f"\nMotifs: {self.motif_source}."
-        return f"{head}\n{self.report.format_text('patches of this image')}"
+        """The report for a terminal or a text box: the plain sentences, then the numbers behind
+        them after :data:`~napari_imc_vae.engine.summary.NUMBERS_HEADER`."""
+        from napari_imc_vae.engine.marker_summary import marker_table
+        from napari_imc_vae.engine.summary import two_layer_text
+
+        q, numbers = self.quality, []
+        if self.report is not None:
+            head = (f"{self.image.name}: patches of {q['patch_size']} px at stride {q['stride']} "
+                    f"(every one of the image's, or {MAX_QUALITY_PATCHES:,} evenly spaced).")
+            if self.motif_source:
+                head += f"\nMotifs: {self.motif_source}."
+            numbers.append(f"{head}\n{self.report.format_text('patches of this image')}")
+        numbers.append(marker_table(self.markers))
+        return two_layer_text(self.summary_sentences(), "\n\n".join(n for n in numbers if n))
 
 
 def steinbock_names(trained: TrainedModel) -> list[str]:
@@ -261,6 +280,12 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
         region_map = _worst_channel(rec.channel_error) if rec.channel_error is not None else rec.error
         regions, threshold = find_regions(region_map, rec.channel_error, names,
                                           pixel_size_um=float(image.pixel_size_um))
+    markers = []
+    if rec.raw is not None:
+        from napari_imc_vae.engine.marker_summary import summarize_markers
+
+        markers = summarize_markers(data, rec.raw, names, labels=list(trained.channel_names),
+                                    hot_pixel_threshold=trained.normalizer.params.hot_pixel_threshold)
     motifs, motif_model, rows = None, None, []
     motif_source = None
     if settings.motifs > 0:
@@ -275,7 +300,7 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
         ignored_channels=list(match.ignored), motifs=motifs, motif_model=motif_model, motif_rows=rows,
         report=report, quality=quality, provenance=provenance(trained, rec.stride),
         regions=regions, region_threshold=threshold, channel_error_scale=scale, motif_source=motif_source,
-        region_map=region_map,
+        region_map=region_map, markers=markers,
     )
 
 

@@ -146,8 +146,10 @@ def motif_table(labels: np.ndarray, stride: int, raw: np.ndarray, channel_names:
     Returns
     -------
     list of dict
-        ``{"motif", "pixels", "fraction", <channel>: mean, ...}``; a motif with no pixel has
-        NaN means.
+        ``{"motif", "pixels", "fraction", <channel>: mean, ...}`` for the motifs that label at
+        least one pixel: an empty motif (k-means can leave one when the image has fewer kinds
+        of tissue than the model's motifs) is not listed, so no row of NaN means reads as a
+        kind of tissue.
     """
     c, h, w = raw.shape
     ny, nx = labels.shape
@@ -172,4 +174,5 @@ def motif_table(labels: np.ndarray, stride: int, raw: np.ndarray, channel_names:
         means = np.where(counts[1:] > 0, sums[1:] / np.maximum(counts[1:], 1), np.nan)
     total = max(int(pixels.sum()), 1)
     return [{"motif": j + 1, "pixels": int(pixels[j]), "fraction": float(pixels[j] / total),
-             **{name: float(means[j, i]) for i, name in enumerate(channel_names)}} for j in range(k)]
+             **{name: float(means[j, i]) for i, name in enumerate(channel_names)}}
+            for j in range(k) if pixels[j] > 0]
