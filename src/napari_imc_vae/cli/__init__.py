@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from napari_imc_vae.cli import apply, diagnose, motifs, train
-from napari_imc_vae.cli._common import PROG, CommandError
+from napari_imc_vae.cli import apply, cells, diagnose, motifs, train
+from napari_imc_vae.cli._common import PROG, CommandError, terminate_as_interrupt
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ COMMANDS: list[Command] = [
             apply.add_quality, apply.run_quality),
     Command("motifs", "the model's tissue motifs on every image of a cohort, and one abundance table",
             motifs.add_arguments, motifs.run),
+    Command("cells", "one row per segmented cell: intensities, latent code, motifs, error, artefact flags",
+            cells.add_arguments, cells.run),
 ]
 
 
@@ -60,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 failed, 2 usage error)."""
     args = build_parser().parse_args(argv)
+    terminate_as_interrupt()  # SIGTERM/SIGHUP clean up as Ctrl-C does (temporary files, locks)
     try:
         return int(args._run(args))
     except BrokenPipeError:

@@ -59,6 +59,80 @@ def float_or_off(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'off', got {text!r}") from None
 
 
+#: Largest seed: numpy's and scikit-learn's generators take 0 … 2**32 - 1.
+MAX_SEED = 2**32 - 1
+#: Largest budget in minutes: one day (a larger number is a typo, and 1e308 overflowed the plan).
+MAX_BUDGET_MINUTES = 24 * 60.0
+_PRESETS = ("quick", "standard", "thorough")  # engine.budget.PRESETS, not imported (--help stays fast)
+
+
+def _number(text: str, kind, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if kind is float and not abs(value) < float("inf"):  # NaN, inf
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (steps, batch, stride, patch, width, ...)."""
+    value = _number(text, int, "a whole number >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """A whole number >= 0 (a count where 0 means none, e.g. --motifs)."""
+    value = _number(text, int, "a whole number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text}")
+    return value
+
+
+def seed_arg(text: str) -> int:
+    """A random seed: a whole number in 0 … 2**32 - 1."""
+    value = _number(text, int, f"a whole number from 0 to {MAX_SEED}")
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {MAX_SEED} (2**32 - 1), got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (learning rates)."""
+    value = _number(text, float, "a finite number > 0")
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (loss weights, free bits, KL target)."""
+    value = _number(text, float, "a finite number >= 0")
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def budget_arg(text: str) -> str:
+    """A training budget: quick, standard, thorough or minutes in (0, 24 h]; kept as given."""
+    if text.strip().lower() in _PRESETS:
+        return text
+    value = _number(text, float, f"{', '.join(_PRESETS)} or a number of minutes")
+    if not 0 < value <= MAX_BUDGET_MINUTES:
+        raise argparse.ArgumentTypeError(f"expected {', '.join(_PRESETS)} or a number of minutes > 0 and at most "
+                                         f"{MAX_BUDGET_MINUTES:g} (one day), got {text}")
+    return text
+
+
+def check_stride(stride: int | None, patch_size: int) -> None:
+    """A tile stride from 1 to the model's patch size (None: the default, patch/2)."""
+    if stride is not None and not 1 <= stride <= patch_size:
+        raise CommandError(f"--stride must be from 1 to the model's patch size {patch_size}, got {stride}")
+
+
 #: The help's account of :data:`~napari_imc_vae.preprocessing.DEFAULT_NORMALIZATION`, written out
 #: so that building the parser imports no numpy (``--help`` stays fast; a test checks the two agree).
 DEFAULT_NORMALIZATION_HELP = "hot pixels T=50 → arcsinh(x/5) → z-score"
@@ -127,6 +201,39 @@ def image_targets(paths: list[str]) -> list[str]:
     return targets
 
 
+def output_stems(paths: list[str], acquisition: str | None) -> list[tuple[str, str]]:
+    """``(stem, source)`` of every image the paths stand for, decided before any reading.
+
+    The stem is the image's name as a safe file name (:func:`~napari_imc_vae.io.output_guard.safe_stem`:
+    an ``.mcd`` acquisition description may hold ``/``).
+
+    Raises
+    ------
+    CommandError
+        When two images would write outputs of the same name (``A/roi.ome.tiff`` and
+        ``B/roi.ome.tiff``): names both.
+    """
+    from napari_imc_vae.io import list_acquisitions
+    from napari_imc_vae.io.image import source_stem
+    from napari_imc_vae.io.output_guard import duplicate_stems, safe_stem
+
+    named = []
+    for path in image_targets(paths):
+        stem = source_stem(path)
+        if path.lower().endswith(".mcd"):
+            idents = list_acquisitions(path)
+            if acquisition is not None:
+                value = acquisition_arg(path, acquisition)
+                idents = [idents[value]] if isinstance(value, int) and 0 <= value < len(idents) else [str(value)]
+            named += [(safe_stem(f"{stem}_{ident}"), f"{path} ({ident})") for ident in idents]
+        else:
+            named.append((safe_stem(stem), path))
+    clash = duplicate_stems(named)
+    if clash:
+        raise CommandError(clash)
+    return named
+
+
 def _read_target(path: str, acquisition: str | None) -> list:
     """The images of one file or single-image folder; an .mcd gives all its acquisitions."""
     from napari_imc_vae.io import read_imc, read_imc_all
@@ -179,14 +286,40 @@ def stream_all(paths: list[str], acquisition: str | None, quiet: bool):
     return ImageStream([functools.partial(load, path) for path in image_targets(paths)])
 
 
-class InterruptGuard:
-    """Ctrl-C for a long command, installed before its heavy imports.
+#: Signals that stop a command as Ctrl-C does: a cluster scheduler sends SIGTERM, a closed
+#: terminal SIGHUP; each then cleans up (temporary files, caches, locks) and exits "interrupted".
+STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
 
-    Until :attr:`on_interrupt` is set, a first Ctrl-C is only recorded and :meth:`check`
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def terminate_as_interrupt() -> None:
+    """Make SIGTERM and SIGHUP raise ``KeyboardInterrupt`` as Ctrl-C does (main thread only).
+
+    Called once by the command line before any command runs, so that every command's
+    ``finally`` / cleanup runs for them too (by default they end the process on the spot).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in STOP_SIGNALS[1:]:
+        if hasattr(signal, name) and signal.getsignal(getattr(signal, name)) == signal.SIG_DFL:
+            signal.signal(getattr(signal, name), _raise_interrupt)
+
+
+class InterruptGuard:
+    """Ctrl-C (and SIGTERM, SIGHUP: :data:`STOP_SIGNALS`) for a long command, installed before
+    its heavy imports.
+
+    Until :attr:`on_interrupt` is set, a first signal is only recorded and :meth:`check`
     raises ``KeyboardInterrupt`` at the next safe point: an import cut in half leaves torch
     half-loaded (later imports fail with "loaded twice"), and a read cut in half looked like a
-    corrupt input. Once :attr:`on_interrupt` is set (training), a first Ctrl-C calls it
-    instead (stop after the current step and save). A second Ctrl-C raises at once. The
+    corrupt input. Once :attr:`on_interrupt` is set (training), a first signal calls it
+    instead (stop after the current step and save). A second signal raises at once. The
     command line turns ``KeyboardInterrupt`` into "interrupted", exit status 130.
     Outside the main thread (where signals cannot be handled) it does nothing.
     """
@@ -194,14 +327,17 @@ class InterruptGuard:
     def __init__(self) -> None:
         self.requested = False
         self.on_interrupt = None
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self) -> "InterruptGuard":
         import signal
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for name in STOP_SIGNALS:
+                if hasattr(signal, name):
+                    number = getattr(signal, name)
+                    self._previous[number] = signal.signal(number, self._handle)
         return self
 
     def _handle(self, signum, frame) -> None:
@@ -212,16 +348,16 @@ class InterruptGuard:
             self.on_interrupt()
 
     def check(self) -> None:
-        """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed and nothing else handles it."""
+        """Raise ``KeyboardInterrupt`` if a stop signal came and nothing else handles it."""
         if self.requested and self.on_interrupt is None:
             raise KeyboardInterrupt
 
     def __exit__(self, *exc) -> None:
         import signal
 
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for number, previous in self._previous.items():
+            signal.signal(number, previous if previous is not None else signal.SIG_DFL)
+        self._previous = {}
 
 
 class ProgressBar:
@@ -249,11 +385,54 @@ class ProgressBar:
 
 
 def load_model(path: str, device: str | None = None):
+    from pathlib import Path
+
     from napari_imc_vae.engine.checkpoint import TrainedModel
     from napari_imc_vae.engine.device import resolve_device
 
+    file = Path(path)
+    if file.is_dir():
+        raise CommandError(f"model file {path} is a directory; give the model file (.pt) written by 'train'")
+    if file.exists() and not file.is_file():  # a FIFO would block the read, a device never end
+        raise CommandError(f"model file {path} is not a regular file (a pipe, device or socket); "
+                           f"give the model file (.pt) written by 'train'")
     dev = resolve_device(device or "auto")  # unknown device: ValueError listing the available ones
     return TrainedModel.load(path, map_location=dev), dev
+
+
+def claim_output(output: str, inputs, *, what: str, is_folder: bool):
+    """Before any work: refuse an output that would touch an input, check it can be written,
+    and lock it for this run.
+
+    Parameters
+    ----------
+    output : str
+        The ``-o`` path: a file (``is_folder=False``, e.g. a model file) or an output folder.
+    inputs : sequence of str
+        Input files and folders as given on the command line.
+    what : str
+        ``"model file"``, ``"output folder"``: names the output in messages.
+
+    Returns
+    -------
+    OutputLock
+        Held; use as a context manager (or call ``release``). A second run on the same
+        output fails at once naming this one.
+
+    Raises
+    ------
+    OutputError
+        Naming the input it would hit, why it cannot be written, or the run that holds it.
+    """
+    from napari_imc_vae.io.atomic import check_output_dir, check_output_file
+    from napari_imc_vae.io.output_guard import OutputLock, check_output_apart
+
+    check_output_apart(output, inputs, what=what, is_folder=is_folder)
+    if is_folder:
+        check_output_dir(output, what)
+    else:
+        check_output_file(output, what)
+    return OutputLock(output).acquire()
 
 
 def fmt(value) -> str:

@@ -11,7 +11,18 @@ import argparse
 import json
 import sys
 
-from napari_imc_vae.cli._common import PROG, CommandError, ProgressBar, load_model, read_image
+from napari_imc_vae.cli._common import (
+    PROG,
+    CommandError,
+    ProgressBar,
+    check_stride,
+    claim_output,
+    load_model,
+    nonnegative_int,
+    positive_int,
+    read_image,
+    seed_arg,
+)
 
 DEFAULT_MOTIFS = 6  # engine.motifs.DEFAULT_MOTIFS; not imported here so that --help stays fast
 
@@ -22,8 +33,9 @@ def _add_model_and_image(parser: argparse.ArgumentParser) -> None:
                                      "channels the model does not know are ignored)")
     parser.add_argument("--acquisition", metavar="A",
                         help="acquisition of an .mcd: identifier or 0-based index; default the first")
-    parser.add_argument("--stride", type=int, metavar="S", help="tile stride (default patch/2)")
-    parser.add_argument("--batch", type=int, default=2048, metavar="B", help="tiles per model call (default 2048)")
+    parser.add_argument("--stride", type=positive_int, metavar="S",
+                        help="tile stride, 1 to the model's patch size (default patch/2)")
+    parser.add_argument("--batch", type=positive_int, default=2048, metavar="B", help="tiles per model call (default 2048)")
     parser.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="auto: bf16 on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), about "
@@ -33,12 +45,13 @@ def _add_model_and_image(parser: argparse.ArgumentParser) -> None:
 def add_reconstruct(parser: argparse.ArgumentParser) -> None:
     _add_model_and_image(parser)
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
-    parser.add_argument("--motifs", type=int, default=DEFAULT_MOTIFS, metavar="K",
+    parser.add_argument("--motifs", type=nonnegative_int, default=DEFAULT_MOTIFS, metavar="K",
                         help=f"tissue motifs, written as <image>_motifs.tiff (labels 1..K on the latent grid, "
                              f"pixel size x stride) and <image>_motifs.csv: the model's own when it holds K "
                              f"(fitted on its training images: the same motifs on every image), else K "
                              f"fitted on this image; 0 for none (default {DEFAULT_MOTIFS}, as the widget)")
-    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the motif fit (default 0)")
+    parser.add_argument("--seed", type=seed_arg, default=0, metavar="S",
+                        help="seed of the motif fit, 0 to 2**32-1 (default 0)")
 
 
 def add_quality(parser: argparse.ArgumentParser) -> None:
@@ -64,16 +77,23 @@ def _prepare(args: argparse.Namespace, what: str):
 
 
 def run_reconstruct(args: argparse.Namespace) -> int:
+    # before any work: an output that would touch the input, or that another run writes, fails now
+    with claim_output(args.output, [args.path], what="output folder", is_folder=True):
+        return _reconstruct(args)
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from napari_imc_vae.engine.apply import apply_to_image
-    from napari_imc_vae.io.atomic import check_output_dir
-    from napari_imc_vae.io.outputs import write_model_outputs
+    from napari_imc_vae.io.atomic import StagedFolder
 
     # what the CLI needs: no normalized reconstruction (time and memory); the per-channel error
     # names the channels of the regions
     settings = _settings(args, motifs=args.motifs, seed=args.seed,
                          outputs=("raw", "error", "channel_error", "latent", "hot_pixels"))
     trained, device, image = _prepare(args, "reconstructing")
-    out = check_output_dir(args.output)  # before the work: a bad folder fails now, named
+    check_stride(args.stride, trained.model.config.patch_size)
     print(f"reconstructing {image.name} {image.shape} on {device}", flush=True)
     bar = ProgressBar("reconstruct")
     try:
@@ -85,11 +105,9 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     rec = app.reconstruction
     if app.report is None:
         print(f"{PROG}: warning: no quality report: {app.quality.get('reason')}", file=sys.stderr)
-    quality = {**app.quality, "model": args.model}
-    written = write_model_outputs(out, image.name, recon_raw=rec.raw, channel_names=app.channel_names,
-                                  error=rec.error, latent=rec.latent, stride=rec.stride,
-                                  pixel_size_um=image.pixel_size_um, quality=quality, motifs=app.motifs,
-                                  motif_rows=app.motif_rows, hot_pixels=rec.hot_pixels, regions=app.regions)
+    with StagedFolder(Path(args.output)) as staged:  # all of this run's files or none
+        written = [staged.final(p) for p in write_application(staged.path, app, args.model)]
+        staged.commit()
     for p in written:
         print(f"wrote {p}")
     if app.report is not None:
@@ -100,10 +118,25 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def write_application(out, app, model: str) -> list:
+    """What ``reconstruct`` writes for one image (also ``cells`` and ``qc``, beside their tables)."""
+    from napari_imc_vae.io.output_guard import safe_stem
+    from napari_imc_vae.io.outputs import write_model_outputs
+
+    rec, image = app.reconstruction, app.image
+    quality = {**app.quality, "model": model}
+    # an .mcd acquisition description may hold "/": the stem must stay in the folder
+    return write_model_outputs(out, safe_stem(image.name), recon_raw=rec.raw, channel_names=app.channel_names,
+                               error=rec.error, latent=rec.latent, stride=rec.stride,
+                               pixel_size_um=image.pixel_size_um, quality=quality, motifs=app.motifs,
+                               motif_rows=app.motif_rows, hot_pixels=rec.hot_pixels, regions=app.regions)
+
+
 def run_quality(args: argparse.Namespace) -> int:
     from napari_imc_vae.engine.apply import assess_image
 
     trained, _, image = _prepare(args, "assessing")
+    check_stride(args.stride, trained.model.config.patch_size)
     report, quality = assess_image(trained, image, _settings(args, motifs=0))
     quality["model"] = args.model
     if report is None:  # e.g. smaller than a patch, or every patch touches a NaN pixel

@@ -12,11 +12,17 @@ from napari_imc_vae.cli._common import (
     InterruptGuard,
     ProgressBar,
     add_normalization_arguments,
+    budget_arg,
+    claim_output,
     fmt,
     is_main_rank,
     load_model,
+    nonnegative_float,
     normalization_from_args,
     normalization_given,
+    positive_float,
+    positive_int,
+    seed_arg,
     stream_all,
 )
 
@@ -45,18 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="model file to write")
     parser.add_argument("--acquisition", metavar="A", help="only this acquisition of each file")
     g = parser.add_argument_group("training (defaults: the engine's TrainConfig)")
-    g.add_argument("--budget", metavar="B",
+    g.add_argument("--budget", type=budget_arg, metavar="B",
                    help=f"how long to train: {_PRESET_WORDS} or a number of minutes; turned into steps from a "
                         f"few steps timed on this machine, and kept as the time limit (default {DEFAULT_BUDGET}, "
                         "unless --steps or --time-limit is given)")
-    g.add_argument("--steps", type=int, metavar="N",
+    g.add_argument("--steps", type=positive_int, metavar="N",
                    help="train exactly N steps instead of a budget (default 2000 with --time-limit alone)")
     g.add_argument("--estimate", action="store_true",
                    help="time a few steps, print what the budget (or --steps) buys on this machine, and stop")
-    g.add_argument("--batch", type=int, metavar="B", help="patches per step (default 256)")
-    g.add_argument("--lr", type=float, metavar="LR", help="peak learning rate (default 0.001)")
+    g.add_argument("--batch", type=positive_int, metavar="B", help="patches per step (default 256)")
+    g.add_argument("--lr", type=positive_float, metavar="LR", help="peak learning rate (default 0.001)")
     g.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
-    g.add_argument("--seed", type=int, metavar="S", help="random seed (default 0)")
+    g.add_argument("--seed", type=seed_arg, metavar="S", help="random seed, 0 to 2**32-1 (default 0)")
     g.add_argument("--time-limit", dest="time_limit", type=positive_seconds, metavar="SECONDS",
                    help="stop after this long even if the steps are not done")
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"),
@@ -65,22 +71,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--resume", metavar="MODEL.pt",
                    help="continue training this model (same normalization, architecture, step count)")
     g = parser.add_argument_group("model (defaults: the engine's ModelConfig)")
-    g.add_argument("--patch", type=int, metavar="P", help="patch size in pixels (default 8)")
-    g.add_argument("--latent", type=int, metavar="D", help="latent dimensions (default 16, docs/capacity.md)")
-    g.add_argument("--width", type=int, metavar="W", help="hidden width (default 512)")
-    g.add_argument("--depth", type=int, metavar="K", help="residual blocks (default 2)")
+    g.add_argument("--patch", type=positive_int, metavar="P", help="patch size in pixels (default 8)")
+    g.add_argument("--latent", type=positive_int, metavar="D", help="latent dimensions (default 16, docs/capacity.md)")
+    g.add_argument("--width", type=positive_int, metavar="W", help="hidden width (default 512)")
+    g.add_argument("--depth", type=positive_int, metavar="K", help="residual blocks (default 2)")
     g.add_argument("--arch", choices=("mlp", "conv"), help="encoder/decoder kind (default mlp)")
     add_normalization_arguments(parser)
     g = parser.add_argument_group("loss weights (defaults: the engine's CriticConfig)")
-    g.add_argument("--cosine-weight", type=float, metavar="W", help="cosine term weight (default 0.5)")
-    g.add_argument("--gradient-weight", type=float, metavar="W",
+    g.add_argument("--cosine-weight", type=nonnegative_float, metavar="W", help="cosine term weight (default 0.5)")
+    g.add_argument("--gradient-weight", type=nonnegative_float, metavar="W",
                    help="gradient term weight (default 0, off: it blurs shot-noisy IMC, see docs/ablation.md; "
                         "the reference used 1.0)")
-    g.add_argument("--kld-scale", type=float, metavar="S", help="free-bits KL weight (default 0.001)")
-    g.add_argument("--free-bits", type=float, metavar="F", help="free bits, nats per latent dim (default 2.0)")
-    g.add_argument("--kl-target", type=float, metavar="NATS",
+    g.add_argument("--kld-scale", type=nonnegative_float, metavar="S", help="free-bits KL weight (default 0.001)")
+    g.add_argument("--free-bits", type=nonnegative_float, metavar="F", help="free bits, nats per latent dim (default 2.0)")
+    g.add_argument("--kl-target", type=nonnegative_float, metavar="NATS",
                    help="ask for this KL in nats per patch (|KL - target| replaces the free-bits floor; default off)")
-    g.add_argument("--perm-scale", type=float, metavar="S",
+    g.add_argument("--perm-scale", type=nonnegative_float, metavar="S",
                    help="permutation-consistency weight (default 0.8)")
 
 
@@ -128,8 +134,13 @@ def _summary(trained, stopped: bool, elapsed: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Ctrl-C handling first: the imports below take seconds (torch) and must not be cut
+    from contextlib import nullcontext
+
     with InterruptGuard() as interrupt:
-        return _train(args, interrupt)
+        # rank 0 writes: it refuses an -o that is an input (or its panel) and locks it against a second run
+        writes = is_main_rank() and not args.estimate
+        with claim_output(args.output, args.paths, what="model file", is_folder=False) if writes else nullcontext():
+            return _train(args, interrupt)
 
 
 def _train(args: argparse.Namespace, interrupt: InterruptGuard) -> int:
