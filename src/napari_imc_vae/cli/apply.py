@@ -88,10 +88,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from napari_imc_vae.engine.apply import apply_to_image
     from napari_imc_vae.io.atomic import StagedFolder
 
-    # what the CLI needs: no normalized reconstruction (time and memory); the per-channel error
-    # names the channels of the regions
+    # what the CLI needs: no normalized reconstruction (time and memory); the per-channel count
+    # residual names the channels of the regions
     settings = _settings(args, motifs=args.motifs, seed=args.seed,
-                         outputs=("raw", "error", "channel_error", "latent", "hot_pixels"))
+                         outputs=("raw", "error", "residual", "latent", "hot_pixels"))
     trained, device, image = _prepare(args, "reconstructing")
     check_stride(args.stride, trained.model.config.patch_size)
     print(f"reconstructing {image.name} {image.shape} on {device}", flush=True)
@@ -113,7 +113,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
     if app.report is not None:
         print("\n".join(f"- {v}" for v in app.report.verdicts()))
     hot = int((rec.hot_pixels > 0).sum()) if rec.hot_pixels is not None else 0
-    print(f"- {len(app.regions)} region(s) of high error (per-pixel error > {app.region_threshold:.3g}); "
+    print(f"- {len(app.regions)} region(s) of high error (error > {app.region_threshold:g} noise SD); "
           f"{hot} pixel(s) replaced by the hot-pixel filter")
     return 0
 

@@ -57,15 +57,15 @@ class ApplySettings:
     seed : int
         Of the motif fit.
     regions : bool
-        Find the regions of high error (needs ``channel_error`` among ``outputs`` to name
-        the channels that carry them).
+        Find the regions of high error (needs ``error`` among ``outputs``, and ``residual``
+        to name the channels that carry them).
     quality : bool
         Measure the quality report.
     max_quality_patches : int
     outputs : tuple of str
         Reconstruction outputs to compute (see
         :func:`~napari_imc_vae.engine.inference.reconstruct_image`); the CLI leaves out the
-        per-channel error and the normalized reconstruction, which it does not write.
+        normalized reconstruction and error, which it does not write.
     precision : {"auto", "fp32", "bf16"}
         Of the model's forward pass; ``auto`` is bf16 where the hardware runs it natively
         (see :func:`~napari_imc_vae.engine.inference.reconstruct_image`).
@@ -95,7 +95,8 @@ class ModelApplication:
     ----------
     image : ImcImage
     reconstruction : Reconstruction
-        ``raw``, ``normalized``, ``error``, ``channel_error``, ``latent`` (see
+        ``raw`` (counts, >= 0), ``normalized``, ``error`` (calibrated, noise SDs),
+        ``residual``, ``channel_error``, ``latent`` (see
         :class:`~napari_imc_vae.engine.inference.Reconstruction`).
     channel_names : list of str
         steinbock-style names of the model's channels (``Pr141_CD45``).
@@ -113,16 +114,14 @@ class ModelApplication:
     regions : list of dict
         Connected regions of high error, ranked (see :func:`~napari_imc_vae.engine.regions.find_regions`).
     region_threshold : float
-        The value of ``region_map`` above which a pixel belongs to a region.
+        The value of ``region_map`` above which a pixel belongs to a region:
+        :data:`~napari_imc_vae.engine.error_unit.REGION_THRESHOLD`, in noise SDs.
     region_map : ndarray of shape (Y, X) or None
-        What the regions are found on: at each pixel the worst channel's error, in units of
-        that channel's typical error (an artefact in one channel of 40 is not averaged away;
-        ``docs/artefacts.md``: streaks AUROC 0.98 against 0.94 for the mean over channels),
-        or the per-pixel error when the per-channel one was not computed.
+        What the regions are found on: ``reconstruction.error``, the calibrated pixel error
+        (the same array; see :attr:`error_map`).
     channel_error_scale : list of float
         Each channel's mean squared error over the image: ``reconstruction.channel_error`` is
-        divided by it (1 = that channel's typical error), so a bright channel does not hide
-        a faint one.
+        divided by it (1 = that channel's typical error).
     report : QualityReport or None
     quality : dict
         JSON-safe: where the patches came from, the baseline's provenance and the report
@@ -154,6 +153,18 @@ class ModelApplication:
     @property
     def stride(self) -> int:
         return int(self.reconstruction.stride)
+
+    @property
+    def error_map(self) -> np.ndarray | None:
+        """(Y, X) calibrated pixel error in noise SDs (:data:`ERROR_UNIT_SENTENCE`): the layer,
+        ``error.tiff`` and the regions' peak and mean error are all this map."""
+        return self.reconstruction.error
+
+    @property
+    def residual(self) -> np.ndarray | None:
+        """(C, Y, X) float32 signed count residual per model channel in noise SDs (positive:
+        more counts measured than predicted; NaN where the input is not finite)."""
+        return self.reconstruction.residual
 
     def summary_sentences(self) -> list[str]:
         """Three to five plain sentences: is the model good enough to look at, which markers it
@@ -277,9 +288,10 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
     if settings.regions and rec.error is not None:
         from napari_imc_vae.engine.regions import find_regions
 
-        region_map = _worst_channel(rec.channel_error) if rec.channel_error is not None else rec.error
-        regions, threshold = find_regions(region_map, rec.channel_error, names,
-                                          pixel_size_um=float(image.pixel_size_um))
+        region_map = rec.error
+        regions, threshold = find_regions(region_map, rec.residual, names, pixel_size_um=float(image.pixel_size_um))
+    if rec.error is not None:
+        quality["error"] = _error_summary(rec, names, regions if settings.regions else None)
     markers = []
     if rec.raw is not None:
         from napari_imc_vae.engine.marker_summary import summarize_markers
@@ -320,12 +332,20 @@ def motifs_for(trained: TrainedModel, latent: np.ndarray, settings: ApplySetting
     return fitted, f"{fitted.k} motifs fitted on this image alone ({why})"
 
 
-def _worst_channel(channel_error: np.ndarray) -> np.ndarray:
-    """Max over channels, NaN only where every channel is (no warning for those pixels)."""
-    filled = np.where(np.isfinite(channel_error), channel_error, -np.inf)
-    worst = filled.max(axis=0)
-    worst[np.isneginf(worst)] = np.nan
-    return worst
+def _error_summary(rec, names: list[str], regions: list[dict] | None) -> dict:
+    """quality.json's ``error``: the unit, its threshold, the image's figures in it."""
+    from napari_imc_vae.engine.error_unit import describe_unit
+
+    e = rec.error
+    finite = np.isfinite(e)
+    out = describe_unit(rec.dispersion, names)
+    out.update({"pixels": int(finite.sum()),
+                "median": float(np.median(e[finite])) if finite.any() else None,
+                "max": float(e[finite].max()) if finite.any() else None,
+                "pixels_above_threshold": int((e[finite] > out["region_threshold"]).sum())})
+    if regions is not None:
+        out["n_regions"] = len(regions)
+    return out
 
 
 def _autocast(trained: TrainedModel, settings: ApplySettings, device=None):

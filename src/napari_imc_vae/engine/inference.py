@@ -22,7 +22,9 @@ from napari_imc_vae.engine.tiling import BandStitcher, TileGrid
 
 __all__ = ["Reconstruction", "reconstruct_image", "memmap_outputs", "normalized_rows", "OUTPUT_NAMES"]
 
-OUTPUT_NAMES = ("normalized", "raw", "error", "channel_error", "latent", "hot_pixels")
+OUTPUT_NAMES = ("normalized", "raw", "error", "residual", "channel_error", "latent", "hot_pixels")
+# elements of a (C, rows, X) block the calibrated residual is computed on at a time (~32 MB of float64)
+_RESIDUAL_BLOCK = 4_000_000
 # rows read beyond a band on each side before normalizing, so a 3×3 neighbourhood step
 # (the hot-pixel filter) sees the same neighbours as on the whole image
 _NORMALIZER_HALO = 1
@@ -40,14 +42,27 @@ class Reconstruction:
     normalized : ndarray of shape (C, Y, X), float32
         Reconstruction in normalized units.
     raw : ndarray of shape (C, Y, X), float32
-        Reconstruction mapped back to raw units by ``normalizer.inverse``.
+        Reconstruction mapped back to raw units by ``normalizer.inverse``, clipped at 0:
+        counts are never negative (the inverse of arcsinh maps below-background values
+        of the model to negative numbers).
     error : ndarray of shape (Y, X), float32
-        Mean over channels of the squared error in normalized (variance-stabilized)
-        units against the image *as read*: normalized like the model's input but without
-        the hot-pixel filter, so what the filter removed shows as error. Channels whose
-        input pixel is NaN/Inf are left out of the mean; a pixel with no finite channel is NaN.
+        The calibrated per-pixel error in noise SDs
+        (:func:`~napari_imc_vae.engine.error_unit.pixel_error` of ``residual``): the worst
+        channel's residual, calibrated for the number of finite channels; NaN where no
+        channel is finite.
+    residual : ndarray of shape (C, Y, X), float32
+        Signed count residual per channel in noise SDs
+        (:func:`~napari_imc_vae.engine.error_unit.count_residual`) of the image *as read*
+        (before the hot-pixel filter, so what the filter removed shows) against ``raw``,
+        with the per-channel overdispersion ``dispersion``; NaN where the input is not finite.
     channel_error : ndarray of shape (C, Y, X), float32
-        Squared error per channel, same units and target; NaN where the input is not finite.
+        Squared error per channel in normalized (variance-stabilized) units against the
+        image as read (normalized without the hot-pixel filter); NaN where the input is
+        not finite.
+    dispersion : ndarray of shape (C,), float64
+        Negative-binomial overdispersion per channel, estimated on this image
+        (:func:`~napari_imc_vae.engine.error_unit.estimate_dispersion`); None when neither
+        ``error`` nor ``residual`` was computed.
     hot_pixels : ndarray of shape (Y, X), uint8
         In how many channels the hot-pixel filter replaced the pixel (0: none).
     latent : ndarray of shape (D, ny, nx), float32
@@ -66,6 +81,8 @@ class Reconstruction:
     patch_size: int
     stride: int
     hot_pixels: np.ndarray | None = None
+    residual: np.ndarray | None = None
+    dispersion: np.ndarray | None = None
 
     @property
     def latent_scale(self) -> tuple[int, int]:
@@ -78,7 +95,8 @@ _DTYPES = {"hot_pixels": np.uint8}
 
 def _output_shapes(image_shape, grid: TileGrid, latent_dim: int) -> dict[str, tuple[int, ...]]:
     c, y, x = image_shape
-    return {"normalized": (c, y, x), "raw": (c, y, x), "error": (y, x), "channel_error": (c, y, x),
+    return {"normalized": (c, y, x), "raw": (c, y, x), "error": (y, x), "residual": (c, y, x),
+            "channel_error": (c, y, x),
             "latent": (latent_dim, *grid.n_tiles), "hot_pixels": (y, x)}
 
 
@@ -215,8 +233,9 @@ def reconstruct_image(
         ``normalizer.inverse(normalized) -> raw`` (a
         :class:`~napari_imc_vae.preprocessing.Normalizer`). It must work pixel by
         pixel or within a 3×3 neighbourhood (the hot-pixel filter): bands are read
-        with one extra row on each side. None: the image is already normalized and
-        ``raw`` equals ``normalized``.
+        with one extra row on each side. None: the image is already normalized,
+        ``raw`` equals ``normalized`` (clipped at 0) and the count residual takes the
+        image's values as counts.
     stride : int, optional
         Step between tiles, 1..P; default ``P // 2``.
     batch_size : int
@@ -228,7 +247,7 @@ def reconstruct_image(
         Called as ``on_progress(done_tiles, total_tiles)`` after every batch.
     out : mapping or object with attributes, optional
         Preallocated arrays (or np.memmaps) for any of ``normalized``, ``raw``,
-        ``error``, ``channel_error``, ``latent``, with the shapes of
+        ``error``, ``residual``, ``channel_error``, ``latent``, with the shapes of
         :class:`Reconstruction`; missing ones are allocated in memory.
     on_rows : callable, optional
         Called as ``on_rows(start, rows)`` with the normalized input, (C, n, X) float32
@@ -248,6 +267,8 @@ def reconstruct_image(
     outputs : tuple of str
         Which of :data:`OUTPUT_NAMES` to compute (``latent`` always is); the others are
         None, which saves their memory and time (the CLI writes no per-channel error).
+        ``error`` and ``residual`` need the raw reconstruction: it is computed (in memory)
+        even when ``raw`` is left out.
 
     Returns
     -------
@@ -263,7 +284,12 @@ def reconstruct_image(
     Notes
     -----
     NaN/Inf input pixels are fed to the model as 0 (the channel mean after z-score)
-    and are NaN in ``channel_error``.
+    and are NaN in ``channel_error`` and ``residual``.
+
+    ``error`` and ``residual`` are computed in a second pass over bands of rows, once the
+    whole raw reconstruction is known (the overdispersion is estimated on the whole image),
+    reading the image and ``raw`` again band by band: with np.memmaps nothing of size
+    (C, Y, X) is held in memory.
     """
     image, shape = _check_args(model, image, batch_size)
     c, y_size, x_size = shape
@@ -272,11 +298,14 @@ def reconstruct_image(
     unknown = set(outputs) - set(OUTPUT_NAMES)
     if unknown:
         raise ValueError(f"unknown outputs {sorted(unknown)}; choose from {OUTPUT_NAMES}")
-    outputs = {name: None for name in OUTPUT_NAMES if name not in outputs and name != "latent"}
+    keep_raw = "raw" in outputs
+    calibrated = "error" in outputs or "residual" in outputs
+    outputs = {name: None for name in OUTPUT_NAMES
+               if name not in outputs and name != "latent" and not (name == "raw" and calibrated)}
     for name, oshape in _output_shapes(shape, grid, cfg.latent_dim).items():
         if name in outputs:
             continue
-        arr = _get_out(out, name)
+        arr = _get_out(out, name) if name != "raw" or keep_raw else None
         if arr is None:
             arr = np.empty(oshape, dtype=_DTYPES.get(name, np.float32))
         elif tuple(arr.shape) != oshape:
@@ -332,7 +361,33 @@ def reconstruct_image(
                         on_rows(y0, parts[0])
     finally:
         model.train(was_training)
-    return Reconstruction(**outputs, patch_size=grid.patch_size, stride=grid.stride)
+    dispersion = None
+    if calibrated:
+        dispersion = _write_calibrated(outputs, image)
+    if not keep_raw:
+        outputs["raw"] = None
+    return Reconstruction(**outputs, patch_size=grid.patch_size, stride=grid.stride, dispersion=dispersion)
+
+
+def _write_calibrated(outputs: dict, image) -> np.ndarray:
+    """Second pass: overdispersion from the whole image, then residual and pixel error by bands."""
+    from napari_imc_vae.engine.error_unit import count_residual, estimate_dispersion, pixel_error
+
+    raw = outputs["raw"]
+    c, y_size, x_size = raw.shape
+    # evenly spaced whole rows: a fancy index reads only those rows of a memmap
+    n_rows = min(y_size, max(1, 200_000 // max(x_size, 1)))
+    rows = np.unique(np.linspace(0, y_size - 1, n_rows).round().astype(np.intp))
+    dispersion = estimate_dispersion(np.asarray(image[:, rows], dtype=np.float32), raw[:, rows])
+    step = max(1, _RESIDUAL_BLOCK // max(c * x_size, 1))
+    for y0 in range(0, y_size, step):
+        y1 = min(y_size, y0 + step)
+        r = count_residual(np.asarray(image[:, y0:y1], dtype=np.float32), raw[:, y0:y1], dispersion)
+        if outputs["residual"] is not None:
+            outputs["residual"][:, y0:y1] = r
+        if outputs["error"] is not None:
+            outputs["error"][y0:y1] = pixel_error(r)
+    return dispersion
 
 
 def _write_rows(outputs: dict, normalizer, rec: np.ndarray, target: np.ndarray, y0: int, y1: int) -> None:
@@ -340,23 +395,11 @@ def _write_rows(outputs: dict, normalizer, rec: np.ndarray, target: np.ndarray, 
     if outputs["normalized"] is not None:
         outputs["normalized"][:, y0:y1] = rec
     if outputs["raw"] is not None:
-        outputs["raw"][:, y0:y1] = rec if normalizer is None else normalizer.inverse(rec)
-    if outputs["error"] is None and outputs["channel_error"] is None:
+        raw = rec if normalizer is None else normalizer.inverse(rec)
+        outputs["raw"][:, y0:y1] = np.maximum(raw, 0.0)  # counts: never negative
+    if outputs["channel_error"] is None:
         return
     sq = rec - target
     np.square(sq, out=sq)
-    finite = np.isfinite(target)
-    if finite.all():  # the usual case: no mask arithmetic
-        if outputs["channel_error"] is not None:
-            outputs["channel_error"][:, y0:y1] = sq
-        if outputs["error"] is not None:
-            outputs["error"][y0:y1] = sq.mean(axis=0)
-        return
-    sq[~finite] = np.nan  # an Inf input gives Inf - rec; both count as missing
-    if outputs["channel_error"] is not None:
-        outputs["channel_error"][:, y0:y1] = sq
-    if outputs["error"] is not None:
-        n = finite.sum(axis=0)
-        total = np.where(finite, sq, 0.0).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):  # no finite channel: NaN, said in the docs
-            outputs["error"][y0:y1] = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    sq[~np.isfinite(target)] = np.nan  # an Inf input gives Inf - rec; both count as missing
+    outputs["channel_error"][:, y0:y1] = sq

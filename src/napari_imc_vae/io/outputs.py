@@ -97,16 +97,18 @@ def write_model_outputs(outdir: str | os.PathLike, stem: str, *, recon_raw: np.n
     Files (``<stem>`` is the image's name):
 
     - ``_recon.ome.tiff``: the reconstruction (C, Y, X) in raw units, channels named;
-    - ``_error.tiff``: per-pixel error (Y, X), mean squared error in normalized units against
-      the image as read (before the hot-pixel filter);
+    - ``_error.tiff``: per-pixel error (Y, X) in noise SDs (see
+      :mod:`napari_imc_vae.engine.error_unit`): how far the counts as read (before the
+      hot-pixel filter) lie from the reconstruction, worst channel, calibrated;
     - ``_hotpixels.tiff``: in how many channels the hot-pixel filter replaced each pixel
       (uint8, 0 = none), when given;
-    - ``_regions.csv``: connected regions of high error, ranked (:data:`REGION_COLUMNS`),
-      when given;
+    - ``_regions.csv``: connected regions of high error, ranked (:data:`REGION_COLUMNS`;
+      ``peak_error``, ``mean_error`` and ``excess`` in the unit of ``_error.tiff``), when given;
     - ``_latent.tiff``: the latent map (D, ny, nx) on the stride grid, pixel size × stride;
     - ``_motifs.tiff``: motif labels 1 … k (int32) on the same grid, and ``_motifs.csv``
       (motif, pixels, fraction, mean raw intensity per channel), when motifs were asked for;
-    - ``_quality.json``: the quality report and where its baseline was fitted.
+    - ``_quality.json``: the quality report and where its baseline was fitted; its ``error``
+      entry names the error unit, the regions' threshold in it and the image's figures.
 
     Latent-grid cell ``(i, j)`` is the tile centred on image pixel ``(i*stride, j*stride)``:
     shown with scale ``stride`` and no offset it lies over the image.
