@@ -110,8 +110,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
         staged.commit()
     for p in written:
         print(f"wrote {p}")
-    if app.report is not None:
-        print("\n".join(f"- {v}" for v in app.report.verdicts()))
+    print(app.report_text())  # the plain sentences first, then the numbers behind them
     hot = int((rec.hot_pixels > 0).sum()) if rec.hot_pixels is not None else 0
     print(f"- {len(app.regions)} region(s) of high error (error > {app.region_threshold:g} noise SD); "
           f"{hot} pixel(s) replaced by the hot-pixel filter")
@@ -144,6 +143,8 @@ def run_quality(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(quality, indent=2, allow_nan=False))
     else:
-        print(f"{image.name}: patches of {quality['patch_size']} px at stride {quality['stride']}.")
-        print(report.format_text("patches of this image"))
+        from napari_imc_vae.engine.summary import quality_text
+
+        print(quality_text(report, "patches of this image",
+                           f"{image.name}: patches of {quality['patch_size']} px at stride {quality['stride']}."))
     return 0

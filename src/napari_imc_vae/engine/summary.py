@@ -167,10 +167,21 @@ def split_two_layers(text: str) -> tuple[list[str], str]:
     return [line.strip() for line in head.splitlines() if line.strip()], tail.strip("\n")
 
 
-def quality_text(report, patches: str = "held-out patches") -> str:
-    """A quality report alone (no image: e.g. at the end of training) in two layers."""
+def quality_text(report, patches: str = "held-out patches", heading: str = "") -> str:
+    """A quality report alone (no whole image: at the end of training, or the CLI's ``quality``) in
+    two layers: :func:`overall_sentences` and what was measured, then the report's table.
+
+    Parameters
+    ----------
+    report : QualityReport or None
+        None gives "".
+    patches : str
+        What the measured patches are ("held-out patches", "patches of this image").
+    heading : str
+        A first line for the numbers (e.g. the image and the patch grid).
+    """
     if report is None:
         return ""
-    sentences = overall_sentences(report)
-    sentences.append(f"Measured on {report.n_val:,} {patches} the model did not learn from.")
-    return two_layer_text(sentences, report.format_text(patches))
+    sentences = overall_sentences(report) + [f"Measured on {report.n_val:,} {patches}."]
+    numbers = report.format_text(patches)
+    return two_layer_text(sentences, f"{heading}\n{numbers}" if heading else numbers)
