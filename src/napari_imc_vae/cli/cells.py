@@ -13,7 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_imc_vae.cli._common import PROG, CommandError, ProgressBar, load_model, stream_all
+from napari_imc_vae.cli._common import (
+    PROG,
+    CommandError,
+    ProgressBar,
+    check_stride,
+    claim_output,
+    load_model,
+    output_stems,
+    stream_all,
+)
 
 DEFAULT_MOTIFS = 6  # engine.motifs.DEFAULT_MOTIFS, not imported so that --help stays fast
 
@@ -44,11 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def apply_settings(args: argparse.Namespace):
     """The settings of ``reconstruct``: no normalized reconstruction (time and memory), the
-    per-channel error to name the channels of the regions."""
+    per-channel count residual to name the channels of the regions."""
     from napari_imc_vae.engine.apply import ApplySettings
 
     return ApplySettings(stride=args.stride, batch_size=args.batch, device=args.device, precision=args.precision,
-                         motifs=args.motifs, outputs=("raw", "error", "channel_error", "latent", "hot_pixels"))
+                         motifs=args.motifs, outputs=("raw", "error", "residual", "latent", "hot_pixels"))
 
 
 def check_images(trained, args: argparse.Namespace, paths: list[str]) -> list[tuple[str, tuple[int, int]]]:
@@ -57,55 +66,89 @@ def check_images(trained, args: argparse.Namespace, paths: list[str]) -> list[tu
     Raises
     ------
     CommandError
-        No image, or two images of the same name (their outputs would overwrite each other).
+        No image, or two images whose outputs would have the same name.
     ChannelMismatchError
         An image lacks channels of the model.
     """
-    seen: dict[str, tuple[int, int]] = {}
+    output_stems(paths, args.acquisition)  # two images of one output name: both named, before reading
+    shapes = []
     for image in stream_all(paths, args.acquisition, quiet=False):
         trained.match_channels(image)  # names the missing and extra channels
-        if image.name in seen:
-            raise CommandError(f"two images are named {image.name}: their outputs would overwrite each other; "
-                               "give them in separate runs or folders")
-        seen[image.name] = tuple(image.shape[1:])
-    if not seen:
+        shapes.append((image.name, tuple(image.shape[1:])))
+    if not shapes:
         raise CommandError(f"no images found in {', '.join(paths)}")
-    return list(seen.items())
+    return shapes
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_imc_vae.cli.apply import write_application
-    from napari_imc_vae.engine.apply import apply_to_image
+    # before any work: an output that would touch an input (images or masks), or that another
+    # run writes, fails now
+    with claim_output(args.output, [*args.images, args.masks], what="output folder", is_folder=True):
+        return _cells(args)
+
+
+def _cells(args: argparse.Namespace) -> int:
     from napari_imc_vae.engine.cells import cells_from_application
-    from napari_imc_vae.io.atomic import check_output_dir
-    from napari_imc_vae.io.cell_outputs import h5ad_available, write_cell_table
+    from napari_imc_vae.io.cell_outputs import h5ad_available
     from napari_imc_vae.io.masks import check_mask_shape, mask_shape, match_masks, read_mask
 
     trained, device = load_model(args.model, args.device)
+    check_stride(args.stride, trained.model.config.patch_size)
     settings = apply_settings(args)
     # every check before any output: a missing mask or one of another size writes nothing
     images = check_images(trained, args, args.images)
     masks = match_masks([name for name, _ in images], args.masks)
     for name, shape in images:
         check_mask_shape(mask_shape(masks[name]), shape, mask_name=str(masks[name]), image_name=name)
-    out = check_output_dir(args.output)
     h5ad = not args.no_h5ad and h5ad_available()
     if not args.no_h5ad and not h5ad:
         print(f'{PROG}: note: anndata is not installed: writing CSV only (pip install "napari-imc-vae[cells]" '
               'for .h5ad)', file=sys.stderr)
     print(f"{len(images)} image(s) with masks from {args.masks}, on {device}", flush=True)
     for image in stream_all(args.images, args.acquisition, quiet=True):
-        bar = ProgressBar(image.name)
-        try:
-            app = apply_to_image(trained, image, settings, on_progress=lambda stage, done, total:
-                                 bar.update(done, total, "tiles") if stage == "reconstruct" else None)
-        finally:
-            bar.close()
+        app = apply_with_progress(trained, image, settings)
         table = cells_from_application(app, read_mask(masks[image.name]), mask_name=str(masks[image.name]))
-        written = write_application(out, app, args.model) + write_cell_table(out, table, h5ad=h5ad)
-        for p in written:
+        for p in write_image_outputs(args.output, app, args.model, table=table, h5ad=h5ad):
             print(f"wrote {p}")
         touched = int(table.touched_by_artefact.sum())
         print(f"- {image.name}: {len(table)} cells, {touched} touched by an artefact "
               f"(high-error region or hot pixel)", flush=True)
     return 0
+
+
+def apply_with_progress(trained, image, settings):
+    """:func:`~napari_imc_vae.engine.apply.apply_to_image` with a progress bar of its tiles."""
+    from napari_imc_vae.engine.apply import apply_to_image
+
+    bar = ProgressBar(image.name)
+    try:
+        return apply_to_image(trained, image, settings, on_progress=lambda stage, done, total:
+                              bar.update(done, total, "tiles") if stage == "reconstruct" else None)
+    finally:
+        bar.close()
+
+
+def write_image_outputs(output: str, app, model: str, *, table=None, h5ad: bool = False, extra=None) -> list:
+    """What ``reconstruct`` writes for one image, its cell table when given, and ``extra(folder)``'s
+    files, moved into ``output`` together: all of this image's files or none.
+
+    Returns
+    -------
+    list of Path
+        The files as they now lie in ``output``.
+    """
+    from pathlib import Path
+
+    from napari_imc_vae.cli.apply import write_application
+    from napari_imc_vae.io.atomic import StagedFolder
+    from napari_imc_vae.io.cell_outputs import write_cell_table
+
+    with StagedFolder(Path(output)) as staged:
+        written = write_application(staged.path, app, model)
+        if table is not None:
+            written += write_cell_table(staged.path, table, h5ad=h5ad)
+        if extra is not None:
+            written += extra(staged.path)
+        final = [staged.final(p) for p in written]
+        staged.commit()
+    return final

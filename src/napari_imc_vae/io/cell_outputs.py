@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from napari_imc_vae.io.atomic import atomic_write
+from napari_imc_vae.io.output_guard import safe_stem
 from napari_imc_vae.io.outputs import write_csv
 
 __all__ = ["CELLS_SUFFIXES", "h5ad_available", "write_cell_table"]
@@ -43,11 +44,12 @@ def write_cell_table(outdir: str | os.PathLike, table, *, h5ad: bool | None = No
         The CSV, then the ``.h5ad`` when written.
     """
     out = Path(outdir)
-    written = [write_csv(out / f"{table.image}_cells.csv", table.rows(), table.columns())]
+    stem = safe_stem(table.image)  # an .mcd acquisition description may hold "/"
+    written = [write_csv(out / f"{stem}_cells.csv", table.rows(), table.columns())]
     if h5ad is None:
         h5ad = h5ad_available()
     if h5ad:
         adata = table.to_anndata()  # ImportError names the extra when anndata is missing
         # anndata writes by file name: into the temporary file atomic_write hands over
-        written.append(atomic_write(out / f"{table.image}_cells.h5ad", lambda f: adata.write_h5ad(f.name)))
+        written.append(atomic_write(out / f"{stem}_cells.h5ad", lambda f: adata.write_h5ad(f.name)))
     return written
