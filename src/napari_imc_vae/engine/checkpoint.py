@@ -11,12 +11,15 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-from dataclasses import asdict, dataclass, field, fields
+import stat
+import zipfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from napari_imc_vae import __version__
+from napari_imc_vae.engine import model_schema as schema
 from napari_imc_vae.engine.baselines import PCABaseline
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.model import ModelConfig, PatchVAE
@@ -29,7 +32,11 @@ from napari_imc_vae.preprocessing import ChannelMatch, ChannelMismatchError, Nor
 __all__ = ["FORMAT", "FORMAT_VERSION", "ChannelMismatchError", "ModelFileError", "TrainedModel", "file_sha256"]
 
 FORMAT = "napari-imc-vae/model"
-FORMAT_VERSION = 1
+#: 2: the content hash (``content_sha256``) and every field are required. Files of format 1 load
+#: with a note: their integrity cannot be checked.
+FORMAT_VERSION = 2
+#: No model this version writes comes near: MAX_PARAMETERS float32 weights plus two AdamW moments.
+MAX_FILE_BYTES = 16 * schema.MAX_PARAMETERS
 # ChannelMismatchError (a ValueError) is the preprocessing's: one matching rule for models and
 # normalizers (see TrainedModel.match_channels).
 
@@ -60,6 +67,8 @@ class TrainedModel:
     #: Tissue motifs fitted on the latent vectors of the training patches (None in older files):
     #: applied unchanged to every image, so that a motif means the same tissue in every ROI.
     motif_model: MotifModel | None = None
+    #: What loading found that the user should know (a file without a content hash, say).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def channel_names(self) -> list[str]:
@@ -115,7 +124,7 @@ class TrainedModel:
         return self.baseline_info.get("fitted_on") or f"PCA-{self.baseline.k} fitted on the training patches"
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model file atomically (the user's umask applies); returns the path.
+        """Write the model file atomically (the user's umask applies), with its content hash.
 
         Raises
         ------
@@ -124,26 +133,33 @@ class TrainedModel:
         """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = self.to_dict()
+        state = schema.stamp(self.to_dict())
         atomic_write(path, lambda f: torch.save(state, f))
         self.source_file, self.file_sha256 = str(path), file_sha256(path)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> TrainedModel:
-        """Read a model file written by :meth:`save`.
+        """Read a model file written by :meth:`save`: the one place model files are opened.
+
+        Every field is checked (:mod:`~napari_imc_vae.engine.model_schema`) before the model is
+        built; the content hash stored in the file must match its content. Files of format 1
+        (written before the hash) load with a note in :attr:`notes`.
 
         Raises
         ------
         ModelFileError
-            Missing, truncated or corrupt files, files that are not model files, files from a
-            newer format, and files carrying pickled code (refused by weights-only loading).
+            One line naming the file and what is wrong: missing, a folder or a FIFO, truncated
+            or corrupt, changed since it was saved, a field of the wrong type, range or shape,
+            non-finite weights, a newer format, pickled code (refused by weights-only loading).
         """
         path = Path(path)
-        if not path.is_file():
-            raise ModelFileError(f"model file {path} does not exist")
+        _check_path(path)
         try:
-            d = torch.load(path, map_location=map_location, weights_only=True)
+            _check_zip_records(path)
+            d = torch.load(path, map_location="cpu", weights_only=True)
+        except ModelFileError:
+            raise
         except pickle.UnpicklingError as e:
             raise ModelFileError(
                 f"model file {path} was refused: it holds pickled objects or code, not plain data "
@@ -151,42 +167,112 @@ class TrainedModel:
             ) from e
         except Exception as e:  # noqa: BLE001 - random bytes make the unpickler fail in any way
             raise ModelFileError(f"model file {path} is truncated or corrupt: {type(e).__name__}: {e}") from e
-        return cls.from_dict(d, source=str(path), sha256=file_sha256(path))
+        trained = cls.from_dict(d, source=str(path), sha256=file_sha256(path))
+        trained.model.to(map_location)
+        return trained
 
     @classmethod
     def from_dict(cls, d: object, *, source: str = "<dict>", sha256: str | None = None) -> TrainedModel:
+        """Check every field of a model file's dict, then build the model (see :meth:`load`)."""
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise ModelFileError(f"{source} is not a napari-imc-vae model file")
-        version = d.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
-            raise ModelFileError(
-                f"{source} has model format version {version!r}; this napari-imc-vae "
-                f"({__version__}) reads versions up to {FORMAT_VERSION}: upgrade the package"
-            )
         try:
-            model = PatchVAE(ModelConfig(**d["model_config"]))
-            model.load_state_dict(d["state_dict"])
-            normalizer = Normalizer.from_dict(d["normalizer"])
-            critic_config = CriticConfig(**_known(CriticConfig, d["critic_config"]))
-            train_config = TrainConfig(**_known(TrainConfig, d["train_config"]))
-            stored = d.get("baseline")
-            baseline = None if stored is None else PCABaseline.from_state(stored)
-            baseline_info = {} if stored is None else dict(stored.get("info", {}))
-            motif_model = MotifModel.from_state(d["motifs"]) if "motifs" in d else None
-        except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise ModelFileError(f"{source} is damaged: {e}") from e
+            return cls._from_checked(d, source, sha256)
+        except ModelFileError:
+            raise
+        except schema.SchemaError as e:
+            raise ModelFileError(f"model file {source} is damaged: {e}") from e
+        except Exception as e:  # noqa: BLE001 - whatever a crafted value provokes: one line, not a traceback
+            raise ModelFileError(f"model file {source} is damaged: {type(e).__name__}: {e}") from e
+
+    @classmethod
+    def _from_checked(cls, d: dict, source: str, sha256: str | None) -> TrainedModel:
+        version = schema.check_version(d, FORMAT_VERSION)
+        notes = _verify_hash(d, version, source)
+        schema.check_top_level(d, version)
+        config = ModelConfig(**schema.check_config("model_config", ModelConfig, d["model_config"],
+                                                   required=("in_channels",)))
+        with torch.device("meta"):  # shapes without memory: the weights are the file's tensors
+            model = PatchVAE(config)
+        n_parameters = sum(p.numel() for p in model.parameters())
+        if n_parameters > schema.MAX_PARAMETERS:
+            raise schema.SchemaError("model_config", f"describes a model of {n_parameters:,} parameters; "
+                                                     f"this version loads at most {schema.MAX_PARAMETERS:,}")
+        expected, shapes = schema.expected_parameters(model)
+        schema.check_state_dict(d["state_dict"], expected)
+        schema.check_optimizer_state(d.get("optimizer_state"), shapes)
+        model.load_state_dict(d["state_dict"], assign=True)
         model.eval()
+        try:
+            normalizer = Normalizer.from_dict(d["normalizer"])
+        except (TypeError, ValueError) as e:
+            raise schema.SchemaError("normalizer", str(e)) from e
+        _check_channels(d, normalizer, config.in_channels)
+        critic_config = CriticConfig(**schema.check_config("critic_config", CriticConfig, d.get("critic_config", {})))
+        train_config = TrainConfig(**schema.check_config("train_config", TrainConfig, d.get("train_config", {})))
+        schema.check_histories(d)
+        baseline, baseline_info = (None, {}) if d.get("baseline") is None else schema.check_baseline(
+            d["baseline"], config.in_channels, config.patch_size, config.latent_dim)
+        motif_model = None if d.get("motifs") is None else schema.check_motifs(d["motifs"], config.latent_dim)
         return cls(
-            model, normalizer, critic_config, train_config, int(d.get("step", 0)), d.get("optimizer_state"),
-            list(d.get("history", [])), list(d.get("validation_history", [])), source, sha256,
-            baseline, baseline_info, motif_model,
+            model, normalizer, critic_config, train_config, step=d.get("step", 0),
+            optimizer_state=d.get("optimizer_state"), history=list(d.get("history", [])),
+            validation_history=list(d.get("validation_history", [])), source_file=source, file_sha256=sha256,
+            baseline=baseline, baseline_info=baseline_info, motif_model=motif_model, notes=notes,
         )
 
 
-def _known(cls, values: dict) -> dict:
-    """Fields this version knows (a newer file may carry more)."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in values.items() if k in names}
+def _check_path(path: Path) -> None:
+    """A regular file of plausible size; a folder or FIFO is named as such (opening a FIFO blocks)."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise ModelFileError(f"model file {path} does not exist") from None
+    except OSError as e:  # a symlink loop, a path through a file, no permission
+        raise ModelFileError(f"model file {path} cannot be opened: {e.strerror or e}") from e
+    if stat.S_ISDIR(mode):
+        raise ModelFileError(f"model file {path} is a folder, not a model file")
+    if not stat.S_ISREG(mode):
+        raise ModelFileError(f"model file {path} is not a regular file (a FIFO, socket or device)")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ModelFileError(f"model file {path} has {size:,} bytes, more than any model file this version "
+                             f"writes ({MAX_FILE_BYTES:,}): not a model file, or damaged")
+
+
+def _check_zip_records(path: Path) -> None:
+    """Every record of the file's zip archive against its CRC-32 (torch.load does not look)."""
+    if not zipfile.is_zipfile(path):
+        return  # torch.load says what it is
+    with zipfile.ZipFile(path) as z:
+        bad = z.testzip()
+    if bad is not None:
+        raise ModelFileError(f"model file {path} is damaged: record {bad} does not match its checksum "
+                             f"(a changed byte)")
+
+
+def _verify_hash(d: dict, version: int, source: str) -> list[str]:
+    """Compare the stored content hash with the content; returns notes for the user."""
+    actual = schema.content_sha256(d)  # also refuses values of types a model file never holds
+    stored = d.get(schema.HASH_KEY)
+    if stored is None and version < 2:
+        return [f"model file {source} was written before model files carried a content hash (format "
+                f"{version}): its integrity cannot be checked; load and save it with this version to add one"]
+    if stored is None:
+        raise schema.SchemaError(schema.HASH_KEY, "is missing: the file cannot be checked for damage")
+    if stored != actual:
+        raise schema.SchemaError(schema.HASH_KEY, "does not match the file's content: the file was changed "
+                                                  "or damaged after it was saved")
+    return []
+
+
+def _check_channels(d: dict, normalizer: Normalizer, in_channels: int) -> None:
+    if normalizer.n_channels != in_channels:
+        raise schema.SchemaError("normalizer", f"has {normalizer.n_channels} channels; model_config.in_channels "
+                                               f"is {in_channels}")
+    for key, have in (("channel_names", normalizer.channel_names), ("channel_keys", normalizer.channel_keys)):
+        if key in d and d[key] != list(have):
+            raise schema.SchemaError(key, f"must be the normalizer's {list(have)[:6]}, got {d[key]!r:.120}")
 
 
 def _to_cpu(state):
