@@ -3,7 +3,8 @@
 Conventions (DESIGN §2):
 
 - one Image layer per channel (``channel_axis=0``), additive blending,
-  contrast limits p1–p99.5 of the finite pixels, ``scale`` = pixel size in µm;
+  contrast limits p1–p99.5 of the finite pixels, ``scale`` = pixel size in µm
+  (and ``units`` µm where napari's layers have units, so its scale bar reads µm);
 - layer name = channel (marker) name; when a file holds several acquisitions
   (``.mcd``) the acquisition is appended in brackets: ``"Yb172 [ROI_001]"``;
   derived layers append their kind: ``"H3K27Ac [normalized]"``;
@@ -12,6 +13,8 @@ Conventions (DESIGN §2):
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import numpy as np
 
@@ -53,6 +56,20 @@ def contrast_limits(channel: np.ndarray) -> tuple[float, float]:
     if hi <= lo:
         hi = lo + 1.0
     return (lo, hi)
+
+
+@cache
+def layer_units() -> dict:
+    """``{"units": ("um", "um")}`` where napari's layers take units (napari >= 0.6), else ``{}``.
+
+    napari >= 0.6 draws the scale bar in the units the layers share; every layer the plugin
+    adds carries them, so that raw, derived and comparison layers agree.
+    """
+    import inspect
+
+    from napari.layers import Layer
+
+    return {"units": ("um", "um")} if "units" in inspect.signature(Layer.__init__).parameters else {}
 
 
 def layer_name(image: ImcImage, index: int, *, with_acquisition: bool = False,
@@ -146,5 +163,7 @@ def image_layer_data(
         "translate": tuple(float(t) for t in translate),
         "visible": [i < MAX_VISIBLE for i in range(n)],
         "metadata": [channel_metadata(image, i, kind=kind, **extra_metadata) for i in range(n)],
+        # one (Y, X) pair per channel: napari would read a bare pair as one unit per channel
+        **{key: [value] * n for key, value in layer_units().items()},
     }
     return (image.data, kwargs, "image")

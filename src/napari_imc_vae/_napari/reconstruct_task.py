@@ -3,31 +3,42 @@
 :func:`run_reconstruction` is a thin caller of :func:`napari_imc_vae.engine.apply.apply_to_image`
 (the same function, with the same settings, as ``napari-imc-vae reconstruct``, so the widget
 and the CLI give the same arrays, motifs and quality figures); :func:`reconstruction_layers`
-turns the result into napari layer data tuples that sit exactly on the raw layers.
+turns the result into napari layer data tuples that sit exactly on the raw layers, and
+:func:`comparison_rows` into the rows of the side-by-side comparison view
+(:mod:`.comparison_view`). Everything that needs a pass over the pixels (contrast limits,
+which markers the model explains best and worst) happens here, in the worker, so that
+adding the layers on the GUI thread at the end is cheap.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from napari_imc_vae._napari.latent_view import latent_pca_rgb, latent_rgb_layer
-from napari_imc_vae._napari.layer_data import channel_metadata, contrast_limits
+from napari_imc_vae._napari.comparison_view import MISSED_COLORMAP, ComparisonRow
+from napari_imc_vae._napari.layer_data import channel_metadata, contrast_limits, layer_units
 from napari_imc_vae.engine.apply import ApplySettings, apply_to_image, provenance
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.device import release_cuda_memory
+from napari_imc_vae.engine.error_unit import ERROR_UNIT_NAME, REGION_THRESHOLD
 from napari_imc_vae.engine.motifs import DEFAULT_MOTIFS, upsample_grid
 from napari_imc_vae.io import ImcImage
 
-__all__ = ["RECON", "ERROR", "LATENT", "MOTIFS", "HOT_PIXELS", "REGIONS", "DERIVED_KINDS", "ReconstructResult",
-           "upsample_grid", "provenance", "run_reconstruction", "reconstruction_layers",
-           "reconstruct_updates"]
+__all__ = ["RECON", "ERROR", "MISSED", "LATENT", "MOTIFS", "HOT_PIXELS", "REGIONS", "DERIVED_KINDS",
+           "ReconstructResult", "upsample_grid", "provenance", "run_reconstruction", "reconstruction_layers",
+           "comparison_rows", "default_markers", "reconstruct_updates"]
 
-RECON, ERROR, LATENT, MOTIFS, HOT_PIXELS, REGIONS = "recon", "error", "latent", "motifs", "hotpixels", "regions"
-DERIVED_KINDS = (RECON, ERROR, LATENT, MOTIFS, HOT_PIXELS, REGIONS)
+RECON, ERROR, MISSED, LATENT, MOTIFS, HOT_PIXELS, REGIONS = (
+    "recon", "error", "missed", "latent", "motifs", "hotpixels", "regions")
+DERIVED_KINDS = (RECON, ERROR, MISSED, LATENT, MOTIFS, HOT_PIXELS, REGIONS)
 ERROR_OPACITY = 0.6
+#: The residual panels and layers show -MISSED_LIMIT … +MISSED_LIMIT noise SDs, the same for
+#: every marker: full colour is what the regions call unlikely by counting noise alone.
+MISSED_LIMIT = float(REGION_THRESHOLD)
 
 
 @dataclass
@@ -43,7 +54,17 @@ class ReconstructResult:
         image channel ``channel_index[j]``.
     error : ndarray of shape (Y, X)
         Per-pixel mean squared error in normalized units.
-    channel_error : ndarray of shape (M, Y, X)
+    channel_error : ndarray of shape (M, Y, X) or None
+    residual : ndarray of shape (M, Y, X)
+        Signed residual in ``error_unit`` (positive: more counts measured than predicted).
+    error_unit : str
+        Short name of the unit of ``error`` and ``residual`` (``"noise SD"``).
+    markers : list of MarkerSummary
+        Per reconstructed channel (same order as ``raw``): how much of its signal the model
+        explains, in words; empty when the engine gave none.
+    ranking : list of int
+        Positions ``j`` of the reconstructed channels, best explained first (see
+        :func:`default_markers`).
     latent : ndarray of shape (D, ny, nx)
         Latent map on the stride grid.
     motifs : ndarray of shape (Y, X), int32
@@ -56,7 +77,8 @@ class ReconstructResult:
         Names of the image's channels the model does not know (not reconstructed).
     display_limits : dict
         Contrast limits computed in the worker, so the GUI thread only adds layers:
-        ``"error"`` and ``"latent"`` always, ``"channel_error"`` (one per channel) when asked.
+        ``"error"`` and ``"latent"`` always, ``"raw"`` (one per reconstructed channel, of the
+        image) when asked.
     report : QualityReport or None
         The model on this image against the baseline stored in the model file.
     report_text : str
@@ -77,7 +99,7 @@ class ReconstructResult:
     image: ImcImage
     raw: np.ndarray
     error: np.ndarray
-    channel_error: np.ndarray
+    channel_error: np.ndarray | None
     latent: np.ndarray
     motifs: np.ndarray
     stride: int
@@ -94,13 +116,17 @@ class ReconstructResult:
     hot_pixels: np.ndarray | None = None
     regions: list = field(default_factory=list)
     latent_rgb: tuple | None = None
+    residual: np.ndarray | None = None
+    error_unit: str = ERROR_UNIT_NAME
+    markers: list = field(default_factory=list)
+    ranking: list = field(default_factory=list)
 
 
 def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAULT_MOTIFS,
                        stride: int | None = None, seed: int = 0,
                        on_progress: Callable[[tuple[int, int]], None] | None = None,
                        cancel: Callable[[], bool] | None = None,
-                       channel_error_limits: bool = False) -> ReconstructResult:
+                       raw_limits: bool = False) -> ReconstructResult:
     """Apply ``trained`` to ``image`` (:func:`~napari_imc_vae.engine.apply.apply_to_image`).
 
     Parameters
@@ -119,8 +145,9 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAU
         Called with ``(done_tiles, total_tiles)``.
     cancel : callable, optional
         Polled between batches; True stops with ``ApplyCancelled``.
-    channel_error_limits : bool
-        Also compute the per-channel error layers' contrast limits (when they will be shown).
+    raw_limits : bool
+        Also compute contrast limits of the image's reconstructed channels (when there are no
+        per-channel raw layers to take them from: a multichannel layer).
 
     Raises
     ------
@@ -143,51 +170,127 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAU
     # so sort the model's channels into the image's order rather than invert a permutation
     by_image = np.argsort(app.channel_index, kind="stable")
     identity = np.array_equal(by_image, np.arange(len(by_image)))  # the usual case: no copies
-    raw = rec.raw if identity else rec.raw[by_image]
-    channel_error = rec.channel_error if identity else rec.channel_error[by_image]
+    def image_order(a):
+        return a if a is None or identity else a[by_image]
+
+    raw, channel_error = image_order(rec.raw), image_order(rec.channel_error)
+    residual = image_order(rec.residual)
+    markers = [app.markers[j] for j in by_image] if app.markers else []
     motifs = (np.zeros(image.shape[1:], np.int32) if app.motifs is None
               else upsample_grid(app.motifs, rec.stride, image.shape[1:]).astype(np.int32))
-    limits = {"error": contrast_limits(rec.error), "latent": contrast_limits(rec.latent.reshape(1, -1))}
-    if channel_error_limits:
-        limits["channel_error"] = [contrast_limits(c) for c in channel_error]
+    limits = {"error": (0.0, MISSED_LIMIT), "latent": contrast_limits(rec.latent.reshape(1, -1))}
+    channel_index = [int(app.channel_index[j]) for j in by_image]
+    if raw_limits:
+        limits["raw"] = [contrast_limits(image.data[i]) for i in channel_index]
     return ReconstructResult(
-        image=image, raw=raw, error=rec.error, channel_error=channel_error,
+        image=image, raw=raw, error=rec.error, channel_error=channel_error, residual=residual,
+        markers=markers, ranking=_ranking(markers, residual),
         latent=rec.latent, motifs=motifs, stride=rec.stride, patch_size=rec.patch_size,
         k=0 if app.motif_model is None else app.motif_model.k, provenance=app.provenance,
-        channel_index=[int(app.channel_index[j]) for j in by_image], ignored_channels=app.ignored_channels,
+        channel_index=channel_index, ignored_channels=app.ignored_channels,
         display_limits=limits, report=app.report, report_text=app.report_text(), quality=app.quality,
         motif_rows=app.motif_rows, hot_pixels=rec.hot_pixels, regions=app.regions,
         latent_rgb=latent_pca_rgb(rec.latent),
     )
 
 
+def _ranking(markers: list, residual: np.ndarray | None) -> list[int]:
+    """Reconstructed channels, best explained first.
+
+    By the engine's share of each marker's structure the model explains (markers with no
+    real signal last); without it, by the mean squared residual (smallest first).
+    """
+    if markers:
+        def key(j: int) -> tuple:
+            m = markers[j]
+            return (not m.has_signal, -(m.explained if m.explained is not None else -1.0), j)
+        return sorted(range(len(markers)), key=key)
+    if residual is None:
+        return []
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN channel ranks last
+        score = np.array([np.nanmean(np.square(r)) for r in residual])
+    return [int(j) for j in np.argsort(np.where(np.isfinite(score), score, np.inf), kind="stable")]
+
+
+def default_markers(result: ReconstructResult) -> list[int]:
+    """The markers the comparison view shows first: the best and the worst explained.
+
+    Returns
+    -------
+    list of int
+        Positions ``j`` in ``result.raw``; the worst is the least explained marker that has
+        real signal (an empty channel explains nothing and says little about the model).
+    """
+    ranking = result.ranking or list(range(len(result.channel_index)))
+    if not ranking:
+        return []
+    with_signal = [j for j in ranking if not result.markers or result.markers[j].has_signal]
+    worst = with_signal[-1] if with_signal else ranking[-1]
+    return [ranking[0]] if worst == ranking[0] else [ranking[0], worst]
+
+
+def comparison_rows(result: ReconstructResult, positions: list[int], *, base_names: list[str],
+                    image_name: str, contrast: list, scale: tuple[float, float],
+                    translate: tuple[float, float]) -> list[ComparisonRow]:
+    """Rows of the comparison view: per picked marker, measured | model | missed.
+
+    Parameters
+    ----------
+    result : ReconstructResult
+    positions : list of int
+        Reconstructed channels ``j`` to show (positions in ``result.raw``).
+    base_names, contrast : list
+        Per image channel, the raw layer's name and contrast limits (the measured and the
+        model panel share them).
+    image_name : str
+    scale, translate : tuple of float
+        The raw layers'.
+    """
+    if result.residual is None:
+        raise ValueError("the reconstruction has no residual: it was computed without the 'residual' output")
+    rows = []
+    for j in positions:
+        i = result.channel_index[j]
+        info = channel_metadata(result.image, i, kind="compare", provenance=result.provenance,
+                                source_image=image_name)["imc"]
+        rows.append(ComparisonRow(
+            marker=base_names[i], measured=result.image.data[i], model=result.raw[j],
+            missed=result.residual[j], contrast=tuple(contrast[i]), missed_limit=MISSED_LIMIT,
+            unit=result.error_unit, scale=scale, translate=translate, metadata=info))
+    return rows
+
+
 def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], image_name: str,
-                          colormaps: list, contrast: list, visible: list[bool],
-                          scale: tuple[float, float], translate: tuple[float, float],
-                          channel_errors: bool = False) -> list[tuple]:
-    """napari layer data tuples for a reconstruction, placed exactly on the raw layers.
+                          colormaps: list, contrast: list, scale: tuple[float, float],
+                          translate: tuple[float, float], all_markers: bool = False) -> list[tuple]:
+    """napari layer data tuples for a reconstruction, placed exactly on the raw layers, all hidden.
+
+    What the user looks at first is the comparison view (:func:`comparison_rows`); these
+    are the whole-image results, and on request every marker's reconstruction and residual.
 
     Parameters
     ----------
     result : ReconstructResult
     base_names : list of str
-        Per image channel, the raw layer's name; ``"<name> [recon]"`` / ``"<name> [error]"``.
+        Per image channel, the raw layer's name; ``"<name> [recon]"`` / ``"<name> [missed]"``.
     image_name : str
         Names the whole-image layers ``<image>_error``, ``<image>_latent``, ``<image>_motifs``.
-    colormaps, contrast, visible : list
+    colormaps, contrast : list
         Per image channel, the raw layer's display settings (reused by the recon layers).
     scale, translate : tuple of float
         The raw layers' (Y, X) scale and translate.
-    channel_errors : bool
-        Also one (hidden) error layer per channel.
+    all_markers : bool
+        Also one recon and one residual layer per reconstructed channel.
 
     Returns
     -------
     list of tuple
-        ``(data, kwargs, layer_type)``: recon channels, per-channel errors, latent map,
-        motifs, and the per-pixel error last (on top). There is one recon (and error) layer
-        per reconstructed channel (``result.channel_index``), named and styled after the
-        raw layer of that channel; the image's channels the model does not know get none.
+        ``(data, kwargs, layer_type)``: per marker recon then residual layers (when asked),
+        latent map, motifs, hot pixels, regions, and the per-pixel error last. There is one
+        recon (and residual) layer per reconstructed channel (``result.channel_index``),
+        named after the raw layer of that channel; the image's channels the model does not
+        know get none.
     """
     im, prov = result.image, result.provenance
     scale, translate = tuple(map(float, scale)), tuple(map(float, translate))
@@ -203,23 +306,20 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
             m["imc"].pop(key)
         return m
 
-    common = {"scale": scale, "translate": translate}
+    common = {"scale": scale, "translate": translate, "visible": False, **layer_units()}
     limits = result.display_limits
-    channel_limits = limits.get("channel_error") or [None] * len(result.channel_index)
     out = []
-    for j, i in enumerate(result.channel_index):  # recon channel j is image channel i
-        out.append((result.raw[j], {
-            **common, "name": f"{base_names[i]} [{RECON}]", "colormap": colormaps[i],
-            "contrast_limits": tuple(contrast[i]), "blending": "additive", "visible": visible[i],
-            "metadata": meta(RECON, i, units="raw")}, "image"))
-    if channel_errors:
+    if all_markers:
+        for j, i in enumerate(result.channel_index):  # recon channel j is image channel i
+            out.append((result.raw[j], {
+                **common, "name": f"{base_names[i]} [{RECON}]", "colormap": colormaps[i],
+                "contrast_limits": tuple(contrast[i]), "blending": "additive",
+                "metadata": meta(RECON, i, units="counts")}, "image"))
         for j, i in enumerate(result.channel_index):
-            out.append((result.channel_error[j], {
-                **common, "name": f"{base_names[i]} [{ERROR}]", "colormap": "inferno",
-                "contrast_limits": channel_limits[j] or contrast_limits(result.channel_error[j]),
-                "blending": "additive",
-                "opacity": ERROR_OPACITY, "visible": False,
-                "metadata": meta(ERROR, i, units="squared error, normalized units")}, "image"))
+            out.append((result.residual[j], {
+                **common, "name": f"{base_names[i]} [{MISSED}]", "colormap": MISSED_COLORMAP,
+                "contrast_limits": (-MISSED_LIMIT, MISSED_LIMIT),
+                "metadata": meta(MISSED, i, units=result.error_unit)}, "image"))
     s = float(result.stride)
     lat = result.latent
     lo, hi = limits.get("latent") or contrast_limits(lat.reshape(1, -1))
@@ -229,22 +329,22 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
         "blending": "translucent", "visible": False,
         "metadata": whole(LATENT)}, "image")
     # a (D, ny, nx) layer would add a dims slider every 2-D layer shares: RGB of 3 components
-    out.append(latent_rgb_layer(latent, result.latent_rgb))
+    rgb = latent_rgb_layer(latent, result.latent_rgb)
+    rgb[1].update(layer_units())  # 2-D once RGB: the units of the other layers
+    out.append(rgb)
     out.append((result.motifs, {
-        **common, "name": f"{image_name}_{MOTIFS}", "opacity": 0.5, "visible": False,
+        **common, "name": f"{image_name}_{MOTIFS}", "opacity": 0.5,
         "metadata": whole(MOTIFS, k=result.k)}, "labels"))
     if result.hot_pixels is not None:
         out.append((result.hot_pixels, {
             **common, "name": f"{image_name}_{HOT_PIXELS}", "opacity": 0.8,
             "metadata": whole(HOT_PIXELS, units="channels replaced by the hot-pixel filter")}, "labels"))
-    # the regions' rings below the error, which is additive and stays on top
     out.append(_regions_layer(result.regions, f"{image_name}_{REGIONS}", common, whole(REGIONS)))
     out.append((result.error, {
         **common, "name": f"{image_name}_{ERROR}", "colormap": "magma",
-        "contrast_limits": limits.get("error") or contrast_limits(result.error), "blending": "additive",
+        "contrast_limits": limits.get("error") or (0.0, MISSED_LIMIT), "blending": "additive",
         "opacity": ERROR_OPACITY,
-        "metadata": whole(ERROR, units="mean squared error, normalized units, against the image as read")},
-        "image"))
+        "metadata": whole(ERROR, units=result.error_unit)}, "image"))
     return out
 
 
@@ -254,14 +354,14 @@ def _regions_layer(regions: list[dict], name: str, common: dict, metadata: dict)
     features = {key: [r[key] for r in regions] for key in ("rank", "area", "shape", "channels", "mean_error")}
     sizes = [max(6.0, 2.5 * float(np.sqrt(r["area"]))) for r in regions]
     return (coords, {  # hidden until asked for: the widget's table shows a region when clicked
-        **common, "name": name, "features": features, "size": sizes if regions else 6.0, "visible": False,
+        **common, "name": name, "features": features, "size": sizes if regions else 6.0,
         "symbol": "ring", "face_color": "transparent", "border_color": "cyan",
         "text": {"string": "{rank}", "color": "cyan", "size": 9, "anchor": "upper_left"} if regions else None,
         "metadata": metadata}, "points")
 
 
 def reconstruct_updates(trained: TrainedModel, image: ImcImage, *, k: int = DEFAULT_MOTIFS,
-                        stride: int | None = None, channel_error_limits: bool = False):
+                        stride: int | None = None, raw_limits: bool = False):
     """Worker body: yield ``(done_tiles, total_tiles)`` now and then; return the result.
 
     Closing the generator (the worker quit, the widget closed) cancels the work at the next batch.
@@ -274,6 +374,6 @@ def reconstruct_updates(trained: TrainedModel, image: ImcImage, *, k: int = DEFA
 
     def work(callback):
         return run_reconstruction(trained, image, k=k, stride=stride, on_progress=callback,
-                                  cancel=cancelled.is_set, channel_error_limits=channel_error_limits)
+                                  cancel=cancelled.is_set, raw_limits=raw_limits)
 
     return (yield from stream_calls(work, wrap=lambda batch: batch[-1], on_close=cancelled.set))

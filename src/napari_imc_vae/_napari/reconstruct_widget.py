@@ -1,18 +1,21 @@
-"""Dock widget "Reconstruct": apply a model to a whole image and overlay what it explains.
+"""Dock widget "Reconstruct": apply a model to a whole image and show what it explains and misses.
 
 Uses the model just trained in "Train VAE" (the viewer's model store) or one loaded from
-a file. Adds, beside the raw layers and never changing them:
+a file. When the reconstruction ends, the comparison view (:mod:`.comparison_view`) shows,
+by default, the best and the worst explained marker as measured | model | missed panels;
+a list picks other markers, a check box or "Back to my layout" returns to the user's own
+layout. The raw layers are never changed. Also added, hidden, on the raw layers:
 
-- ``"<raw layer> [recon]"`` per channel of the model (raw units, the raw layer's colormap,
-  contrast limits, scale, translate, additive blending); image channels the model does not
-  know are left out, and the widget says which;
-- ``<image>_error`` on top (per-pixel error, magma, partly transparent);
-- optionally ``"<raw layer> [error]"`` per channel; ``<image>_latent``, the first three
-  principal components of the latent map as one RGB layer on the stride grid (2-D, so napari
-  adds no slider; the full map is in its metadata, see :mod:`.latent_view`);
-  ``<image>_motifs``, k-means clusters of the latent map as Labels.
+- ``<image>_error`` (per-pixel error in noise SDs, magma), ``<image>_regions`` (regions of
+  high error, also in the table below), ``<image>_hotpixels``;
+- ``<image>_latent``, the first three principal components of the latent map as one RGB
+  layer on the stride grid (2-D, so napari adds no slider; the full map is in its metadata,
+  see :mod:`.latent_view`); ``<image>_motifs``, k-means clusters of the latent map as Labels;
+- on request, ``"<raw layer> [recon]"`` and ``"<raw layer> [missed]"`` for every marker the
+  model knows (image channels it does not know are left out, and the widget says which).
 
-Below the options, the quality report of the model on that image (``result.report_text``).
+Below, the quality report of the model on that image (``result.report_text``). The form
+scrolls, so the dock fits a 1080p screen beside a canvas of most of its width.
 
 Running again replaces the layers of the same names; every layer's ``metadata["imc"]
 ["provenance"]`` records model hash (or "unsaved"), normalization, training step, stride.
@@ -27,16 +30,18 @@ from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
+    QFrame,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_imc_vae._napari.layer_data import COLORMAPS, RAW, contrast_limits
-from napari_imc_vae._napari.latent_view import latent_rgb_layer
+from napari_imc_vae._napari.comparison_view import ComparePanel
+from napari_imc_vae._napari.layer_data import COLORMAPS, RAW
 from napari_imc_vae._napari.layers import LayerImage, imc_info
 from napari_imc_vae._napari.model_file import open_model_file
 from napari_imc_vae._napari.model_store import RunState, RunStatus, model_label, model_store
@@ -44,6 +49,8 @@ from napari_imc_vae._napari.normalization_form import int_spin, labelled
 from napari_imc_vae._napari.picker import ImagePicker
 from napari_imc_vae._napari.reconstruct_task import (
     ReconstructResult,
+    comparison_rows,
+    default_markers,
     reconstruct_updates,
     reconstruction_layers,
 )
@@ -88,9 +95,9 @@ class ReconstructWidget(QWidget):
                           tip="number of tissue motifs (k-means clusters of the latent map)")
         self.stride = int_spin(0, 0, 256, label="Stride, px (0: auto)",
                                tip="tile step in pixels; 0 = auto, half the patch")
-        self.channel_errors = CheckBox(text="Per-channel error layers", label="")
-        self.show_recon = CheckBox(text="Show the reconstruction, hide the raw layers", label="")
-        self.options = labelled([self.k, self.stride, self.channel_errors, self.show_recon])
+        self.all_markers = CheckBox(text="Also add every marker's model and missed layers (hidden)", label="")
+        self.options = labelled([self.k, self.stride, self.all_markers])
+        self.compare = ComparePanel(napari_viewer)
         self.run_button = QPushButton("Reconstruct")
         self.run_button.clicked.connect(self.reconstruct)
         self.progress_bar = QProgressBar()
@@ -99,24 +106,35 @@ class ReconstructWidget(QWidget):
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.report = ReportView("The quality report of the model on the image appears here "
                                  "after Reconstruct.")
-        self.report.setMinimumHeight(260)
+        self.report.setMinimumHeight(220)
         self.regions = RegionsTable(self.viewer)
         self.regions.setMinimumHeight(120)
 
         row = QHBoxLayout()
         row.addWidget(self.model_label, 1)
         row.addWidget(self.load_button)
-        layout = QVBoxLayout(self)
+        form = QWidget()
+        layout = QVBoxLayout(form)
         layout.addLayout(row)
         layout.addWidget(self.picker)
         layout.addWidget(self.options.native)
         layout.addWidget(self.run_button)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.message)
+        layout.addWidget(self.compare)
         layout.addWidget(QLabel("Quality report"))
         layout.addWidget(self.report, 1)
         layout.addWidget(QLabel("Regions of high error (click one to go there)"))
         layout.addWidget(self.regions)
+        # a dock taller than the screen pushes napari's window past it: scroll instead
+        scroll = QScrollArea()
+        scroll.setWidget(form)
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
         self.status.changed.connect(self._update_buttons)
         self._show_model(self.store.model)
 
@@ -169,10 +187,10 @@ class ReconstructWidget(QWidget):
             show_error(f"Reconstruct: {e}")
             return None
         k, stride = self.k.value, self.stride.value or None
-        # contrast limits are computed in the worker too: percentiles of every error channel
-        # on the GUI thread would freeze napari for large images
+        # contrast limits are computed in the worker too: percentiles of every channel on the
+        # GUI thread would freeze napari for large images
         worker = create_worker(reconstruct_updates, trained, image, k=k, stride=stride,
-                               channel_error_limits=self.channel_errors.value,
+                               raw_limits=source.is_multichannel_layer,
                                _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda result: self._on_returned(source, result, note))
@@ -220,13 +238,11 @@ class ReconstructWidget(QWidget):
         self.status.state = RunState.DONE
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
-        err = result.error[result.error == result.error]
         self.message.setText(
-            f"Added {len(layers)} layers for {source.name}: '… [recon]', "
-            f"'{source.name}_error' (mean {err.mean() if err.size else float('nan'):.3g}, "
-            f"normalized units), '{source.name}_latent' (its {result.latent.shape[0]} dims as 3 "
-            f"principal components in RGB, stride {result.stride}) and '{source.name}_motifs' "
-            f"(k = {result.k})." + (f" Note: {note}." if note else ""))
+            f"Done. Hidden layers for {source.name}: '{source.name}_error' (per-pixel error, "
+            f"{result.error_unit}), '{source.name}_latent' (its {result.latent.shape[0]} dims as 3 "
+            f"principal components in RGB, stride {result.stride}), '{source.name}_motifs' "
+            f"(k = {result.k}), regions and hot pixels." + (f" Note: {note}." if note else ""))
         # a result without a report (the reconstruction alone) shows the placeholder
         self.report.set_report(getattr(result, "report_text", "") or "")
         self.regions.set_regions(result.regions, scale=tuple(source.layers[0].scale[-2:]),
@@ -234,29 +250,22 @@ class ReconstructWidget(QWidget):
         self.finished.emit(layers)
 
     def _add_layers(self, source: LayerImage, result: ReconstructResult) -> list:
-        """Add the reconstruction layers, replacing an earlier run's of the same names."""
-        per_channel = not source.is_multichannel_layer
+        """Add the (hidden) result layers, replacing an earlier run's, and open the comparison."""
         raw = result.image
-        if per_channel:
+        if source.is_multichannel_layer:
+            names = list(raw.channel_names)
+            colormaps = [COLORMAPS[i % len(COLORMAPS)] for i in range(raw.n_channels)]
+            contrast = [(0.0, 1.0)] * raw.n_channels
+            for i, limits in zip(result.channel_index, result.display_limits["raw"]):
+                contrast[i] = limits
+        else:
             names = [layer.name for layer in source.layers]
             colormaps = [layer.colormap for layer in source.layers]
             contrast = [tuple(layer.contrast_limits) for layer in source.layers]
-            visible = [layer.visible for layer in source.layers]
-        else:
-            names = list(raw.channel_names)
-            colormaps = [COLORMAPS[i % len(COLORMAPS)] for i in range(raw.n_channels)]
-            contrast = [contrast_limits(c) for c in raw.data]
-            visible = [i < len(COLORMAPS) for i in range(raw.n_channels)]
-        show = self.show_recon.value
+        placement = {"scale": tuple(source.layers[0].scale[-2:]), "translate": source.translate}
         tuples = reconstruction_layers(
-            result, base_names=names, image_name=source.name, colormaps=colormaps,
-            contrast=contrast, visible=[v and show for v in visible],
-            scale=tuple(source.layers[0].scale[-2:]), translate=source.translate,
-            channel_errors=self.channel_errors.value)
-        latent_name = f"{source.name}_latent"
-        # a (D, ny, nx) layer would add a dims slider every 2-D layer shares: show it as RGB
-        tuples = [latent_rgb_layer(t) if t[1]["name"] == latent_name and not t[1].get("rgb") else t
-                  for t in tuples]
+            result, base_names=names, image_name=source.name, colormaps=colormaps, contrast=contrast,
+            all_markers=self.all_markers.value, **placement)
         new_names = {kw["name"] for _, kw, _ in tuples}
         for layer in list(self.viewer.layers):
             info = imc_info(layer)
@@ -265,12 +274,25 @@ class ReconstructWidget(QWidget):
                 self.viewer.layers.remove(layer)
         layers = [Layer.create(data, kwargs, kind) for data, kwargs, kind in tuples]
         top = max(self.viewer.layers.index(layer) for layer in source.layers)
-        n_recon = len(result.channel_index)  # the model's channels; the image may have more
-        for offset, layer in enumerate(layers[:n_recon]):  # recon right above the raw layers
+        n_markers = 2 * len(result.channel_index) if self.all_markers.value else 0
+        for offset, layer in enumerate(layers[:n_markers]):  # per marker: right above the raw layers
             self.viewer.layers.insert(top + 1 + offset, layer)
-        for layer in layers[n_recon:]:  # errors, latent, motifs; the per-pixel error on top
+        for layer in layers[n_markers:]:
             self.viewer.layers.append(layer)
-        if show:
-            for layer in source.layers:
-                layer.visible = False
+        self._list_markers(result, names, contrast, placement, source.name)
         return layers
+
+    def _list_markers(self, result: ReconstructResult, names: list[str], contrast: list, placement: dict,
+                      image_name: str) -> None:
+        """Fill the comparison's marker list (best explained first) and show the default pick."""
+        items = []
+        for j in result.ranking or range(len(result.channel_index)):
+            name = names[result.channel_index[j]]
+            # the engine's sentence names the marker by its panel label; the list, by its layer
+            sentence = result.markers[j].sentence if result.markers else ""
+            words = sentence.partition(": ")[2]
+            items.append((f"{name}: {words}" if words else name, j, sentence or name))
+        self.compare.set_markers(
+            items, default_markers(result),
+            lambda picked: comparison_rows(result, picked, base_names=names, image_name=image_name,
+                                           contrast=contrast, **placement))

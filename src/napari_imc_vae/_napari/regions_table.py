@@ -4,11 +4,15 @@ Rows are :func:`napari_imc_vae.engine.regions.find_regions`'s regions (the same 
 writes to ``<image>_regions.csv``). Clicking a row centres the viewer's camera on the
 region, zooms so that it spans about 120 screen pixels, and shows and selects its point in
 the ``<image>_regions`` Points layer (hidden until then, so the markers do not clutter the view).
+In napari's grid (the comparison view) every panel centres on the region and the Points
+layer stays hidden: shown, it would take a grid panel of its own.
 """
 
 from __future__ import annotations
 
 from qtpy.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem
+
+from napari_imc_vae._napari.comparison_view import viewer_part
 
 COLUMNS = ("rank", "shape", "area", "mean_error", "channels")
 HEADERS = ("#", "shape", "px", "error", "channels carrying it")
@@ -66,10 +70,11 @@ class RegionsTable(QTableWidget):
         y, x = self.world_position(row)
         y0, x0, y1, x1 = self.regions[row]["bbox"]
         extent = max(y1 - y0, x1 - x0, 8) * max(self.scale)
-        camera = self.viewer.camera
+        camera = viewer_part(self.viewer, "camera")
         camera.center = (y, x)
         camera.zoom = _REGION_SCREEN_PX / extent  # zoom is screen pixels per world unit
         if self.layer_name and self.layer_name in self.viewer.layers:
             layer = self.viewer.layers[self.layer_name]
-            layer.visible = True
+            if not viewer_part(self.viewer, "grid").enabled:
+                layer.visible = True
             layer.selected_data = {row}

@@ -1,0 +1,364 @@
+"""Side by side, per picked marker: what was measured | what the model predicts | what it misses.
+
+The Reconstruct widget shows this view by default when a reconstruction ends. Each picked
+marker is one row of napari's grid of three panels (one camera: zooming one zooms all):
+
+- ``"CD45 · measured"``: the image's counts (the raw layer's data, never a copy of a changed
+  one), with the raw layer's contrast limits;
+- ``"CD45 · model"``: the reconstruction in counts, with the SAME contrast limits (kept equal
+  when the user changes the measured panel's);
+- ``"CD45 · missed (noise SD)"``: the signed residual in the calibrated error unit on a
+  diverging colormap with symmetric limits and napari's colour bar: red where more was
+  measured than predicted (the model misses signal), blue where the model predicts counts
+  that are not there, black where it predicts what was measured.
+
+The comparison layers are the only visible ones while the view is on; the user's layout
+(visibility, grid, camera, layer order, scale bar) is saved when the view opens and put back
+by :meth:`ComparisonView.restore`. Raw layers are never changed.
+
+Also here: where napari 0.9 moved viewer parts (``viewer.scene.camera``,
+``viewer.canvas.grid``, ``viewer.canvas.overlays.scale_bar``), :func:`viewer_part` finds
+them on every napari the package allows (>= 0.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from napari.utils.colormaps import Colormap
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QLabel, QListWidget, QListWidgetItem, QPushButton, \
+    QVBoxLayout, QWidget
+
+from napari_imc_vae._napari.layer_data import layer_units
+from napari_imc_vae.engine.error_unit import ERROR_UNIT_SENTENCE
+
+COMPARE_KIND = "compare"
+MEASURED, MODEL, MISSED = "measured", "model", "missed"
+#: Below: blue (the model predicts counts that are not there); zero: black; above: red
+#: (measured counts the model does not predict). Black at zero so that where the model
+#: explains the tissue the panel is dark on napari's dark canvas and misses stand out.
+MISSED_COLORMAP = Colormap(colors=[[0.25, 0.55, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.3, 0.2, 1.0]],
+                           controls=[0.0, 0.5, 1.0], name="missed: blue under, red over")
+PANEL_COLORMAP = "gray"
+#: More rows than this make panels too small to read on a 1080p screen.
+MAX_ROWS = 3
+LEGEND = ("Red: more counts measured than the model predicts (signal it misses). "
+          "Blue: the model predicts counts that are not there. Black: as predicted.")
+
+#: napari 0.9 moved these; older releases have the old names (dotted path, old attribute).
+_MOVED = {"camera": ("scene.camera", "camera"), "grid": ("canvas.grid", "grid"),
+          "scale_bar": ("canvas.overlays.scale_bar", "scale_bar"),
+          "text": ("canvas.overlays.text", "text_overlay")}
+
+
+def viewer_part(viewer, part: str):
+    """``viewer``'s camera, grid, scale bar or text overlay, wherever this napari keeps it.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    part : {"camera", "grid", "scale_bar", "text"}
+    """
+    if part not in _MOVED:
+        raise ValueError(f"part must be one of {sorted(_MOVED)}, got {part!r}")
+    new, old = _MOVED[part]
+    found = viewer
+    for name in new.split("."):
+        found = getattr(found, name, None)
+        if found is None:
+            return getattr(viewer, old)  # napari < 0.9
+    return found
+
+
+@dataclass
+class ComparisonRow:
+    """One marker's three panels, ready to add (no statistics left to compute).
+
+    Attributes
+    ----------
+    marker : str
+        The marker's name as the user knows it (the raw layer's name).
+    measured, model, missed : ndarray of shape (Y, X)
+        Counts as measured, counts as predicted, signed residual in ``unit``.
+    contrast : (float, float)
+        Contrast limits of the measured and the model panel (the raw layer's).
+    missed_limit : float
+        The residual panel shows ``-missed_limit … +missed_limit``.
+    unit : str
+        Short name of the residual's unit, e.g. ``"noise SD"``.
+    scale, translate : (float, float)
+        The raw layer's, so that positions and the scale bar are in µm.
+    metadata : dict
+        ``metadata["imc"]`` items every panel carries (image, channel, provenance).
+    """
+
+    marker: str
+    measured: np.ndarray
+    model: np.ndarray
+    missed: np.ndarray
+    contrast: tuple[float, float]
+    missed_limit: float
+    unit: str
+    scale: tuple[float, float] = (1.0, 1.0)
+    translate: tuple[float, float] = (0.0, 0.0)
+    metadata: dict | None = None
+
+    def titles(self) -> tuple[str, str, str]:
+        """Layer names, which napari also writes over each panel."""
+        return (f"{self.marker} · {MEASURED}", f"{self.marker} · {MODEL}",
+                f"{self.marker} · {MISSED} ({self.unit})")
+
+
+class ComparisonView:
+    """Shows :class:`ComparisonRow` s side by side in ``viewer`` and restores the user's layout.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, viewer) -> None:
+        self.viewer = viewer
+        self.layers: list = []
+        self._saved: dict | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while the comparison is on screen (the user's layout is saved)."""
+        return self._saved is not None
+
+    def show(self, rows: list[ComparisonRow]) -> list:
+        """Replace the comparison layers by ``rows`` and show only them, one marker per grid row.
+
+        Returns
+        -------
+        list of napari layers
+            Three per row: measured, model, missed.
+        """
+        if not rows:
+            raise ValueError("rows must name at least one marker, got none")
+        if not self.active:
+            self._saved = self._save_layout()
+        self._remove_layers()
+        layers = []
+        for row in rows:
+            layers.extend(_row_layers(row))
+        for index, layer in enumerate(layers):  # at the bottom, in reading order: see _arrange
+            self.viewer.layers.insert(index, layer)
+        self.layers = layers
+        self._arrange(len(rows))
+        return layers
+
+    def restore(self) -> None:
+        """Put the user's layout back: visibility, grid, camera, layer order, scale bar."""
+        saved, self._saved = self._saved, None
+        if saved is None:
+            return
+        present = [layer for layer in saved["order"] if layer in self.viewer.layers]
+        ours = [layer for layer in self.layers if layer in self.viewer.layers]
+        others = [layer for layer in self.viewer.layers if layer not in present and layer not in ours]
+        for layer in ours:
+            layer.visible = False
+        target = [*ours, *present, *others]
+        if list(self.viewer.layers) != target:
+            self.viewer.layers.move_multiple([self.viewer.layers.index(layer) for layer in target], 0)
+        for layer in present:
+            layer.visible = saved["visible"][id(layer)]
+        grid = viewer_part(self.viewer, "grid")
+        for key, value in saved["grid"].items():
+            setattr(grid, key, value)
+        viewer_part(self.viewer, "scale_bar").visible = saved["scale_bar"]
+        text = viewer_part(self.viewer, "text")
+        text.visible, text.text = saved["text"]
+        camera = viewer_part(self.viewer, "camera")
+        camera.center, camera.zoom = saved["camera"]
+
+    def _save_layout(self) -> dict:
+        grid = viewer_part(self.viewer, "grid")
+        camera = viewer_part(self.viewer, "camera")
+        text = viewer_part(self.viewer, "text")
+        return {
+            "order": list(self.viewer.layers),
+            "visible": {id(layer): bool(layer.visible) for layer in self.viewer.layers},
+            "grid": {key: getattr(grid, key) for key in ("enabled", "shape", "stride", "spacing")
+                     if hasattr(grid, key)},
+            "camera": (tuple(camera.center), float(camera.zoom)),
+            "scale_bar": bool(viewer_part(self.viewer, "scale_bar").visible),
+            "text": (bool(text.visible), str(text.text)),
+        }
+
+    def _remove_layers(self) -> None:
+        for layer in self.layers:
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.layers = []
+
+    def _arrange(self, n_rows: int) -> None:
+        """Only the comparison layers visible, in a grid of ``n_rows`` × 3 panels.
+
+        With stride 1 napari gives each layer its own panel in list order from the bottom;
+        napari >= 0.9 skips hidden layers, older releases wrap them round the grid (hidden,
+        so they draw nothing): the comparison layers at indices 0 … 3n-1 fill the grid in
+        reading order on both.
+        """
+        ours = {id(layer) for layer in self.layers}
+        for layer in self.viewer.layers:
+            layer.visible = id(layer) in ours
+        grid = viewer_part(self.viewer, "grid")
+        grid.stride = 1
+        grid.shape = (n_rows, 3)
+        if hasattr(grid, "spacing"):  # napari >= 0.6
+            grid.spacing = 0.04
+        grid.enabled = True
+        scale_bar = viewer_part(self.viewer, "scale_bar")
+        scale_bar.visible = True
+        if not hasattr(self.layers[0], "units"):  # napari < 0.6: the scale bar has the unit
+            scale_bar.unit = "um"
+        if not hasattr(self.layers[0], "name_overlay"):  # napari < 0.9: no titles over the panels
+            text = viewer_part(self.viewer, "text")
+            text.text = "   ·   ".join(("measured", "model", f"{MISSED} (red: more measured than "
+                                                          "predicted, blue: less)"))
+            text.visible = True
+        self.viewer.reset_view()
+
+
+def _row_layers(row: ComparisonRow) -> list:
+    """The three Image layers of one row; the model panel follows the measured one's contrast."""
+    from napari.layers import Image
+
+    names = row.titles()
+    common = {"scale": tuple(map(float, row.scale)), "translate": tuple(map(float, row.translate)),
+              "blending": "translucent", **layer_units()}
+
+    def meta(panel: str) -> dict:
+        info = dict(row.metadata or {})
+        info.update(kind=COMPARE_KIND, panel=panel, marker=row.marker)
+        if panel == MISSED:
+            info["units"] = row.unit
+        return {"imc": info}
+
+    lo, hi = map(float, row.contrast)
+    limit = float(row.missed_limit) if row.missed_limit > 0 else 1.0
+    measured = Image(row.measured, name=names[0], colormap=PANEL_COLORMAP, contrast_limits=(lo, hi),
+                     metadata=meta(MEASURED), **common)
+    model = Image(row.model, name=names[1], colormap=PANEL_COLORMAP, contrast_limits=(lo, hi),
+                  metadata=meta(MODEL), **common)
+    missed = Image(row.missed, name=names[2], colormap=MISSED_COLORMAP, contrast_limits=(-limit, limit),
+                   metadata=meta(MISSED), **common)
+    measured.events.contrast_limits.connect(
+        lambda _event: setattr(model, "contrast_limits", measured.contrast_limits))
+    layers = [measured, model, missed]
+    for layer in layers:
+        if hasattr(layer, "name_overlay"):  # napari >= 0.9: the name over each grid panel
+            layer.name_overlay.visible = True
+    if hasattr(missed, "colorbar"):  # napari >= 0.6
+        missed.colorbar.visible = True
+    return layers
+
+
+class ComparePanel(QWidget):
+    """The Reconstruct widget's controls of the comparison view.
+
+    A check box turns the view on and off (before a reconstruction it only says what happens
+    after one); a list picks the markers, best explained first, and switches the view at
+    once; "Back to my layout" restores the user's layout; a legend says what the colours
+    and the unit mean.
+
+    Parameters
+    ----------
+    viewer : napari.viewer.Viewer
+    """
+
+    def __init__(self, viewer, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.view = ComparisonView(viewer)
+        self._make_rows: Callable[[list[int]], list[ComparisonRow]] | None = None
+        self.toggle = QCheckBox("Compare side by side: measured | model | missed")
+        self.toggle.setChecked(True)
+        self.toggle.setToolTip("On: after Reconstruct, only the picked markers are shown, three panels each. "
+                               "Off: your own layout.")
+        self.markers = QListWidget()
+        self.markers.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
+        self.markers.setWordWrap(True)
+        self.markers.setMaximumHeight(130)
+        self.markers.setToolTip(f"Click markers to compare (at most {MAX_ROWS} at once); best explained first")
+        self.back = QPushButton("Back to my layout")
+        self.back.setEnabled(False)
+        self.legend = QLabel(f"{LEGEND} {ERROR_UNIT_SENTENCE}")
+        self.legend.setWordWrap(True)
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for widget in (self.toggle, self.markers, self.note, self.back, self.legend):
+            layout.addWidget(widget)
+        self.toggle.toggled.connect(self._toggled)
+        self.markers.itemSelectionChanged.connect(self.refresh)
+        self.back.clicked.connect(lambda: self.toggle.setChecked(False))
+
+    def set_markers(self, items: list[tuple[str, int, str]], picked: list[int],
+                    make_rows: Callable[[list[int]], list[ComparisonRow]]) -> None:
+        """List the markers of a new reconstruction, pick ``picked`` and show them when on.
+
+        Parameters
+        ----------
+        items : list of (text, key, tooltip)
+            In the order listed; ``key`` is what ``make_rows`` takes.
+        picked : list of int
+            Keys selected at first.
+        make_rows : callable
+            Keys → :class:`ComparisonRow` s (cheap: no statistics).
+        """
+        self._make_rows = make_rows
+        self.markers.blockSignals(True)
+        try:
+            self.markers.clear()
+            for text, key, tip in items:
+                item = QListWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, key)
+                item.setToolTip(tip)
+                self.markers.addItem(item)
+                item.setSelected(key in picked)
+        finally:
+            self.markers.blockSignals(False)
+        self.refresh()
+
+    def picked(self) -> list[int]:
+        """Keys of the selected markers, in list order."""
+        return [self.markers.item(r).data(Qt.ItemDataRole.UserRole) for r in range(self.markers.count())
+                if self.markers.item(r).isSelected()]
+
+    def pick(self, keys: list[int]) -> None:
+        """Select exactly ``keys`` (the view follows at once)."""
+        self.markers.blockSignals(True)
+        try:
+            for r in range(self.markers.count()):
+                item = self.markers.item(r)
+                item.setSelected(item.data(Qt.ItemDataRole.UserRole) in keys)
+        finally:
+            self.markers.blockSignals(False)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Show the picked markers when the view is on; the user's layout when nothing is picked."""
+        keys = self.picked()
+        self.note.setText("" if len(keys) <= MAX_ROWS else
+                          f"Showing the first {MAX_ROWS} of the {len(keys)} picked markers.")
+        if not self.toggle.isChecked() or self._make_rows is None:
+            return
+        if not keys:
+            self.view.restore()
+            self.note.setText("Pick a marker to compare.")
+        else:
+            self.view.show(self._make_rows(keys[:MAX_ROWS]))
+        self.back.setEnabled(self.view.active)
+
+    def _toggled(self, on: bool) -> None:
+        if on:
+            self.refresh()
+        else:
+            self.view.restore()
+            self.back.setEnabled(False)
