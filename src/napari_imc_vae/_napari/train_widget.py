@@ -353,6 +353,10 @@ class TrainWidget(QWidget):
             if not path:
                 return None
         try:
+            from napari_imc_vae.io.output_guard import check_output_apart
+
+            # never over an image it was trained on (or its panel): OutputError names it
+            check_output_apart(path, [s.image.source for s in self.images.checked()], what="model file")
             saved = self.trained.save(path)
         except OSError as e:
             show_error(f"Train VAE: could not save the model to {path}: {e}")

@@ -131,4 +131,9 @@ def write_ome_tiff(path: str, layer_data: list[tuple]) -> list[str]:
     list of str
         ``[path]``.
     """
+    from napari_imc_vae.io.output_guard import check_output_apart
+
+    # never over the file a layer was read from (or its panel): refused, naming it
+    sources = [((meta.get("metadata") or {}).get(IMC_KEY) or {}).get("source") for _, meta, _ in layer_data]
+    check_output_apart(path, [s for s in sources if s], what="OME-TIFF")
     return [save_ome_tiff(path, image_from_layer_data(layer_data))]

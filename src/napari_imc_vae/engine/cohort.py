@@ -16,6 +16,7 @@ none, so a run never holds more than one raw image at a time.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import weakref
@@ -26,9 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from napari_imc_vae.io import ImcImage
+from napari_imc_vae.io.atomic import OWNER_PATTERN
 
 #: Largest finite float16; a normalized image with a larger finite value is cached in float32.
 FLOAT16_MAX = 65504.0
+#: Cache folders are ``<prefix><host>-p<pid>-<random>``: the owner, so a later run can remove a
+#: cache whose process was killed outright.
+CACHE_PREFIX = "napari-imc-vae-cache-"
+_CACHE_NAME = re.compile(rf"^{CACHE_PREFIX}{OWNER_PATTERN}-[A-Za-z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -116,8 +122,10 @@ class NormalizedCache:
     0.001 normalized units), far below the shot noise of IMC data (measured in
     ``docs/benchmarks.md``, "Cohorts larger than RAM"). NaN and ±Inf are kept.
 
-    The folder is a fresh temporary one, deleted by :meth:`close`, when the cache is garbage
-    collected, or at interpreter exit.
+    The folder is a fresh temporary one, ``napari-imc-vae-cache-<host>-p<pid>-<random>``,
+    deleted by :meth:`close`, when the cache is garbage collected, or at interpreter exit (also
+    after Ctrl-C, SIGTERM or SIGHUP on the command line). A cache left by a process killed
+    outright is deleted by the next cache made in the same place, once that process is gone.
 
     Parameters
     ----------
@@ -126,7 +134,15 @@ class NormalizedCache:
     """
 
     def __init__(self, directory: str | None = None) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="napari-imc-vae-cache-", dir=directory))
+        from napari_imc_vae.io.atomic import OutputError, owner_tag, remove_leftovers
+
+        parent = directory or tempfile.gettempdir()
+        remove_leftovers(parent, _CACHE_NAME)
+        try:
+            self.path = Path(tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{owner_tag()}-", dir=parent))
+        except OSError as e:
+            raise OutputError(f"cannot make the training cache in {parent}: {e.strerror or e} (set "
+                              f"NAPARI_IMC_VAE_CACHE_DIR to a writable folder on a disk with room)") from e
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.path), ignore_errors=True)
         self.shapes: list[tuple[int, int]] = []
         self.dtypes: list[np.dtype] = []
@@ -167,10 +183,24 @@ class NormalizedCache:
             stored[..., n - 1] = channel
         if n != c:
             raise ValueError(f"expected {c} channels, got {n}")
-        np.save(self._file(len(self.shapes)), stored)
+        self._save(self._file(len(self.shapes)), stored)
         self.n_channels = c
         self.shapes.append((h, w))
         self.dtypes.append(stored.dtype)
+
+    def _save(self, file: Path, stored: np.ndarray) -> None:
+        """``np.save``, with a full disk said as such (numpy says only "N requested and M written")."""
+        from napari_imc_vae.io.atomic import OutputError, free_space
+
+        try:
+            np.save(file, stored)
+        except OSError as e:
+            file.unlink(missing_ok=True)
+            cause = e.strerror or str(e)
+            raise OutputError(
+                f"cannot write the training cache {file} ({stored.nbytes / 2**20:.1f} MB for one image): {cause}; "
+                f"disk full? {free_space(self.path)}; set NAPARI_IMC_VAE_CACHE_DIR to a folder on a disk with "
+                f"room, or NAPARI_IMC_VAE_IN_MEMORY_MB higher to keep the images in RAM") from e
 
     def _file(self, index: int) -> Path:
         return self.path / f"{index:05d}.npy"
@@ -227,7 +257,11 @@ def build_sampler(images: Iterable[ImcImage], normalizer, patch_size: int, *, va
     from napari_imc_vae.engine.data import PatchSampler
     from napari_imc_vae.engine.pool import PatchPool
 
+    from napari_imc_vae.io.atomic import remove_leftovers
+
     options = options or CohortOptions.from_env()
+    # caches of runs killed outright (kill -9), even when this run keeps its images in RAM
+    remove_leftovers(options.cache_dir or tempfile.gettempdir(), _CACHE_NAME)
     kept: list[np.ndarray] = []
     kept_bytes, cache = 0, None
     for image in images:

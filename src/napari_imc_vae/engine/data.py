@@ -97,9 +97,13 @@ def split_images(shapes, patch_size: int, val_fraction: float, max_positions: in
     usable = [(h, w) for h, w in shapes if h >= p and w >= p]
     if not usable:
         sizes = ", ".join(f"{h}×{w}" for h, w in shapes)
+        largest = max(min(h, w) for h, w in shapes)
+        if largest < 2:  # ModelConfig.patch_size >= 2: no model can be trained on these
+            raise PatchSizeError(f"every image is too small for any model ({sizes} px): a model needs images "
+                                 f"of at least 2×2 px (the smallest patch size, 2)")
         raise PatchSizeError(
             f"patch size {p} is larger than every image ({sizes} px); choose a patch size of at most "
-            f"{max(min(h, w) for h, w in shapes)}"
+            f"{largest}"
         )
     total_train = sum((h - p + 1) * (w - p + 1) for h, w in usable)
     stride = max(1, int(np.ceil(np.sqrt(total_train / max_positions))))

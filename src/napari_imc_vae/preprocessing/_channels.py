@@ -84,14 +84,19 @@ def match_channels(names, keys, other_names, other_keys=None, *, panel: str = "t
     keys = [str(k) for k in keys] if keys is not None else list(names)
     other_keys = [str(k) for k in other_keys] if other_keys is not None else list(other_names)
     other_metals = [parse_metal(k) if parse_metal(k) == k else None for k in other_keys]
-    by_metal = {m: j for j, m in reversed(list(enumerate(other_metals))) if m}
+    by_metal: dict[str, list[int]] = {}  # a metal listed twice (a panel error) keeps both, in order
+    for j, m in enumerate(other_metals):
+        if m:
+            by_metal.setdefault(m, []).append(j)
     unlabelled_only = all(other_metals)  # every image channel has a metal: nothing to compare labels with
     used: set[int] = set()
     index, missing, shown = [], [], []
     for name, key in zip(names, keys):
         metal = parse_metal(key) if parse_metal(key) == key else None
-        j = by_metal.get(metal) if metal else None
-        if j is not None and j not in used:
+        same = [j for j in by_metal.get(metal, ()) if j not in used] if metal else []
+        # of two image channels of one metal, the one of this label (else the first left)
+        j = next((j for j in same if label_key(other_names[j]) == label_key(name)), same[0] if same else None)
+        if j is not None:
             shown.append(metal)
         elif metal and unlabelled_only:
             shown.append(metal)
@@ -111,10 +116,13 @@ def match_channels(names, keys, other_names, other_keys=None, *, panel: str = "t
         return ChannelMatch(tuple(index), ignored)
     extra = [other_keys[j] for j in range(len(other_names)) if j not in used]
     image_side = list(other_keys)
+    repeated = [m for m in dict.fromkeys(missing) if shown.count(m) > image_side.count(m) > 0]
+    twice = "".join(f"; {panel} lists {m} {shown.count(m)} times, the image {image_side.count(m)} "
+                    f"(a duplicate row in a panel?)" for m in repeated)
     raise ChannelMismatchError(
         f"the image's channels do not match {panel}: missing {missing}, extra {extra or 'none'} "
         f"(expected {len(shown)} channels: {', '.join(shown)}); "
-        f"the image has {len(image_side)}: {', '.join(image_side)}"
+        f"the image has {len(image_side)}: {', '.join(image_side)}{twice}"
     )
 
 
