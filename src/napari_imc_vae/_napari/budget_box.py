@@ -4,6 +4,12 @@ The step rate comes from :func:`.train_task.estimate_step_rate` (a throwaway mod
 shape timed for a few steps, 1-3 s on a CPU) in a napari worker, never on the GUI thread. It is
 measured again only when something it depends on changes (channels, model, critic, batch,
 device); a new budget or step count is only a new line of text.
+
+A timing is never taken while other work of the plugin runs (training, normalizing,
+reconstructing: any napari worker, which all run in Qt's global thread pool): it would time a
+busy machine. It waits for that work to end, and a timing that other work overlapped is
+thrown away. After a training run, the line uses the rate that run achieved
+(:meth:`EstimateBox.show_achieved`), so that it never contradicts the run shown above it.
 """
 
 from __future__ import annotations
@@ -11,17 +17,35 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, astuple, dataclass
 
+import threading
+
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QTimer, Signal
+from qtpy.QtCore import QThreadPool, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
 from napari_imc_vae._napari.train_task import estimate_step_rate
-from napari_imc_vae.engine.budget import StepRate, describe_plan
+from napari_imc_vae.engine.budget import StepRate, describe_plan, format_duration
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.trainer import TrainConfig
 
 #: Wait this long after the last change before timing (typing a number is several changes).
 DEBOUNCE_MS = 500
+#: How often a timing that waits for other work looks again, and how often a running timing
+#: checks that no other work started beside it.
+BUSY_POLL_MS = 250
+#: The helper thread a training run steps in (``train_task.stream_calls``).
+TRAINING_THREAD = "imc-vae-worker"
+
+
+def other_work_running(own_workers: int = 0) -> bool:
+    """Work of the plugin is running besides ``own_workers`` of the caller's napari workers.
+
+    napari workers (``create_worker``) run in Qt's global thread pool; a training run steps in
+    a helper thread of its worker.
+    """
+    if QThreadPool.globalInstance().activeThreadCount() > own_workers:
+        return True
+    return any(t.name == TRAINING_THREAD and t.is_alive() for t in threading.enumerate())
 
 
 @dataclass(frozen=True)
@@ -77,7 +101,11 @@ class EstimateBox(QWidget):
     Attributes
     ----------
     rate : StepRate or None
-        The last step rate measured.
+        The last step rate measured, or achieved by the last run (``rate_source``).
+    rate_source : str
+        ``"measured"`` (a few steps timed here) or ``"achieved"`` (by the last training run).
+    timings_started : int
+        How many timings were started (the tests read it).
     planned_steps : int or None
         The steps of the line shown (what the budget buys, or the exact steps).
     estimated : Signal(str)
@@ -90,6 +118,8 @@ class EstimateBox(QWidget):
         super().__init__(parent)
         self._inputs = inputs
         self.rate: StepRate | None = None
+        self.rate_source = "measured"
+        self.timings_started = 0
         self.planned_steps: int | None = None
         self._rate_key: tuple | None = None  # what ``rate`` was measured for
         self._measuring: tuple | None = None
@@ -106,6 +136,16 @@ class EstimateBox(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(DEBOUNCE_MS)
         self._timer.timeout.connect(self.estimate)
+        # waiting for other work to end (single shot), and watching a running timing (repeats)
+        self._wait_timer = QTimer(self)
+        self._wait_timer.setSingleShot(True)
+        self._wait_timer.setInterval(BUSY_POLL_MS)
+        self._wait_timer.timeout.connect(self._retry)
+        self._measure_requested = False
+        self._watch_timer = QTimer(self)
+        self._watch_timer.setInterval(BUSY_POLL_MS)
+        self._watch_timer.timeout.connect(self._watch)
+        self._disturbed = False  # other work ran beside the timing: its rate is not kept
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.label, 1)
@@ -141,6 +181,7 @@ class EstimateBox(QWidget):
         self.button.setEnabled(not blocked)
         if blocked:
             self._timer.stop()
+            self._wait_timer.stop()
         elif was_blocked:
             self.schedule()  # the settings may have changed while training ran
 
@@ -157,6 +198,7 @@ class EstimateBox(QWidget):
         ``measure`` times them again even if it is (the "Estimate" button).
         """
         self._timer.stop()
+        self._wait_timer.stop()
         try:
             inputs = self._inputs()
         except (ValueError, TypeError) as e:
@@ -166,8 +208,38 @@ class EstimateBox(QWidget):
             self._show(inputs)
         elif self._blocked:
             self._show_text("Estimated: timed again when this run ends.", None)
-        elif self._worker is None:  # else: again when the one running ends
+        elif self._worker is not None:  # again when the one running ends
+            return
+        elif other_work_running():
+            self._measure_requested = self._measure_requested or measure
+            self._show_text("Estimated: timed when the work running now ends.", None)
+            self._wait_timer.start()
+        else:
+            self._measure_requested = False
             self._measure(inputs)
+
+    def current_key(self) -> tuple | None:
+        """What a step rate measured now would be for (None: nothing to estimate)."""
+        try:
+            return self._inputs().rate_key()
+        except (ValueError, TypeError):
+            return None
+
+    def show_achieved(self, key: tuple | None, steps: int, seconds: float, batch_size: int,
+                      device: str) -> None:
+        """Use the rate a training run achieved (``steps`` in ``seconds``) for the settings ``key``."""
+        if key is None or steps < 1 or seconds <= 0:
+            return
+        bf16 = self.rate.bf16 if self.rate is not None else False
+        self.rate = StepRate(steps / seconds, device, bf16, batch_size)
+        self.rate_source, self._rate_key = "achieved", key
+
+    def _retry(self) -> None:
+        self.estimate(measure=self._measure_requested)
+
+    def _watch(self) -> None:
+        if other_work_running(own_workers=1):
+            self._disturbed = True
 
     def show_plan(self, text: str, steps: int) -> None:
         """Show the plan of the run that has started (timed on the run itself)."""
@@ -182,22 +254,28 @@ class EstimateBox(QWidget):
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self._worker, self._measuring = worker, inputs.rate_key()
+        self._disturbed = False
         self.label.setText("Estimated: timing a few training steps on this machine …")
+        self.timings_started += 1
         worker.start()
+        self._watch_timer.start()
 
     def _on_rate(self, rate: StepRate) -> None:
-        self.rate, self._rate_key = rate, self._measuring
+        if self._disturbed:  # other work shared the machine: time again once it ends
+            return
+        self.rate, self.rate_source, self._rate_key = rate, "measured", self._measuring
 
     def _on_error(self, exc: Exception) -> None:
         self._rate_key = None
         self._show_text(f"Estimate failed: {type(exc).__name__}: {exc}", None)
 
     def _on_finished(self) -> None:
+        self._watch_timer.stop()
         self._worker = None
         waiting, self._waiting = self._waiting, []
         for fn in waiting:
             fn()
-        if self._rate_key is not None:
+        if self._rate_key is not None or self._disturbed:
             self.estimate()  # the settings may have changed meanwhile: then it measures again
 
     def _show(self, inputs: EstimateInputs) -> None:
@@ -206,7 +284,13 @@ class EstimateBox(QWidget):
             steps = inputs.train_config.steps
         else:
             steps = rate.steps_for(60.0 * inputs.minutes)
-        self._show_text(f"Estimated: {describe_plan(steps, rate, inputs.minutes)}", steps)
+        if self.rate_source == "measured":
+            self._show_text(f"Estimated: {describe_plan(steps, rate, inputs.minutes)}", steps)
+            return
+        head = (f"{steps:,} steps: about {format_duration(rate.seconds_for(steps))}"
+                if inputs.minutes is None else f"budget {inputs.minutes:g} min: {steps:,} steps")
+        self._show_text(f"Estimated: {head} at {rate.steps_per_s:.1f} steps/s, the rate the last "
+                        f"run achieved", steps)
 
     def _show_text(self, text: str, steps: int | None) -> None:
         self.planned_steps = steps

@@ -2,7 +2,8 @@
 
 Records are appended as they arrive; the curves are redrawn by a timer at most
 :data:`REDRAW_INTERVAL_MS` apart, so a fast trainer cannot make the GUI stutter. The legend
-sits in its own row below the axes: inside them it hid the curves of a narrow dock.
+sits in its own row below the axes: inside them it hid the curves of a narrow dock. It names
+the terms in words a biologist uses (:data:`LEGEND`); the critic's names are in the tooltip.
 """
 
 from __future__ import annotations
@@ -26,11 +27,34 @@ TERMS = {
     "perm_loss": (240, 220, 80),
 }
 VALIDATION_TERM = "val_loss"
+#: What the legend calls each curve, and what the term measures (the tooltip, with its ML name).
+LEGEND: dict[str, tuple[str, str]] = {
+    "loss": ("total", "everything the training minimizes, weighted"),
+    "mse": ("reconstruction", "how far the rebuilt patches are from the images (mean squared error)"),
+    "cosine_loss": ("marker mix", "whether each pixel's markers come back in the right proportions "
+                                  "(1 - cosine similarity)"),
+    "gradient_loss": ("edges", "whether edges between cells come back as sharp (gradient L1)"),
+    "kld_loss": ("latent use", "how much the latent code carries about each patch (KL divergence)"),
+    "kld_floored": ("latent, counted", "the latent use the training counts: at least the free-bits "
+                                           "floor per dimension (free-bits KL)"),
+    "perm_loss": ("orientation", "whether the model agrees on how a patch is rotated or flipped "
+                                 "(permutation loss)"),
+    VALIDATION_TERM: ("held-out total", "the total on patches kept out of training (validation loss)"),
+}
 REDRAW_INTERVAL_MS = 100
 #: Log axes cannot show 0 (perm_loss is exactly 0 when all views agree): floor for display.
 LOG_FLOOR = 1e-6
-#: Legend entries per row below the plot (8 entries: two rows).
-LEGEND_COLUMNS = 4
+#: Legend entries per row below the plot (8 entries: four rows; three columns did not fit a 400 px
+#: dock, whose width the legend then widened past the dock's edge).
+LEGEND_COLUMNS = 2
+
+
+def legend_tooltip() -> str:
+    """Each legend word with what it measures and the critic's own name for it (rich text)."""
+    rows = "".join(f"<li><b>{label}</b>: {meaning} — <code>{name}</code></li>"
+                   for name, (label, meaning) in LEGEND.items())
+    return (f"<p>Training lowers the total, a weighted sum of the terms; \"latent use\" is shown "
+            f"only (a latent that carries nothing is a failure, not a success).</p><ul>{rows}</ul>")
 
 
 class LossPlot(QWidget):
@@ -39,12 +63,12 @@ class LossPlot(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.canvas = pg.GraphicsLayoutWidget()
-        self.canvas.setMinimumHeight(240)
+        self.canvas.setMinimumHeight(160)  # the dock fits a 1080p screen (issue 17)
         self.plot = self.canvas.addPlot(row=0, col=0)
         self.plot.setLogMode(x=False, y=True)
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.plot.setLabel("bottom", "step")
-        self.plot.setLabel("left", "critic term")
+        self.plot.setLabel("left", "loss (log scale)")
         self.plot.setClipToView(True)
         self.plot.setDownsampling(auto=True, mode="peak")
         self.curves = {name: self.plot.plot([], [], pen=pg.mkPen(color, width=1.5))
@@ -56,7 +80,8 @@ class LossPlot(QWidget):
                                     horSpacing=12, verSpacing=-6)
         self.canvas.addItem(self.legend, row=1, col=0)
         for name, curve in self.curves.items():
-            self.legend.addItem(curve, "validation loss" if name == VALIDATION_TERM else name)
+            self.legend.addItem(curve, LEGEND[name][0])
+        self.canvas.setToolTip(legend_tooltip())
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.canvas)

@@ -14,6 +14,7 @@ from qtpy.QtCore import Qt, Signal
 from magicgui.widgets import CheckBox
 from qtpy.QtWidgets import QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
+from napari_imc_vae._napari.dock_layout import DOCK_MAX_WIDTH, dock_size_hint, scrolling
 from napari_imc_vae._napari.layer_data import NORMALIZED, image_layer_data
 from napari_imc_vae._napari.layers import LayerImage, imc_info
 from napari_imc_vae._napari.normalization_form import NormalizationForm
@@ -67,17 +68,37 @@ class NormalizeWidget(QWidget):
         self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.table = StatsTable()
         self.histograms = HistogramView()
+        self.histograms.plots.setMinimumHeight(140)  # the dock fits a 1080p screen (issue 17)
         self.table.channelSelected.connect(self.histograms.channel.setCurrentIndex)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(self.table)
-        split.addWidget(self.histograms)
+        results = QSplitter(Qt.Orientation.Vertical)
+        results.addWidget(self.table)
+        results.addWidget(self.histograms)
+
+        # the settings scroll and the verdicts (a line per problem channel) scroll in a few
+        # lines, so the dock asks for little height; the button stays in view between them
+        lines = self.status.fontMetrics().lineSpacing()
+        self.status_area = scrolling(self.status, min_height=2 * lines + 8)
+        self.status_area.setMaximumHeight(7 * lines + 8)
+        self.settings_area = scrolling(settings.native)
+        lower = QWidget()
+        below = QVBoxLayout(lower)
+        below.setContentsMargins(0, 0, 0, 0)
+        below.addWidget(self.run_button)
+        below.addWidget(self.status_area)
+        below.addWidget(results, 1)
+        self.split = QSplitter(Qt.Orientation.Vertical)
+        self.split.setChildrenCollapsible(False)
+        self.split.addWidget(self.settings_area)
+        self.split.addWidget(lower)
+        self.split.setStretchFactor(1, 1)  # the results grow with the dock; the settings scroll
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.picker)
-        layout.addWidget(settings.native)
-        layout.addWidget(self.run_button)
-        layout.addWidget(self.status)
-        layout.addWidget(split, 1)
+        layout.addWidget(self.split, 1)
+        self.setMaximumWidth(DOCK_MAX_WIDTH)
+
+    def sizeHint(self):  # noqa: N802 - Qt API; the dock's first width
+        return dock_size_hint(self)
 
     def params(self) -> NormalizationParams:
         """The normalization chosen in the widget."""

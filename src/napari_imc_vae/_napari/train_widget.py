@@ -10,6 +10,7 @@ machine. Closing the widget or the viewer stops training (the model so far is ke
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import asdict
 
 from napari.qt.threading import create_worker
@@ -24,6 +25,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
+    QSplitter,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -31,6 +33,7 @@ from qtpy.QtWidgets import (
 
 from napari_imc_vae._napari.budget_box import EstimateBox, estimate_inputs
 from napari_imc_vae._napari.checklist import ImageChecklist
+from napari_imc_vae._napari.dock_layout import DOCK_MAX_WIDTH, dock_size_hint, scrolling
 from napari_imc_vae._napari.loss_plot import LossPlot
 from napari_imc_vae._napari.model_file import MODEL_FILTER, open_model_file
 from napari_imc_vae._napari.model_store import RunState, RunStatus, model_store
@@ -54,6 +57,8 @@ from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION
 
 #: How long closing the viewer waits for a training run to stop (it stops within one step).
 SHUTDOWN_WAIT_MS = 60_000
+#: The activity dock's progress is updated at most this often (each update repaints the window).
+ACTIVITY_INTERVAL_MS = 500
 
 
 class _Shutdown:
@@ -113,6 +118,12 @@ class TrainWidget(QWidget):
         self.resume: TrainedModel | None = None
         self.worker = None
         self._pbar = None
+        self._pbar_shown = 0.0  # time.monotonic() of the last activity-dock update
+        # (time.monotonic(), run step) when training began and at the last update: the rate
+        # the run achieved, which the estimate shows after the run
+        self._run_clock: list[tuple[float, int]] = []
+        self._run_key = None  # the estimate's settings key of the run
+        self.activity_updates = 0  # how many there were (the bench and the tests read it)
         self._device = None
         self._shutdown = _Shutdown()
         self.destroyed.connect(self._shutdown)
@@ -150,10 +161,11 @@ class TrainWidget(QWidget):
             row2.addWidget(b)
 
         self.activity = QCheckBox("Also show progress in napari's activity dock")
-        self.activity.setChecked(True)
+        self.activity.setChecked(False)  # on, it cut training tenfold under Xvfb (issue 17)
         self.activity.setToolTip(
             "napari animates an indicator while a task runs; with software OpenGL (remote "
-            "desktops, Xvfb) every frame repaints the window and slows training down")
+            f"desktops, Xvfb) every frame repaints the window. Updated at most "
+            f"{1000 // ACTIVITY_INTERVAL_MS} times a second")
         self.progress_bar = QProgressBar()
         self.progress_text = QLabel("Check an image and press Train.")
         self.progress_text.setWordWrap(True)
@@ -168,23 +180,38 @@ class TrainWidget(QWidget):
         self.tabs.addTab(self.plot, "Loss curves")
         self.tabs.addTab(self.report, "Quality report")
 
+        # settings scroll (a 1080p screen cannot show the whole form); the run's controls, its
+        # progress and the plot stay in view below them, the two parts split by a handle
+        settings = QWidget()
+        top = QVBoxLayout(settings)
+        top.setContentsMargins(0, 0, 0, 0)
+        for w in (QLabel("Images (one panel)"), self.images, self.form.native, self.device_label,
+                  self.resume_label):
+            top.addWidget(w)
+        self.settings_area = scrolling(settings)
+        run = QWidget()
+        below = QVBoxLayout(run)
+        below.setContentsMargins(0, 0, 0, 0)
+        below.addWidget(self.estimate)
+        below.addLayout(row1)
+        below.addLayout(row2)
+        for w in (self.activity, self.gpu_memory_label, self.progress_bar, self.progress_text):
+            below.addWidget(w)
+        below.addWidget(self.tabs, 1)
+        self.split = QSplitter(Qt.Orientation.Vertical)
+        self.split.setChildrenCollapsible(False)
+        self.split.addWidget(self.settings_area)
+        self.split.addWidget(run)
+        self.split.setStretchFactor(1, 1)  # the plot grows with the dock; the settings scroll
         layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("Images (one panel)"))
-        layout.addWidget(self.images)
-        layout.addWidget(self.form.native)
-        layout.addWidget(self.device_label)
-        layout.addWidget(self.gpu_memory_label)
-        layout.addWidget(self.resume_label)
-        layout.addWidget(self.estimate)
-        layout.addLayout(row1)
-        layout.addLayout(row2)
-        layout.addWidget(self.activity)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.progress_text)
-        layout.addWidget(self.tabs, 1)
+        layout.addWidget(self.split)
+        self.setMaximumWidth(DOCK_MAX_WIDTH)
         self.status.changed.connect(self._update_buttons)
         self._update_buttons(self.status.state)
         self.estimate.schedule()
+
+    def sizeHint(self):  # noqa: N802 - Qt API; the dock's first width
+        return dock_size_hint(self)
 
     # state --------------------------------------------------------------------------------------
     def _update_buttons(self, state: RunState) -> None:
@@ -258,6 +285,7 @@ class TrainWidget(QWidget):
         self.tabs.setCurrentWidget(self.plot)
         if self.activity.isChecked():
             self._pbar = progress(total=steps, desc="Training VAE")
+        self._run_clock, self._run_key = [], self.estimate.current_key()
         self.status.state = RunState.TRAINING  # no new estimates from here
         shutdown = self._shutdown
         # one timing at a time: a step rate being measured ends first (1-3 s)
@@ -277,16 +305,20 @@ class TrainWidget(QWidget):
     # worker callbacks (main thread) ------------------------------------------------------------
     def _on_yielded(self, update: TrainPlan | TrainUpdate) -> None:
         if isinstance(update, TrainPlan):
+            self._run_clock = [(time.monotonic(), 0)]  # the first step comes right after the plan
             self._on_plan(update)
             return
         for r in update.records:
             self.plot.add(r.step, r.metrics, r.validation)
         r = update.last
+        now = (time.monotonic(), r.run_step)
+        if not self._run_clock:  # no plan came first: the rate counts from this update
+            self._run_clock = [now]
+        self._run_clock[1:] = [now]
         if self.progress_bar.maximum() != r.run_steps:
             self._set_total(r.run_steps)
         self.progress_bar.setValue(r.run_step)
-        if self._pbar is not None:
-            self._pbar.update(r.run_step - self._pbar.n)
+        self._update_activity(r.run_step)
         m = r.metrics
         self.progress_text.setText(
             f"Step {r.run_step} / {r.run_steps} (model step {r.step}) · loss {m['loss']:.4f} · "
@@ -297,6 +329,15 @@ class TrainWidget(QWidget):
         if r.gpu_memory is not None:
             self.gpu_memory_label.setText(format_cuda_memory(r.gpu_memory))
             self.gpu_memory_label.show()
+
+    def _update_activity(self, step: int) -> None:
+        """Move the activity dock's progress, at most every :data:`ACTIVITY_INTERVAL_MS`."""
+        now = time.monotonic()
+        if self._pbar is None or now - self._pbar_shown < ACTIVITY_INTERVAL_MS / 1000:
+            return
+        self._pbar_shown = now
+        self._pbar.update(step - self._pbar.n)
+        self.activity_updates += 1
 
     def _on_plan(self, plan: TrainPlan) -> None:
         self._set_total(plan.steps)
@@ -317,6 +358,10 @@ class TrainWidget(QWidget):
 
     def _on_returned(self, outcome: TrainOutcome) -> None:
         self._finish_progress()
+        if len(self._run_clock) == 2:  # before the estimate is unblocked (status below)
+            (t0, s0), (t1, s1) = self._run_clock
+            self.estimate.show_achieved(self._run_key, s1 - s0, t1 - t0, outcome.trained.train_config.batch_size,
+                                        self._device or "cpu")
         self.outcome, self.trained = outcome, outcome.trained
         self.status.state = RunState.STOPPED if outcome.stopped else RunState.DONE
         done = self.progress_bar.value()
