@@ -1,10 +1,12 @@
-"""A read-only view of a quality report: verdicts word-wrapped, the table in a fixed font.
+"""A read-only view of a report in two layers: plain sentences first, the numbers folded below.
 
-The reports are plain text (``QualityReport.format_text()`` and its verdicts). Lines that
-start with a bullet are verdicts, the sentences a reader needs whole: they come first and wrap
-to the view's width. Lines with columns belong to a table that only lines up in a
-fixed-width font, so they are kept as they are (scroll sideways when the dock is narrow);
-the sentences between tables wrap too.
+The reports are plain text (``ModelApplication.report_text()``, the training outcome's, the
+CLI's): a few plain sentences, then :data:`~napari_imc_vae.engine.summary.NUMBERS_HEADER` and
+the figures behind them (R², the comparison with PCA, sharpness …). The sentences are what a
+biologist reads; the numbers stay folded behind an arrow button until asked for. Both wrap to
+the dock's width: the numbers' tables (lines with columns) become HTML tables whose cells wrap,
+so nothing is cut off in a narrow dock (and if a table still cannot shrink, the view scrolls
+sideways rather than clip it).
 """
 
 from __future__ import annotations
@@ -12,70 +14,92 @@ from __future__ import annotations
 import html
 import re
 
-from qtpy.QtGui import QFontDatabase
-from qtpy.QtWidgets import QTextBrowser, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QLabel, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
-BULLETS = ("• ", "- ", "* ")
-VERDICTS_HEADER = "Verdicts:"
+from napari_imc_vae.engine.summary import NUMBERS_HEADER, split_two_layers
+
+__all__ = ["ReportView", "numbers_blocks", "numbers_html", "NUMBERS_TOOLTIP"]
+
+#: The expander's tooltip: the machine-learning names live here and in the numbers, not in the sentences.
+NUMBERS_TOOLTIP = ("The figures behind the sentences: R² (variance explained) of the model, of PCA with as many "
+                   "components as the model's latent dimensions and of the mean patch; sharpness and diversity "
+                   "ratios; active latent units; permutation (orientation) accuracy; per marker, the share of "
+                   "structure kept and the signal over counting noise.")
 #: A table row has columns: two or more spaces between words.
 _COLUMNS = re.compile(r"\S {2,}\S")
+_SPLIT = re.compile(r" {2,}")
+_BULLETS = ("- ", "• ", "* ")
+_NUMBER = re.compile(r"^[-+]?[\d.,]+%?$|^—$|^\d+/\d+$")
 
 
-def report_blocks(text: str) -> list[tuple[str, list[str]]]:
-    """Split a plain-text report into blocks of ``"verdicts"``, ``"prose"`` and ``"table"`` lines.
+def numbers_blocks(text: str) -> list[tuple[str, list[str]]]:
+    """Split the numbers' text into ``"table"``, ``"bullets"`` and ``"prose"`` blocks of lines.
 
-    Parameters
-    ----------
-    text : str
-
-    Returns
-    -------
-    list of (kind, lines)
-        One ``"verdicts"`` block first: every bullet line of the text, without its bullet,
-        each once (reports list their verdicts twice: first, and again under "Verdicts:").
-        Then the other lines in the text's order: lines with columns (``"table"``, shown in
-        a fixed font as they are) and the sentences between them (``"prose"``, wrapped).
-        Blank lines and the "Verdicts:" header only separate blocks.
+    Lines with columns (two or more spaces between words) are table rows; lines starting with
+    a bullet are list items (without the bullet); other non-empty lines are prose. Blank lines
+    only separate blocks.
     """
-    verdicts: list[str] = []
-    rest: list[tuple[str, list[str]]] = []
+    blocks: list[tuple[str, list[str]]] = []
+    previous = None
     for line in text.splitlines():
-        if line.startswith(BULLETS):
-            verdict = line[2:].strip()
-            if verdict not in verdicts:
-                verdicts.append(verdict)
+        stripped = line.strip()
+        if not stripped:
+            previous = None
             continue
-        if not line.strip() or line.strip() == VERDICTS_HEADER:
-            rest.append(("blank", []))
-            continue
-        kind = "table" if _COLUMNS.search(line.strip()) else "prose"
-        if rest and rest[-1][0] == kind:
-            rest[-1][1].append(line.rstrip())
+        if line.startswith(_BULLETS):
+            kind, stripped = "bullets", stripped[2:].strip()
         else:
-            rest.append((kind, [line.rstrip()]))
-    blocks = [("verdicts", verdicts)] if verdicts else []
-    return blocks + [(kind, lines) for kind, lines in rest if kind != "blank"]
+            kind = "table" if _COLUMNS.search(stripped) else "prose"
+        if kind == previous and blocks:
+            blocks[-1][1].append(stripped if kind != "table" else line.rstrip())
+        else:
+            blocks.append((kind, [stripped if kind != "table" else line.rstrip()]))
+        previous = kind
+    return blocks
 
 
-def report_html(text: str) -> str:
-    """The report as HTML: verdicts as a bulleted list, sentences wrapped, tables preformatted."""
-    mono = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont).family()
+def _cell(value: str, header: bool) -> str:
+    align = "right" if _NUMBER.match(value) else "left"
+    tag = "th" if header else "td"
+    return f"<{tag} align='{align}' style='padding:1px 6px 1px 0'>{html.escape(value)}</{tag}>"
+
+
+def numbers_html(text: str) -> str:
+    """The numbers as HTML: tables as wrapping HTML tables (first row bold), lists, paragraphs."""
     parts = []
-    for kind, lines in report_blocks(text):
-        if kind == "verdicts":
-            items = "".join(f"<li style='margin-bottom:3px'>{html.escape(v)}</li>" for v in lines)
-            parts.append(f"<ul style='margin-left:-20px'>{items}</ul>")
-        elif kind == "prose":
-            parts.append("".join(f"<p style='margin:2px 0'>{html.escape(v.strip())}</p>"
-                                 for v in lines))
+    for kind, lines in numbers_blocks(text):
+        if kind == "table":
+            rows = []
+            for i, line in enumerate(lines):
+                indent = "&nbsp;&nbsp;" if line.startswith("  ") else ""
+                cells = _SPLIT.split(line.strip())
+                header = i == 0 and not any(_NUMBER.match(c) for c in cells)
+                first = f"{indent}{html.escape(cells[0])}"
+                tag = "th" if header else "td"
+                rows.append(f"<tr><{tag} align='left' style='padding:1px 6px 1px 0'>{first}</{tag}>"
+                            + "".join(_cell(c, header) for c in cells[1:]) + "</tr>")
+            parts.append(f"<table cellspacing='0' style='margin:2px 0 6px 0'>{''.join(rows)}</table>")
+        elif kind == "bullets":
+            items = "".join(f"<li>{html.escape(v)}</li>" for v in lines)
+            parts.append(f"<ul style='margin:2px 0 6px -20px'>{items}</ul>")
         else:
-            body = html.escape("\n".join(lines))
-            parts.append(f"<pre style='font-family:\"{mono}\"; margin:2px 0'>{body}</pre>")
+            parts.append("".join(f"<p style='margin:2px 0'>{html.escape(v)}</p>" for v in lines))
     return "".join(parts)
 
 
-class ReportView(QTextBrowser):
-    """Shows a plain-text quality report (see the module docstring); scrolls both ways.
+def _wrapping_label() -> QLabel:
+    label = QLabel()
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.TextFormat.RichText)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+    label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+    return label
+
+
+class ReportView(QScrollArea):
+    """Shows a plain-text report: its sentences, then its numbers behind a fold (see the module).
 
     Parameters
     ----------
@@ -85,20 +109,79 @@ class ReportView(QTextBrowser):
 
     def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.setReadOnly(True)
-        self.setOpenLinks(False)
-        self.setPlaceholderText(placeholder)
-        self.setLineWrapMode(QTextBrowser.LineWrapMode.WidgetWidth)
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self._placeholder = placeholder
         self._text = ""
+        self._plain_numbers = ""
+        inner = QWidget()
+        layout = QVBoxLayout(inner)
+        layout.setContentsMargins(4, 4, 4, 4)
+        self.sentences = _wrapping_label()
+        self.toggle = QToolButton()
+        self.toggle.setCheckable(True)
+        self.toggle.setText(NUMBERS_HEADER.rstrip(":"))
+        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.toggle.setAutoRaise(True)
+        self.toggle.setToolTip(NUMBERS_TOOLTIP)
+        self.toggle.toggled.connect(self.set_expanded)
+        self.numbers = _wrapping_label()
+        self.numbers.setToolTip(NUMBERS_TOOLTIP)
+        layout.addWidget(self.sentences)
+        layout.addWidget(self.toggle)
+        layout.addWidget(self.numbers)
+        layout.addStretch(1)
+        self.setWidget(inner)
+        self.set_report("")
 
+    # the report
     def set_report(self, text: str) -> None:
-        """Show ``text`` (plain text; empty clears the view)."""
+        """Show ``text`` (plain text; empty shows the placeholder). The fold keeps its state."""
         self._text = text or ""
-        if self._text:
-            self.setHtml(report_html(self._text))
+        sentences, numbers = split_two_layers(self._text)
+        self._plain_numbers = numbers
+        if not self._text:
+            self.sentences.setText(f"<p style='color:gray'>{html.escape(self._placeholder)}</p>")
         else:
-            self.clear()
+            self.sentences.setText("".join(f"<p style='margin:0 0 6px 0'>{html.escape(s)}</p>"
+                                           for s in sentences))
+        self.numbers.setText(numbers_html(numbers))
+        self.toggle.setVisible(bool(numbers.strip()))
+        self.set_expanded(self.toggle.isChecked())
 
     def report_text(self) -> str:
         """The plain text last shown."""
         return self._text
+
+    def toPlainText(self) -> str:  # noqa: N802 - the QTextEdit name the widgets' callers use
+        """Everything the report says, folded or not: the sentences, then the numbers."""
+        sentences, numbers = split_two_layers(self._text)
+        return "\n".join(sentences) + (f"\n{numbers}" if numbers else "")
+
+    def sentences_text(self) -> str:
+        """The first layer as plain text: the sentences, one a line."""
+        return "\n".join(split_two_layers(self._text)[0])
+
+    def placeholderText(self) -> str:  # noqa: N802 - Qt's name
+        return self._placeholder
+
+    def setPlaceholderText(self, text: str) -> None:  # noqa: N802 - Qt's name
+        self._placeholder = text
+        if not self._text:
+            self.set_report("")
+
+    # the fold
+    @property
+    def expanded(self) -> bool:
+        """Whether the numbers are unfolded."""
+        return self.toggle.isChecked()
+
+    def set_expanded(self, expanded: bool) -> None:
+        """Unfold (True) or fold (False) the numbers."""
+        expanded = bool(expanded)
+        if self.toggle.isChecked() != expanded:
+            self.toggle.setChecked(expanded)  # emits toggled, which comes back here
+            return
+        self.toggle.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
+        self.numbers.setVisible(expanded and bool(self._plain_numbers.strip()))

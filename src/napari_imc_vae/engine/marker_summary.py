@@ -41,9 +41,12 @@ EXPLAINED_WORDS = ((0.75, "most structure kept"),
                    (0.5, "main structure kept, finer detail lost"),
                    (0.25, "only the coarse pattern kept"),
                    (0.0, "little of its structure kept"))
-#: The reconstruction "shows a pattern" in a channel without signal when its smoothed image
-#: varies at least this many times the image's counting-noise floor.
-_PREDICTS_PATTERN = 1.0
+#: The reconstruction "shows a pattern" when its smoothed image varies across the image by at
+#: least this fraction of its mean (standard deviation over mean) and by at least
+#: :data:`_PATTERN_MIN_COUNTS` counts: napari stretches a layer's contrast to its range, so a
+#: faint pattern over a flat background still looks like expression on screen.
+_PREDICTS_PATTERN = 0.25
+_PATTERN_MIN_COUNTS = 0.01
 _SIGMA = 1.0
 
 
@@ -67,9 +70,11 @@ class MarkerSummary:
         Plain words, e.g. ``"CD45: most structure kept"``.
     signal_to_noise : float
         Variance of the smoothed image over what counting noise alone gives it (~1: noise only).
-    predicted_to_noise : float
-        Variance of the smoothed reconstruction over the same noise floor: how much pattern
-        the model puts into this channel.
+    predicted_variation : float
+        Standard deviation of the smoothed reconstruction over its mean: how much pattern the
+        model puts into this channel (0 for a flat reconstruction).
+    predicted_sd : float
+        Standard deviation of the smoothed reconstruction, in counts.
     p99_counts : float
         99th percentile of the smoothed image, in counts per pixel.
     """
@@ -80,19 +85,21 @@ class MarkerSummary:
     has_signal: bool
     sentence: str
     signal_to_noise: float
-    predicted_to_noise: float
+    predicted_variation: float
+    predicted_sd: float
     p99_counts: float
 
     @property
     def predicts_pattern(self) -> bool:
         """The reconstruction shows a pattern in this channel (whether or not the image has one)."""
-        return bool(self.predicted_to_noise >= _PREDICTS_PATTERN)
+        return bool(self.predicted_variation >= _PREDICTS_PATTERN and self.predicted_sd >= _PATTERN_MIN_COUNTS)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "label": self.label, "explained": self.explained,
                 "has_signal": self.has_signal, "sentence": self.sentence,
                 "signal_to_noise": _finite_or_none(self.signal_to_noise),
-                "predicted_to_noise": _finite_or_none(self.predicted_to_noise),
+                "predicted_variation": _finite_or_none(self.predicted_variation),
+                "predicted_sd": _finite_or_none(self.predicted_sd),
                 "p99_counts": _finite_or_none(self.p99_counts)}
 
 
@@ -195,7 +202,7 @@ def summarize_markers(image, reconstruction, names: Sequence[str], *, labels: Se
         ok = np.isfinite(s) & np.isfinite(sh)
         if not ok.any():
             out.append(MarkerSummary(names[i], labels[i], None, False, _sentence(labels[i], None, True, False),
-                                     float("nan"), float("nan"), float("nan")))
+                                     float("nan"), float("nan"), float("nan"), float("nan")))
             continue
         s, sh = s[ok], sh[ok]
         # the variance counting noise leaves after smoothing; a floor of one count's worth over
@@ -208,11 +215,13 @@ def summarize_markers(image, reconstruction, names: Sequence[str], *, labels: Se
         if has_signal:
             missed = float(np.mean((s - sh) ** 2)) - noise
             explained = float(np.clip(1.0 - max(missed, 0.0) / (signal - noise), 0.0, 1.0))
-        predicted = float(sh.var()) / noise
+        sd = float(sh.std())
+        variation = sd / max(float(sh.mean()), 1e-12)
+        predicts = variation >= _PREDICTS_PATTERN and sd >= _PATTERN_MIN_COUNTS
         out.append(MarkerSummary(
             name=names[i], label=labels[i], explained=explained, has_signal=has_signal,
-            sentence=_sentence(labels[i], explained, has_signal, predicted >= _PREDICTS_PATTERN),
-            signal_to_noise=float(snr), predicted_to_noise=predicted, p99_counts=float(np.percentile(s, 99))))
+            sentence=_sentence(labels[i], explained, has_signal, predicts), signal_to_noise=float(snr),
+            predicted_variation=variation, predicted_sd=sd, p99_counts=float(np.percentile(s, 99))))
     return out
 
 

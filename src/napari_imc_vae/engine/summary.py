@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from napari_imc_vae.engine.marker_summary import EXPLAINED_WORDS, MarkerSummary
+from napari_imc_vae.engine.marker_summary import EXPLAINED_WORDS, MarkerSummary, marker_label
 
 __all__ = ["NUMBERS_HEADER", "overall_sentences", "marker_sentences", "region_sentence", "summary_sentences",
            "two_layer_text", "split_two_layers", "quality_text"]
@@ -120,13 +120,12 @@ def region_sentence(regions: Sequence[dict] | None, shape: tuple[int, int]) -> l
                 "than counting noise."]
     places = []
     for r in list(regions)[:2]:
-        channels = str(r.get("channels") or "").split(";")[0]
-        shape_word = {"single pixel": "a single pixel", "line": "a line"}.get(r.get("shape"), "a patch")
+        channel = str(r.get("channels") or "").split(";")[0]
         area = int(r.get("area", 1))
-        size = "" if area <= 1 else f" of {area} px"
-        in_marker = f" in {channels}" if channels else ""
-        places.append(f"{shape_word}{size}{in_marker} at the {_where(r['y'], r['x'], shape)} "
-                      f"(x {r['x']:.0f}, y {r['y']:.0f} px)")
+        what = ("a single pixel" if area == 1 else f"{area} neighbouring pixels" if r.get("shape") == "single pixel"
+                else f"a line of {area} px" if r.get("shape") == "line" else f"a patch of {area} px")
+        in_marker = f" in {marker_label(channel)}" if channel else ""
+        places.append(f"{what}{in_marker} at the {_where(r['y'], r['x'], shape)} (x {r['x']:.0f}, y {r['y']:.0f} px)")
     head = ("1 place looks like an artefact (it differs from the model far beyond counting noise): "
             if n == 1 else
             f"{n} places look like artefacts (they differ from the model far beyond counting noise); the worst: ")
