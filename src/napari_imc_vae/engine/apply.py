@@ -298,6 +298,7 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
 
         markers = summarize_markers(data, rec.raw, names, labels=list(trained.channel_names),
                                     hot_pixel_threshold=trained.normalizer.params.hot_pixel_threshold)
+        quality["markers"] = [m.to_dict() for m in markers]
     motifs, motif_model, rows = None, None, []
     motif_source = None
     if settings.motifs > 0:
