@@ -111,3 +111,123 @@ def test_cells_with_one_mask_file_takes_one_image(model_file, cohort, tmp_path, 
     assert main(["cells", str(model_file), str(image), "--masks", str(one), "-o", str(out), "--device", "cpu",
                  "--no-h5ad"]) == 0
     assert (out / f"{ROIS[0]}_cells.csv").is_file() and not (out / f"{ROIS[0]}_cells.h5ad").exists()
+
+
+# --- qc --------------------------------------------------------------------------------------
+
+QC_ROIS = ("20210305_NE_mockData1_003", "20210305_NE_mockData4_001", "20210305_NE_mockData5_001")
+HOT = (2, 10, 12)  # (channel, y, x) of the hot pixel put into the last ROI
+
+
+@pytest.fixture
+def qc_folder(imc_testdata, tmp_path):
+    """Three real ROIs in a folder (links), the last with one hot pixel (+500 counts) in Laminin."""
+    folder = tmp_path / "img"
+    folder.mkdir()
+    for s in QC_ROIS[:-1]:
+        (folder / f"{s}.ome.tiff").symlink_to(imc_testdata / "steinbock_img" / f"{s}.ome.tiff")
+    source = imc_testdata / "steinbock_img" / f"{QC_ROIS[-1]}.ome.tiff"
+    with tifffile.TiffFile(source) as tif:
+        data, xml = tif.series[0].asarray(), tif.ome_metadata
+    data[HOT] += 500
+    tifffile.imwrite(folder / source.name, data, description=xml.encode(), metadata=None)
+    return folder
+
+
+def _qc_rows(out) -> list[dict]:
+    with open(out / "qc_table.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_qc_writes_each_roi_the_table_heatmap_and_names_the_worst(model_file, qc_folder, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    out = tmp_path / "qc"
+    assert main(["qc", str(model_file), str(qc_folder), "-o", str(out), "--device", "cpu"]) == 0
+    stdout = capsys.readouterr().out
+    for s in QC_ROIS:
+        for suffix in (*OUTPUT_SUFFIXES, "_qc.json"):
+            assert (out / f"{s}{suffix}").is_file(), f"{s}{suffix} missing"
+    rows = _qc_rows(out)
+    markers = ["Ag107", "Pr141_Cytokeratin 5", "Sm147_Laminin", "Eu153_YBX1", "Yb172_H3K27Ac"]
+    assert [(r["roi"], r["marker"]) for r in rows] == [(s, m) for s in QC_ROIS for m in markers]
+    hot = {(r["roi"], r["marker"]): int(r["hot_pixels"]) for r in rows}
+    assert hot[(QC_ROIS[-1], "Sm147_Laminin")] == 1 and sum(hot.values()) == 1  # the one put there
+    assert all(float(r["mean_error"]) > 0 for r in rows)
+
+    summary = json.loads((out / "qc_summary.json").read_text())
+    errors = {}
+    for r in rows:
+        errors.setdefault(r["roi"], []).append(float(r["mean_error"]))
+    worst_roi = max(errors, key=lambda k: np.mean(errors[k]))
+    assert summary["worst_rois"][0][0] == worst_roi
+    assert summary["worst_rois"][0][1] == pytest.approx(np.mean(errors[worst_roi]), rel=1e-5)  # CSV: 6 digits
+    assert f"Worst ROIs: {worst_roi}" in stdout
+    with Image.open(out / "qc_heatmap.png") as png:
+        assert png.format == "PNG" and png.width >= 640 and png.height > 3 * 22
+
+
+def test_qc_started_again_keeps_finished_images_and_does_the_rest(model_file, qc_folder, tmp_path, capsys):
+    out = tmp_path / "qc"
+    assert main(["qc", str(model_file), str(qc_folder), "-o", str(out), "--device", "cpu"]) == 0
+    first = _qc_rows(out)
+    # as if stopped during the last image: its files and done-mark are not there
+    for p in out.glob(f"{QC_ROIS[-1]}_*"):
+        p.unlink()
+    kept = {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name.startswith(QC_ROIS[0])}
+    capsys.readouterr()
+    assert main(["qc", str(model_file), str(qc_folder), "-o", str(out), "--device", "cpu"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.count("done in an earlier run") == 2 and f"{QC_ROIS[-1]}: " in stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name.startswith(QC_ROIS[0])} == kept
+    assert (out / f"{QC_ROIS[-1]}_recon.ome.tiff").is_file()
+    assert _qc_rows(out) == first  # the same table as the uninterrupted run
+
+
+TORCHRUN_HELPER = """
+import os, sys
+from napari_imc_vae.cli import qc
+rank = os.environ["RANK"]
+_apply, _cohort = qc.apply_with_progress, qc._write_cohort
+
+def apply_with_progress(trained, image, settings):
+    with open(os.path.join(os.environ["RECORD_DIR"], f"rank{rank}.txt"), "a") as f:
+        f.write(image.name + "\\n")
+    return _apply(trained, image, settings)
+
+def write_cohort(*args, **kwargs):
+    open(os.path.join(os.environ["RECORD_DIR"], f"cohort_by_rank{rank}"), "w").close()
+    return _cohort(*args, **kwargs)
+
+qc.apply_with_progress, qc._write_cohort = apply_with_progress, write_cohort
+from napari_imc_vae.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_qc_under_torchrun_shares_the_images_and_only_rank0_writes_the_summary(model_file, qc_folder, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    helper, record, out = tmp_path / "helper.py", tmp_path / "record", tmp_path / "qc"
+    helper.write_text(TORCHRUN_HELPER)
+    record.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, RECORD_DIR=str(record), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={port}", str(helper), "qc", str(model_file), str(qc_folder), "-o", str(out),
+           "--device", "cpu"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    done = {r: (record / f"rank{r}.txt").read_text().split() for r in (0, 1)}
+    assert done == {0: [QC_ROIS[0], QC_ROIS[2]], 1: [QC_ROIS[1]]}  # every other file, none twice
+    assert sorted(p.name for p in record.iterdir() if p.name.startswith("cohort")) == ["cohort_by_rank0"]
+    assert [r["roi"] for r in _qc_rows(out)][::5] == list(QC_ROIS)  # every rank's rows, in the given order
+    assert run.stdout.count("wrote ") == 3 and run.stdout.count("qc of 3 image(s) on 2 process(es)") == 1

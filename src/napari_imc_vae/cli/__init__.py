@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from napari_imc_vae.cli import apply, cells, diagnose, motifs, train
+from napari_imc_vae.cli import apply, cells, diagnose, motifs, qc, train
 from napari_imc_vae.cli._common import PROG, CommandError, terminate_as_interrupt
 
 
@@ -40,6 +40,8 @@ COMMANDS: list[Command] = [
             motifs.add_arguments, motifs.run),
     Command("cells", "one row per segmented cell: intensities, latent code, motifs, error, artefact flags",
             cells.add_arguments, cells.run),
+    Command("qc", "quality control of a cohort: every ROI x marker, a heatmap naming the worst (also under torchrun)",
+            qc.add_arguments, qc.run),
 ]
 
 

@@ -13,21 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_imc_vae.cli._common import (
-    PROG,
-    CommandError,
-    ProgressBar,
-    check_stride,
-    claim_output,
-    load_model,
-    output_stems,
-    stream_all,
-)
+from napari_imc_vae.cli._common import PROG, CommandError, ProgressBar, check_stride, claim_output, load_model
+from napari_imc_vae.cli._common import output_stems, stream_all
 
 DEFAULT_MOTIFS = 6  # engine.motifs.DEFAULT_MOTIFS, not imported so that --help stays fast
 
 
-def add_apply_arguments(parser: argparse.ArgumentParser) -> None:
+def add_apply_arguments(parser: argparse.ArgumentParser, *, motifs: bool = True) -> None:
     """Options shared by ``cells`` and ``qc`` (those of ``reconstruct``, for many images)."""
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
     parser.add_argument("--acquisition", metavar="A", help="only this acquisition of each file")
@@ -36,6 +28,8 @@ def add_apply_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="of the model's forward pass (default auto, as 'reconstruct')")
+    if not motifs:
+        return
     parser.add_argument("--motifs", type=int, default=DEFAULT_MOTIFS, metavar="K",
                         help=f"tissue motifs: the model's own when it holds K (the same motifs on every image), "
                              f"else K fitted per image; 0 for none (default {DEFAULT_MOTIFS})")
@@ -51,13 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-h5ad", action="store_true", help="write the CSV only, even with anndata installed")
 
 
-def apply_settings(args: argparse.Namespace):
+def apply_settings(args: argparse.Namespace, motifs: int | None = None, device: str | None = None):
     """The settings of ``reconstruct``: no normalized reconstruction (time and memory), the
     per-channel count residual to name the channels of the regions."""
     from napari_imc_vae.engine.apply import ApplySettings
 
-    return ApplySettings(stride=args.stride, batch_size=args.batch, device=args.device, precision=args.precision,
-                         motifs=args.motifs, outputs=("raw", "error", "residual", "latent", "hot_pixels"))
+    return ApplySettings(stride=args.stride, batch_size=args.batch, device=device or args.device,
+                         precision=args.precision, motifs=args.motifs if motifs is None else motifs,
+                         outputs=("raw", "error", "residual", "latent", "hot_pixels"))
 
 
 def check_images(trained, args: argparse.Namespace, paths: list[str]) -> list[tuple[str, tuple[int, int]]]:
