@@ -2,6 +2,8 @@
 
 import os
 import pathlib
+import re
+import time
 import zipfile
 
 import numpy as np
@@ -9,6 +11,7 @@ import pytest
 import torch
 
 from napari_imc_vae.engine import checkpoint
+from napari_imc_vae.engine import model_schema as schema
 from napari_imc_vae.engine.checkpoint import ChannelMismatchError, ModelFileError, TrainedModel
 from napari_imc_vae.engine.trainer import TrainConfig
 from napari_imc_vae.engine.workflow import TrainingRun, apply_model
@@ -114,18 +117,97 @@ def test_missing_truncated_and_corrupt_files(trained, tmp_path):
             TrainedModel.load(bad)
 
 
-def test_a_flipped_byte_inside_the_weights_is_caught_or_harmless(trained, tmp_path):
+def test_a_flipped_byte_inside_the_weights_is_refused_naming_the_file(trained, tmp_path):
     path = trained.save(tmp_path / "m.pt")
     with zipfile.ZipFile(path) as z:
-        names = z.namelist()
-    assert any("data.pkl" in n for n in names)
+        record = next(i for i in z.infolist() if i.filename.endswith("data/0"))  # the first weights
     raw = bytearray(path.read_bytes())
-    raw[len(raw) // 3] ^= 0xFF
+    raw[record.header_offset + 200] ^= 0x01  # inside the record's data (headers are < 128 bytes)
     path.write_bytes(bytes(raw))
-    try:
+    with pytest.raises(ModelFileError, match=rf"model file {re.escape(str(path))} is damaged: record "
+                                             r"archive/data/0 does not match its checksum"):
         TrainedModel.load(path)
-    except ModelFileError:
-        pass  # zip CRC or unpickling noticed: a clean error, not a crash
+
+
+def test_content_changed_after_saving_is_refused_by_the_hash(trained, tmp_path):
+    """A file re-written with the same CRCs but other content (an edit): the stored hash says so."""
+    d = torch.load(trained.save(tmp_path / "m.pt"), weights_only=True)
+    d["step"] = 9
+    torch.save(d, tmp_path / "edited.pt")
+    with pytest.raises(ModelFileError, match=r"edited\.pt is damaged: field content_sha256: does not match "
+                                             r"the file's content"):
+        TrainedModel.load(tmp_path / "edited.pt")
+
+
+def test_a_format_1_file_without_hash_loads_with_a_note(trained, tmp_path):
+    d = trained.to_dict()
+    d["format_version"] = 1
+    torch.save(d, tmp_path / "old.pt")
+    old = TrainedModel.load(tmp_path / "old.pt")
+    assert old.step == trained.step and len(old.notes) == 1
+    assert "written before model files carried a content hash" in old.notes[0] and "old.pt" in old.notes[0]
+    # saved again, it carries the hash and loads without a note
+    assert TrainedModel.load(old.save(tmp_path / "new.pt")).notes == []
+    # format 1 is checked field by field all the same
+    d["step"] = -5
+    torch.save(d, tmp_path / "old.pt")
+    with pytest.raises(ModelFileError, match=r"field step: must be a whole number from 0"):
+        TrainedModel.load(tmp_path / "old.pt")
+
+
+@pytest.mark.parametrize(("key", "value"), [("depth", 100_000), ("width", 40_000)])
+def test_huge_dimensions_are_refused_before_anything_is_built(trained, tmp_path, key, value):
+    """depth=100000 took 168 s to build and width=40000 asked for ~25 GB before the weights were looked at."""
+    d = trained.to_dict()
+    d["model_config"][key] = value
+    torch.save(schema.stamp(d), tmp_path / "huge.pt")
+    start = time.perf_counter()
+    with pytest.raises(ModelFileError, match=rf"huge\.pt is damaged: field model_config\.{key}: must be a "
+                                             rf"whole number from \d+ to {schema.LIMITS[key]}, got {value}"):
+        TrainedModel.load(tmp_path / "huge.pt")
+    assert time.perf_counter() - start < 5
+
+
+def test_within_limits_but_too_many_parameters_is_refused_on_the_meta_device(trained, tmp_path):
+    d = trained.to_dict()
+    d["model_config"].update(width=16384, depth=64)  # 34 billion parameters
+    torch.save(schema.stamp(d), tmp_path / "big.pt")
+    with pytest.raises(ModelFileError, match=r"field model_config: describes a model of [\d,]+ parameters; "
+                                             r"this version loads at most"):
+        TrainedModel.load(tmp_path / "big.pt")
+
+
+def test_non_finite_weights_and_motif_centres_are_refused(trained, tmp_path):
+    d = trained.to_dict()
+    name = next(iter(d["state_dict"]))
+    d["state_dict"][name] = torch.full_like(d["state_dict"][name], float("nan"))
+    torch.save(schema.stamp(d), tmp_path / "nan.pt")
+    with pytest.raises(ModelFileError, match=rf"field state_dict\.{re.escape(name)}: holds NaN or Inf"):
+        TrainedModel.load(tmp_path / "nan.pt")
+    d = trained.to_dict()
+    assert "motifs" in d
+    d["motifs"]["centers"] = torch.full_like(d["motifs"]["centers"], float("nan"))
+    torch.save(schema.stamp(d), tmp_path / "motifs.pt")
+    with pytest.raises(ModelFileError, match=r"field motifs\.centers: holds NaN or Inf"):
+        TrainedModel.load(tmp_path / "motifs.pt")
+
+
+@pytest.mark.parametrize("version", [0, -1])
+def test_format_version_below_1_is_refused(trained, tmp_path, version):
+    d = trained.to_dict()
+    d["format_version"] = version
+    torch.save(schema.stamp(d), tmp_path / "v.pt")
+    with pytest.raises(ModelFileError, match=rf"field format_version: must be a whole number >= 1, got {version}"):
+        TrainedModel.load(tmp_path / "v.pt")
+
+
+def test_a_folder_or_fifo_is_named_as_such(tmp_path):
+    with pytest.raises(ModelFileError, match=r"is a folder, not a model file"):
+        TrainedModel.load(tmp_path)
+    fifo = tmp_path / "pipe.pt"
+    os.mkfifo(fifo)
+    with pytest.raises(ModelFileError, match=r"pipe\.pt is not a regular file \(a FIFO"):
+        TrainedModel.load(fifo)
 
 
 def test_other_data_is_not_a_model_file(tmp_path):
@@ -141,7 +223,7 @@ def test_other_data_is_not_a_model_file(tmp_path):
 def test_newer_format_asks_for_an_upgrade(trained, tmp_path):
     d = trained.to_dict()
     d["format_version"] = checkpoint.FORMAT_VERSION + 1
-    torch.save(d, tmp_path / "new.pt")
+    torch.save(schema.stamp(d), tmp_path / "new.pt")
     with pytest.raises(ModelFileError, match="upgrade"):
         TrainedModel.load(tmp_path / "new.pt")
 
@@ -149,13 +231,13 @@ def test_newer_format_asks_for_an_upgrade(trained, tmp_path):
 def test_damaged_contents_are_a_model_file_error(trained, tmp_path):
     d = trained.to_dict()
     d["state_dict"] = {k: v[..., :1] if v.ndim else v for k, v in d["state_dict"].items()}
-    torch.save(d, tmp_path / "bad.pt")
-    with pytest.raises(ModelFileError, match="damaged"):
+    torch.save(schema.stamp(d), tmp_path / "bad.pt")
+    with pytest.raises(ModelFileError, match=r"damaged: field state_dict\.\S+: must have shape"):
         TrainedModel.load(tmp_path / "bad.pt")
     d = trained.to_dict()
     del d["normalizer"]
-    torch.save(d, tmp_path / "bad.pt")
-    with pytest.raises(ModelFileError, match="damaged"):
+    torch.save(schema.stamp(d), tmp_path / "bad.pt")
+    with pytest.raises(ModelFileError, match="damaged: field normalizer: is missing"):
         TrainedModel.load(tmp_path / "bad.pt")
 
 
