@@ -187,7 +187,9 @@ class ModelApplication:
             head = (f"{self.image.name}: patches of {q['patch_size']} px at stride {q['stride']} "
                     f"(every one of the image's, or {MAX_QUALITY_PATCHES:,} evenly spaced).")
             if self.motif_source:
-                head += f"\nMotifs: {self.motif_source}."
+                found = len(self.motif_rows)  # empty motifs are not listed
+                k = self.motif_model.k if self.motif_model is not None else found
+                head += f"\nMotifs: {self.motif_source}" + (f"; {found} of them found here." if found < k else ".")
             numbers.append(f"{head}\n{self.report.format_text('patches of this image')}")
         numbers.append(marker_table(self.markers))
         return two_layer_text(self.summary_sentences(), "\n\n".join(n for n in numbers if n))
