@@ -231,3 +231,41 @@ def test_qc_under_torchrun_shares_the_images_and_only_rank0_writes_the_summary(m
     assert sorted(p.name for p in record.iterdir() if p.name.startswith("cohort")) == ["cohort_by_rank0"]
     assert [r["roi"] for r in _qc_rows(out)][::5] == list(QC_ROIS)  # every rank's rows, in the given order
     assert run.stdout.count("wrote ") == 3 and run.stdout.count("qc of 3 image(s) on 2 process(es)") == 1
+
+
+# --- diagnose on a cohort ----------------------------------------------------------------------
+
+def test_diagnose_on_a_steinbock_folder_covers_every_image_and_names_the_odd_scales(imc_testdata, capsys):
+    import json
+
+    folder = imc_testdata / "steinbock_img"
+    assert main(["diagnose", str(folder), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    files = sorted(folder.glob("*.ome.tiff"))
+    assert result["n_images"] == len(files) == 15
+    assert [im["name"] for im in result["images"]] == [f.name[: -len(".ome.tiff")] for f in files]
+    channels = {c["name"]: c for c in result["channels"]}
+    # independent: p99 of each image's raw channel, median over the images
+    p99 = [float(np.percentile(read_imc(f).data[1], 99)) for f in files]
+    assert channels["Cytokeratin 5"]["p99_median"] == pytest.approx(float(np.median(p99)), rel=1e-6)
+    # the data's known issue: Pr141 (Cytokeratin 5) is detectable only in mockData1 and mockData3
+    named = {o["image"] for o in channels["Cytokeratin 5"]["outliers"]}
+    assert named and all("mockData1" in n or "mockData3" in n for n in named)
+
+    assert main(["diagnose", str(folder)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Cohort of 15 images; normalization fitted on all of them")
+    assert all(f"- {f.name[: -len('.ome.tiff')]}: " in text for f in files)
+    assert main(["diagnose", str(folder), "--acquisition", "20210305_NE_mockData2_001"]) == 0
+    assert capsys.readouterr().out.startswith("Diagnosis of ")  # one image, as before
+
+
+def test_diagnose_names_a_channel_empty_in_one_image(qc_folder, capsys):
+    source = qc_folder / f"{QC_ROIS[0]}.ome.tiff"
+    with tifffile.TiffFile(source) as tif:
+        data, xml = tif.series[0].asarray(), tif.ome_metadata
+    source.unlink()
+    data[3] = 0  # YBX1 lost in this acquisition
+    tifffile.imwrite(source, data, description=xml.encode(), metadata=None)
+    assert main(["diagnose", str(qc_folder)]) == 0
+    assert f"[!] YBX1 is empty in 1 of 3 images: {QC_ROIS[0]}" in capsys.readouterr().out

@@ -16,9 +16,9 @@ def test_diagnose_reads_a_steinbock_folder(imc_testdata, tmp_path, capsys):
     folder = steinbock_folder(imc_testdata, tmp_path / "img", n=3)
     assert main(["diagnose", str(folder), "--json"]) == 0
     out, err = capsys.readouterr()
-    d = json.loads(out)
-    assert d["shape"][0] == 5 and d["source"].endswith("20210305_NE_mockData1_001.ome.tiff")
-    assert "holds 3 acquisitions" in err and "choose one with --acquisition" in err
+    d = json.loads(out)  # every image, with a cohort summary
+    assert d["n_images"] == 3 and [im["shape"][0] for im in d["images"]] == [5, 5, 5]
+    assert d["images"][0]["source"].endswith("20210305_NE_mockData1_001.ome.tiff")
     assert main(["diagnose", str(folder), "--acquisition", "20210305_NE_mockData1_003", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["source"].endswith("_003.ome.tiff")
 
