@@ -150,7 +150,9 @@ def test_exact_steps_then_resume_with_a_budget(train, qtbot, monkeypatch, tmp_pa
     train.form.budget.value = EXACT_STEPS
     train.form.steps.value = 7
     outcome, yielded = _finished_run(qtbot, train, monkeypatch)
-    assert outcome.trained.step == 7 and not any(isinstance(u, TrainPlan) for u in yielded)
+    # exact steps are planned too (timed, not changed): the plan says how long they take
+    assert outcome.trained.step == 7 and _planned_run_checks(outcome, yielded) == 7
+    assert yielded[0].text.startswith("7 steps: about")
     assert train.progress_bar.value() == 7
     # no stale "timing …" line after the run: the next run's estimate comes back by itself
     qtbot.waitUntil(lambda: train.estimate.label.text().startswith("Estimated: 7 steps: about"), timeout=30_000)

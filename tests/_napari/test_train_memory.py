@@ -45,6 +45,31 @@ def request_for(imc_testdata):
     return make
 
 
+@pytest.fixture
+def runs(monkeypatch):
+    """Weak references to the training runs the use case makes: none may outlive its training."""
+    import weakref
+
+    from napari_imc_vae.engine.training import use_case
+
+    made = []
+
+    class Recorded(use_case.TrainingRun):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(weakref.ref(self))
+
+    monkeypatch.setattr(use_case, "TrainingRun", Recorded)
+    return made
+
+
+def _run_freed(runs) -> bool:
+    import gc
+
+    gc.collect()
+    return len(runs) == 1 and runs[0]() is None
+
+
 def drive(gen, on_update=lambda update: None):
     """Run a training generator to its end; its return value (the TrainOutcome)."""
     try:
@@ -55,13 +80,13 @@ def drive(gen, on_update=lambda update: None):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_gpu_memory_goes_back_when_training_ends(cuda_in_use, request_for):
+def test_gpu_memory_goes_back_when_training_ends(cuda_in_use, request_for, runs):
     job = TrainJob()
     outcome = drive(training_updates(request_for(10), job))
     assert not outcome.stopped and outcome.trained.step == 10
     assert cuda_in_use["empty_cache"] == 1
     assert any(m is outcome.trained.model for m in cuda_in_use["to_cpu"])
-    assert job._run is None  # no reference left to the run's sampler (its pixels on the GPU)
+    assert _run_freed(runs)  # no reference left to the run's sampler (its pixels on the GPU)
     state = outcome.trained.optimizer_state["state"]
     assert state and all(t.device.type == "cpu" for s in state.values() for t in s.values())
     assert outcome.report is not None  # the report ran before the model left the GPU
@@ -76,15 +101,17 @@ def test_gpu_memory_goes_back_when_training_is_stopped(cuda_in_use, request_for)
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_gpu_memory_goes_back_when_the_widget_closes(cuda_in_use, request_for):
+def test_gpu_memory_goes_back_when_the_widget_closes(cuda_in_use, request_for, runs):
     job = TrainJob()
     gen = training_updates(request_for(10_000), job)
     first = next(gen)
-    model = job._run.model
+    while not isinstance(first, TrainUpdate):  # the plan comes first
+        first = next(gen)
+    model = runs[0]().model
     assert cuda_in_use["empty_cache"] == 0 and first.records[-1].run_step >= 5
     gen.close()  # what the worker does when the widget or viewer closes mid-run
     assert cuda_in_use["empty_cache"] == 1 and any(m is model for m in cuda_in_use["to_cpu"])
-    assert job._run is None
+    assert _run_freed(runs)
 
 
 def test_widget_shows_gpu_memory_only_while_training_on_cuda(make_napari_viewer):

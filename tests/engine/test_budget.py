@@ -1,6 +1,7 @@
 """Training budgets: presets and minutes, the step rate measured here, and the CLI's --budget."""
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -82,15 +83,19 @@ def test_running_out_of_memory_while_timing_names_a_smaller_batch(rois, monkeypa
         measure_step_rate(run.trainer)
 
 
-def test_plan_run_sets_the_steps_a_budget_buys_and_training_keeps_to_them(rois):
+def test_plan_run_says_what_a_budget_buys_and_leaves_the_run_as_it_was(rois):
     run = TrainingRun(rois, model_config=TINY_MODEL, train_config=TrainConfig(batch_size=16, device="cpu"))
-    line = plan_run(run, 0.02)
-    planned = run.trainer.config.steps
-    assert run.trainer.config.time_limit_s == pytest.approx(1.2)
-    assert f"budget 0.02 min: {planned:,} steps" in line and "passes over the training patches" in line
+    plan = plan_run(run, 0.02)
+    assert run.trainer.config == run.train_config == TrainConfig(batch_size=16, device="cpu")  # unchanged
+    assert plan.time_limit_s == pytest.approx(1.2) and plan.steps == plan.rate.steps_for(1.2)
+    assert f"budget 0.02 min: {plan.steps:,} steps" in plan.text and "passes over the training patches" in plan.text
+    assert plan_run(run, None).steps == 2000  # no budget: the run's own steps, timed
+    run.use_train_config(replace(run.train_config, steps=plan.steps, time_limit_s=plan.time_limit_s))
     trained, _ = run.run()
-    assert 0 < trained.step <= planned  # the time limit may end it first on a busy machine
-    assert trained.train_config.steps == planned and trained.train_config.time_limit_s == pytest.approx(1.2)
+    assert 0 < trained.step <= plan.steps  # the time limit may end it first on a busy machine
+    assert trained.train_config.steps == plan.steps and trained.train_config.time_limit_s == pytest.approx(1.2)
+    with pytest.raises(ValueError, match="may change steps, time_limit_s, val_every only, got changes to batch_size"):
+        run.use_train_config(replace(run.train_config, batch_size=32))
 
 
 def test_a_model_not_built_yet_gets_a_rate_from_random_patches_of_its_shape():

@@ -173,6 +173,7 @@ class TrainForm(Container):
         if train is not None:
             self.batch.value = train.batch_size
             self.lr.value = train.lr
+            self.seed.value = train.seed  # resuming keeps the model's seed, as the CLI does
 
     def set_architecture_locked(self, locked: bool) -> None:
         """Resuming fixes the architecture and the normalization (they come from the file)."""

@@ -1,50 +1,50 @@
-"""The work behind the "Train VAE" widget, as plain functions (no Qt).
+"""The work behind the "Train VAE" widget, as plain functions (no Qt): a few dozen lines over
+:func:`napari_imc_vae.engine.training.train_model`.
 
-:func:`training_updates` is the body of the widget's napari ``thread_worker``: it runs a
-:class:`~napari_imc_vae.engine.workflow.TrainingRun` in a helper thread and yields
-:class:`TrainUpdate` batches of progress records at most every :data:`YIELD_INTERVAL_S`
-seconds (a fast GPU does hundreds of steps a second; one Qt signal per step would flood
-the event loop). With a budget, a :class:`TrainPlan` comes first: the steps the budget buys,
-from a few steps of the run timed on this machine. It returns a :class:`TrainOutcome` with
-the model and the quality report. :func:`estimate_step_rate` times a model before there is a run.
+:func:`training_updates` is the body of the widget's napari ``thread_worker``: it turns the
+widget's :class:`TrainRequest` into :class:`~napari_imc_vae.engine.training.TrainSettings`, runs
+the use case in a helper thread and yields its :class:`TrainPlan` (once, before the first step)
+and :class:`TrainUpdate` batches of progress records at most every :data:`YIELD_INTERVAL_S`
+seconds (a fast GPU does hundreds of steps a second; one Qt signal per step would flood the
+event loop). It returns the use case's :class:`TrainOutcome`. :func:`estimate_step_rate` times a
+model before there is a run.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-import time
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass
 
 # Imported here, on the main thread, not lazily in the worker: a first import holds the
 # GIL for ~100 ms, which would freeze the GUI while the worker starts.
 from napari_imc_vae.engine import metrics as _metrics  # noqa: F401 - see above
 from napari_imc_vae.engine import quality as _quality  # noqa: F401
-from napari_imc_vae.engine import workflow as _workflow  # noqa: F401
-from napari_imc_vae.engine.budget import StepRate, plan_run, probe_step_rate
+from napari_imc_vae.engine.budget import StepRate, probe_step_rate
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.critic import CriticConfig
+from napari_imc_vae.engine.defaults import validation_interval
 from napari_imc_vae.engine.device import (
     apply_thread_policy,
     describe_precision,
     omp_wait_policy,
-    release_cuda_memory,
     resolve_device,
     resolve_precision,
-    to_cpu,
 )
 from napari_imc_vae.engine.trainer import TrainConfig, TrainProgress
+from napari_imc_vae.engine.training.control import StopRequest
+from napari_imc_vae.engine.training.outcome import TrainOutcome, TrainPlan
+from napari_imc_vae.engine.training.settings import TrainSettings
+from napari_imc_vae.engine.training.use_case import train_model
 from napari_imc_vae.io import ImcImage
 from napari_imc_vae.preprocessing import NormalizationParams
 
 __all__ = ["TrainRequest", "TrainPlan", "TrainUpdate", "TrainOutcome", "TrainJob", "check_request",
-           "training_updates", "quality_report", "stream_calls", "describe_device",
-           "format_report", "estimate_step_rate", "validation_interval"]
+           "training_updates", "stream_calls", "describe_device", "format_report", "estimate_step_rate",
+           "validation_interval"]
 
 YIELD_INTERVAL_S = 0.1
-#: Held-out patches for the quality report (bounds its time on big images).
-QUALITY_VAL_PATCHES = 2048
 
 
 @dataclass
@@ -53,20 +53,19 @@ class TrainRequest:
 
     images: list[ImcImage]
     normalization: NormalizationParams | None
-    model_config: dict
+    model_config: dict | None
     critic_config: CriticConfig
     train_config: TrainConfig
     resume: TrainedModel | None = None
     #: Minutes of training (the steps follow from a timing of the run); None: exact steps.
     budget_minutes: float | None = None
 
-
-@dataclass
-class TrainPlan:
-    """What a budget buys, yielded once before training: the line to show and the steps."""
-
-    text: str
-    steps: int
+    def settings(self) -> TrainSettings:
+        """The use case's settings: the form's values are the caller's choice (on resume the form
+        shows the model's); the validation interval is the engine's policy."""
+        train = {k: v for k, v in asdict(self.train_config).items() if k != "val_every"}
+        return TrainSettings(model=self.model_config or {}, critic=asdict(self.critic_config), train=train,
+                             normalization=self.normalization, budget_minutes=self.budget_minutes)
 
 
 @dataclass
@@ -80,33 +79,16 @@ class TrainUpdate:
         return self.records[-1]
 
 
-@dataclass
-class TrainOutcome:
-    """What a finished run hands back: the model, whether it was stopped, its quality."""
-
-    trained: TrainedModel
-    stopped: bool
-    report: object | None = None  # engine.quality.QualityReport
-    report_error: str | None = None
-    seconds: float = 0.0
-
-
-@dataclass
-class TrainJob:
-    """Stop handle shared between the GUI thread and the worker (thread-safe)."""
-
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _run: object | None = None
+class TrainJob(StopRequest):
+    """The widget's stop request, shared between the GUI thread and the worker (thread-safe)."""
 
     def stop(self) -> None:
         """End training after the current step; the model so far is kept."""
-        self._stop.set()
-        if self._run is not None:
-            self._run.stop()
+        self.set()
 
     @property
     def stop_requested(self) -> bool:
-        return self._stop.is_set()
+        return self.is_set()
 
 
 def check_request(request: TrainRequest) -> None:
@@ -126,17 +108,12 @@ def check_request(request: TrainRequest) -> None:
                 raise ValueError(f"cannot resume on {im.name}: {e}") from e
         patch = request.resume.model.config.patch_size
     else:
-        patch = int(request.model_config.get("patch_size", 8))
+        patch = int((request.model_config or {}).get("patch_size", 8))
     for im in request.images:
         _, h, w = im.shape
         if min(h, w) < patch:
             raise ValueError(f"image {im.name} is {h} × {w} px, smaller than the {patch} × {patch} px "
                              f"patch; choose a patch size of at most {min(h, w)}")
-
-
-def validation_interval(steps: int) -> int:
-    """Validate ~10 times a run, so that the plot and the final report have figures."""
-    return max(1, min(TrainConfig().val_every, steps // 10 or 1))
 
 
 def estimate_step_rate(n_channels: int, model_config: dict, critic_config: CriticConfig,
@@ -147,72 +124,31 @@ def estimate_step_rate(n_channels: int, model_config: dict, critic_config: Criti
     return probe_step_rate(n_channels, model_config, critic_config, train_config)
 
 
-def quality_report(run, trained: TrainedModel):
-    """The DESIGN §4 quality report of ``trained`` on the run's held-out patches.
-
-    The baseline is the one stored in the model (PCA-k and the mean patch fitted on the
-    training patches at the end of training), as in every later report of this model.
-
-    Returns
-    -------
-    QualityReport or None
-        None when the images were too small to hold out validation patches.
-    """
-    from napari_imc_vae.engine.quality import evaluate
-
-    val = run.sampler.validation_patches(QUALITY_VAL_PATCHES)
-    if val.shape[0] == 0:
-        return None
-    return evaluate(trained.model, val, baseline=trained.baseline, baseline_source=trained.baseline_source)
-
-
 def training_updates(request: TrainRequest, job: TrainJob) -> Iterator[TrainPlan | TrainUpdate]:
-    """Train, yielding progress batches; return a :class:`TrainOutcome`.
-
-    With a budget, a few steps of the run are timed first (weights and step count restored)
-    and a :class:`TrainPlan` yielded; the run then does those steps, within the budget's time.
-    Training runs in a helper thread so that this generator can yield on a clock
-    rather than once per step; :meth:`TrainJob.stop` ends it within one step.
+    """Train (:func:`~napari_imc_vae.engine.training.train_model`), yielding the plan, then progress
+    batches; return its :class:`TrainOutcome`. :meth:`TrainJob.stop` ends it within one step.
 
     Raises
     ------
     Exception
         Whatever the engine raised (bad parameters, out of memory, a diverging loss).
     """
-    from napari_imc_vae.engine.workflow import TrainingRun
+    def work(report: Callable) -> TrainOutcome:
+        return train_model(request.images, request.settings(), resume=request.resume, on_progress=report,
+                           stop=job)
 
-    start = time.perf_counter()
-    if resolve_device(request.train_config.device).type == "cpu":
-        apply_thread_policy()
-    run = TrainingRun(
-        request.images, normalization=request.normalization, model_config=request.model_config,
-        critic_config=request.critic_config, train_config=request.train_config, resume=request.resume,
-    )
-    job._run = run
-    if job.stop_requested:  # Stop pressed while the data were being prepared
-        run.stop()
-    model = run.model
+    batches = stream_calls(work, on_close=job.stop)
     try:
-        if request.budget_minutes is not None and not job.stop_requested:
-            text = plan_run(run, request.budget_minutes)
-            steps = run.trainer.config.steps
-            run.trainer.config = replace(run.trainer.config, val_every=validation_interval(steps))
-            run.train_config = run.trainer.config  # the model file records the run that was made
-            yield TrainPlan(text, steps)
-        trained, stopped = yield from stream_calls(run.run, wrap=TrainUpdate, on_close=run.stop)
-        report, report_error = None, None
-        try:
-            report = quality_report(run, trained)
-        except Exception as e:  # noqa: BLE001 - the model is still good; say why there is no report
-            report_error = f"{type(e).__name__}: {e}"
-        trained.optimizer_state = to_cpu(trained.optimizer_state)
+        while True:
+            batch = next(batches)
+            records = [r for r in batch if isinstance(r, TrainProgress)]
+            yield from (r for r in batch if isinstance(r, TrainPlan))
+            if records:
+                yield TrainUpdate(records)
+    except StopIteration as done:
+        return done.value
     finally:
-        # ended, stopped, failed or the widget closed: hand the GPU memory back (micro-sam's
-        # napari trainer kept it, their issue 952); the model lives on in the CPU's memory
-        job._run = None
-        del run
-        release_cuda_memory(model)
-    return TrainOutcome(trained, stopped, report, report_error, time.perf_counter() - start)
+        batches.close()
 
 
 def stream_calls(fn: Callable[[Callable], object], *, wrap: Callable[[list], object] = list,
@@ -289,15 +225,5 @@ def describe_device(name: str, precision: str = "auto") -> str:
 
 
 def format_report(outcome: TrainOutcome) -> str:
-    """The quality report in plain language, verdicts first."""
-    report = outcome.report
-    if report is not None:
-        verdicts = "\n".join(f"• {v}" for v in report.verdicts())
-        return f"{verdicts}\n\n{report.format_text()}"
-    lines = [f"No quality report: {outcome.report_error or 'no held-out patches (image too small)'}"]
-    val = outcome.trained.validation_history[-1] if outcome.trained.validation_history else None
-    if val:
-        lines.append("Last validation: " + ", ".join(
-            f"{k} {val[k]:.3f}" for k in ("r2", "sharpness_ratio", "diversity_ratio",
-                                          "active_units", "perm_accuracy") if k in val))
-    return "\n".join(lines)
+    """The quality report in plain language, verdicts first (as the CLI prints it)."""
+    return outcome.report_text()

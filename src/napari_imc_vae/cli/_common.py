@@ -174,13 +174,6 @@ def normalization_given(args: argparse.Namespace) -> bool:
     return any(getattr(args, flag) is not None for flag in ("hot_pixel", "arcsinh", "clip", "zscore"))
 
 
-def is_main_rank() -> bool:
-    """False on every process but rank 0 of a ``torchrun`` job: those neither print nor write."""
-    import os
-
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def image_targets(paths: list[str]) -> list[str]:
     """The files (or single-image folders) the given paths stand for, in order.
 

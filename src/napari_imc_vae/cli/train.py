@@ -1,10 +1,14 @@
-"""``napari-imc-vae train``: train a VAE on IMC images and write a model file."""
+"""``napari-imc-vae train``: train a VAE on IMC images and write a model file.
+
+Parses the flags into :class:`~napari_imc_vae.engine.training.TrainSettings`, runs
+:func:`~napari_imc_vae.engine.training.train_model`, draws its progress and prints its plan,
+summary and quality report; only rank 0 of a ``torchrun`` job prints and writes.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 
 from napari_imc_vae.cli._common import (
     PROG,
@@ -14,8 +18,6 @@ from napari_imc_vae.cli._common import (
     add_normalization_arguments,
     budget_arg,
     claim_output,
-    fmt,
-    is_main_rank,
     load_model,
     nonnegative_float,
     normalization_from_args,
@@ -101,35 +103,19 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def _train_options(args: argparse.Namespace) -> dict[str, dict]:
-    """The flags the user gave, grouped by config."""
-    out: dict[str, dict] = {"train": {}, "model": {}, "critic": {}}
+def settings_from_args(args: argparse.Namespace):
+    """The use case's settings: the flags the user gave (the engine's defaults, or the resumed
+    model's own settings, fill in the rest), the budget, the normalization."""
+    from napari_imc_vae.engine.training.settings import TrainSettings
+
+    options: dict[str, dict] = {"train": {}, "model": {}, "critic": {}}
     for flag, (config, name) in _TRAIN_FIELDS.items():
         value = getattr(args, flag)
         if value is not None:
-            out[config][name] = value
-    return out
-
-
-def _summary(trained, stopped: bool, elapsed: float) -> str:
-    last = trained.history[-1] if trained.history else {}
-    val = trained.validation_history
-    best = min(val, key=lambda v: v.get("val_loss", float("inf"))) if val else None
-    d = trained.model.config.latent_dim
-    lines = [f"{'stopped' if stopped else 'done'} after {trained.step} steps in total ({elapsed:.1f} s)",
-             "last step:   " + "  ".join(f"{k}={fmt(last.get(k))}" for k in
-                                          ("loss", "mse", "cosine_loss", "gradient_loss", "kld_loss",
-                                           "kld_floored", "perm_loss"))]
-    if best is not None:
-        lines.append(f"validation (best, step {int(best['step'])}): "
-                     f"loss={fmt(best.get('val_loss'))}  r2={fmt(best.get('r2'))}  "
-                     f"sharpness_ratio={fmt(best.get('sharpness_ratio'))}  "
-                     f"diversity_ratio={fmt(best.get('diversity_ratio'))}  "
-                     f"active_units={int(best.get('active_units', 0))}/{d}  "
-                     f"perm_accuracy={fmt(best.get('perm_accuracy'))}")
-    else:
-        lines.append("validation: none (the images are too small for a validation region)")
-    return "\n".join(lines)
+            options[config][name] = value
+    normalization = normalization_from_args(args) if normalization_given(args) else None
+    return TrainSettings(**options, normalization=normalization, budget_minutes=_budget_minutes(args),
+                         estimate_only=args.estimate)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,82 +123,55 @@ def run(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
     with InterruptGuard() as interrupt:
+        from napari_imc_vae.engine.device import process_context
+
+        main_rank = process_context().is_main
         # rank 0 writes: it refuses an -o that is an input (or its panel) and locks it against a second run
-        writes = is_main_rank() and not args.estimate
+        writes = main_rank and not args.estimate
         with claim_output(args.output, args.paths, what="model file", is_folder=False) if writes else nullcontext():
-            return _train(args, interrupt)
+            return _train(args, interrupt, main_rank)
 
 
-def _train(args: argparse.Namespace, interrupt: InterruptGuard) -> int:
-    import os
-    import time
-
+def _train(args: argparse.Namespace, interrupt: InterruptGuard, main_rank: bool) -> int:
+    from napari_imc_vae.engine.trainer import TrainingError, TrainProgress
+    from napari_imc_vae.engine.training import StopRequest, train_model
     from napari_imc_vae.io.atomic import check_output_file
 
-    main_rank = is_main_rank()
-    say = print if main_rank else (lambda *a, **k: None)
     if main_rank:  # before any reading or training: a bad -o fails now, naming the path
         check_output_file(args.output, "model file")
-
-    from napari_imc_vae.engine.budget import plan_run
-    from napari_imc_vae.engine.critic import CriticConfig
-    from napari_imc_vae.engine.device import compute_policy
-    from napari_imc_vae.engine.trainer import TrainConfig, TrainingError
-    from napari_imc_vae.engine.workflow import TrainingRun
-
-    interrupt.check()
-    options = _train_options(args)
-    minutes = _budget_minutes(args)
-    train_config = TrainConfig(**options["train"])  # ValueError names a bad field
+    settings = settings_from_args(args)  # ValueError names a bad field
     resume = load_model(args.resume, "cpu")[0] if args.resume else None
-    if resume is not None:
-        critic_config = replace(resume.critic_config, **options["critic"])
-        if normalization_given(args):
-            say(f"{PROG}: note: resuming keeps the model's normalization; normalization options ignored",
-                file=sys.stderr)
-    else:
-        critic_config = CriticConfig(**options["critic"])
-    normalization = normalization_from_args(args)
-    # read file by file inside TrainingRun (fit, then normalize): a cohort never sits in memory
+    # read file by file inside the run (fit, then normalize): a cohort never sits in memory
     images = stream_all(args.paths, args.acquisition, quiet=not main_rank)
     if not images.loaders:
         raise CommandError(f"no images found in {', '.join(args.paths)}")
     interrupt.check()
-    run = TrainingRun(images, normalization=normalization, model_config=options["model"] or None,
-                      critic_config=critic_config, train_config=train_config, resume=resume)
-    interrupt.check()
-    cfg = run.model.config
-    say(f"training on {run.device}: {len(run.image_names)} image(s), {cfg.in_channels} channels, "
-        f"{run.sampler.n_train} training / {run.sampler.n_val} validation positions, "
-        f"patch {cfg.patch_size}, latent {cfg.latent_dim}, {cfg.arch}"
-        + (f", resuming from step {resume.step}" if resume is not None else ""), flush=True)
-    policy = compute_policy(run.device, run.trainer.bf16)  # every rank applies it; rank 0 says it
-    say(f"compute: {policy}", flush=True)
-    say(plan_run(run, minutes), flush=True)
-    interrupt.check()  # a Ctrl-C while the steps were timed
-    if args.estimate:
-        _leave_process_group()
-        return 0
-    bar = ProgressBar("train", enabled=main_rank)
+    bar, stop = ProgressBar("train", enabled=main_rank), StopRequest()
 
     def on_progress(p) -> None:
-        text = f"loss {p.metrics['loss']:.4f} {p.patches_per_s:,.0f} patches/s"
-        bar.update(p.run_step, p.run_steps, text, force=p.validation is not None)
+        if not isinstance(p, TrainProgress):  # the plan: data ready, steps timed, training next
+            interrupt.check()  # a Ctrl-C while the data were read or the steps timed
+            if main_rank:
+                for note in p.notes:
+                    print(f"{PROG}: note: {note}", file=sys.stderr)
+                print("\n".join(p.lines()), flush=True)
+            # from now on the first Ctrl-C stops after the current step and saves what there is
+            interrupt.on_interrupt = stop.set
+            return
+        bar.update(p.run_step, p.run_steps, f"loss {p.metrics['loss']:.4f} {p.patches_per_s:,.0f} patches/s",
+                   force=p.validation is not None)
 
-    # from now on the first Ctrl-C stops after the current step and saves what there is
-    interrupt.on_interrupt = run.stop
-    start = time.perf_counter()
     try:
-        trained, stopped = run.run(on_progress)
+        outcome = train_model(images, settings, resume=resume, on_progress=on_progress, stop=stop)
     except TrainingError as e:
         raise CommandError(str(e)) from e
     finally:
         bar.close()
-        _leave_process_group()
-    if main_rank:
-        path = trained.save(args.output)
-        print(_summary(trained, stopped, time.perf_counter() - start))
-        print(f"model written to {os.fspath(path)}")
+    if main_rank and outcome.trained is not None:
+        path = outcome.trained.save(args.output)
+        print(outcome.summary())
+        print(outcome.report_text())
+        print(f"model written to {path}")
     return 0
 
 
@@ -228,12 +187,3 @@ def _budget_minutes(args: argparse.Namespace) -> float | None:
         return parse_budget(args.budget if args.budget is not None else DEFAULT_BUDGET)
     except BudgetError as e:
         raise CommandError(f"--budget: {e}") from None
-
-
-def _leave_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-

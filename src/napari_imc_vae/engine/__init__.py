@@ -1,15 +1,24 @@
-"""The VAE engine: torch and numpy only (no napari, no Qt).
+"""The VAE engine: torch and numpy only (no napari, no Qt). Rooms: docs/architecture.md.
+
+Importing ``napari_imc_vae.engine`` loads nothing heavy: each name below is imported on first use,
+so that a numpy-only module (``engine.defaults``, ``engine.tiling``, ``engine.cohort``) does not
+pull in torch.
 
 Public API
 ----------
+train_model, TrainSettings, StopRequest
+    The training use case (CLI ``train`` and the Train widget): one settings object, one merge
+    rule on resume, budget, validation policy, report, GPU handed back.
+apply_to_image, ApplySettings
+    The applying use case (CLI ``reconstruct``/``quality`` and the Reconstruct widget).
 PatchVAE, ModelConfig
     The D4-invariant patch VAE (frame selector + MLP or conv encoder/decoder, linear bottleneck).
-CriticConfig, critic
+CriticConfig (and ``engine.critic.critic``)
     MSE + cosine + gradient + free-bits KL + permutation consistency, each term reported.
 TrainConfig, Trainer, TrainProgress
     The training loop with callbacks and ``stop()``; DDP under ``torchrun``.
 TrainingRun, apply_model
-    Normalize → train (or resume) → model file; whole-image reconstruction by tiles.
+    The building blocks of the use cases: normalize → train (or resume); whole-image reconstruction.
 TrainedModel
     A model file: weights, configs, channels, normalizer, optimizer state, history.
 reconstruct_image, Reconstruction
@@ -18,18 +27,30 @@ evaluate, QualityReport
     The quality report of DESIGN §4 against PCA-k and the mean predictor.
 """
 
-from napari_imc_vae.engine.checkpoint import ChannelMismatchError, ModelFileError, TrainedModel
-from napari_imc_vae.engine.critic import CriticConfig, critic
-from napari_imc_vae.engine.device import available_devices, resolve_device
-from napari_imc_vae.engine.inference import Reconstruction, reconstruct_image
-from napari_imc_vae.engine.model import ModelConfig, PatchVAE
-from napari_imc_vae.engine.quality import QualityReport, evaluate
-from napari_imc_vae.engine.trainer import TrainConfig, Trainer, TrainingError, TrainProgress
-from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION, TrainingRun, apply_model
+from importlib import import_module
 
-__all__ = [
-    "DEFAULT_NORMALIZATION", "ChannelMismatchError", "CriticConfig", "ModelConfig", "ModelFileError",
-    "PatchVAE", "QualityReport", "Reconstruction", "TrainConfig", "TrainedModel", "Trainer",
-    "TrainingError", "TrainingRun", "TrainProgress", "apply_model", "available_devices", "critic",
-    "evaluate", "reconstruct_image", "resolve_device",
-]
+_EXPORTS = {
+    "ChannelMismatchError": "checkpoint", "ModelFileError": "checkpoint", "TrainedModel": "checkpoint",
+    "CriticConfig": "critic",
+    "available_devices": "device", "resolve_device": "device",
+    "Reconstruction": "inference", "reconstruct_image": "inference",
+    "ModelConfig": "model", "PatchVAE": "model",
+    "QualityReport": "quality", "evaluate": "quality",
+    "TrainConfig": "trainer", "Trainer": "trainer", "TrainingError": "trainer", "TrainProgress": "trainer",
+    "DEFAULT_NORMALIZATION": "workflow", "TrainingRun": "workflow", "apply_model": "workflow",
+    "ApplySettings": "apply", "apply_to_image": "apply",
+    "StopRequest": "training", "TrainSettings": "training", "train_model": "training",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # a name, not a submodule: submodules (engine.trainer, ...) are found by the import system
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

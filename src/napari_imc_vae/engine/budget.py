@@ -114,21 +114,40 @@ def plan_budget(train_config, minutes: float, rate: StepRate):
     return replace(train_config, steps=rate.steps_for(seconds), time_limit_s=seconds)
 
 
-def plan_run(run, minutes: float | None) -> str:
-    """Time a few steps of a :class:`~napari_imc_vae.engine.workflow.TrainingRun`; with a budget,
-    set its steps from them. Returns the line to show the user before training starts.
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run will do, from a few of its steps timed here; the run itself is not changed.
 
-    Under ``torchrun`` the ranks measure different rates but must run the same steps: every
-    rank plans from the slowest rank's rate.
+    Attributes
+    ----------
+    steps : int
+        The budget's steps at the measured rate, or the run's own steps without a budget.
+    time_limit_s : float or None
+        The budget in seconds (the run's own limit without a budget).
+    rate : StepRate
+    text : str
+        The line to show the user before training starts.
+    """
+
+    steps: int
+    time_limit_s: float | None
+    rate: StepRate
+    text: str
+
+
+def plan_run(run, minutes: float | None) -> RunPlan:
+    """Time a few steps of a :class:`~napari_imc_vae.engine.workflow.TrainingRun` (undone) and say
+    what ``minutes`` buy, or how long its steps take when ``minutes`` is None.
+
+    The caller applies the plan (:meth:`TrainingRun.use_train_config`); this function changes
+    nothing. Under ``torchrun`` the ranks measure different rates but must run the same steps:
+    every rank plans from the slowest rank's rate.
     """
     trainer = run.trainer
     rate = _slowest_rank(measure_step_rate(trainer), trainer)
-    if minutes is not None:
-        trainer.config = plan_budget(trainer.config, minutes, rate)
-    run.train_config = trainer.config  # what the model file records: the run that was made
-    steps = trainer.config.steps
-    passes = steps * trainer.config.batch_size / max(1, run.sampler.n_train)
-    return describe_plan(steps, rate, minutes, passes)
+    config = trainer.config if minutes is None else plan_budget(trainer.config, minutes, rate)
+    passes = config.steps * config.batch_size / max(1, run.sampler.n_train)
+    return RunPlan(config.steps, config.time_limit_s, rate, describe_plan(config.steps, rate, minutes, passes))
 
 
 def _slowest_rank(rate: StepRate, trainer) -> StepRate:
@@ -163,5 +182,5 @@ def format_duration(seconds: float) -> str:
     return f"{int(seconds // 3600)} h {round(seconds % 3600 / 60):d} min"
 
 
-__all__ = ["BudgetError", "DEFAULT_BUDGET", "PRESETS", "StepRate", "describe_plan", "format_duration",
+__all__ = ["BudgetError", "DEFAULT_BUDGET", "PRESETS", "RunPlan", "StepRate", "describe_plan", "format_duration",
            "measure_step_rate", "parse_budget", "plan_budget", "plan_run", "probe_step_rate"]

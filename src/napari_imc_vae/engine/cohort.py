@@ -255,6 +255,7 @@ def build_sampler(images: Iterable[ImcImage], normalizer, patch_size: int, *, va
         ``n_train``, ``n_val``, ``all_finite`` and ``device``.
     """
     from napari_imc_vae.engine.data import PatchSampler
+    from napari_imc_vae.engine.device import process_context
     from napari_imc_vae.engine.pool import PatchPool
 
     from napari_imc_vae.io.atomic import remove_leftovers
@@ -286,7 +287,7 @@ def build_sampler(images: Iterable[ImcImage], normalizer, patch_size: int, *, va
             raise ValueError("no images to train on")
         return PatchSampler(kept, patch_size, val_fraction=val_fraction, device=device)
     return PatchPool(cache, patch_size, val_fraction=val_fraction, device=device, pool_mb=options.pool_mb,
-                     reuse=options.reuse, seed=seed + 7919 * int(os.environ.get("RANK", "0")))
+                     reuse=options.reuse, seed=seed + 7919 * process_context().rank)
 
 
 __all__ = ["CohortOptions", "FLOAT16_MAX", "ImageStream", "NormalizedCache", "build_sampler", "fits_in_memory"]

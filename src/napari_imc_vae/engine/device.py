@@ -91,14 +91,25 @@ class DistributedContext:
         return self.world_size > 1
 
 
+def process_context() -> DistributedContext:
+    """This process's place in a ``torchrun`` job, from the variables torchrun sets.
+
+    The one place ``RANK`` and ``WORLD_SIZE`` are read (``LOCAL_RANK``: :func:`local_rank`);
+    works before the process group is joined, e.g. to let only rank 0 check an output path.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if world <= 1:
+        return DistributedContext()
+    return DistributedContext(int(os.environ.get("RANK", "0") or 0), world, local_rank())
+
+
 def init_distributed(device: torch.device) -> DistributedContext:
     """Join the process group set up by ``torchrun`` (NCCL on GPUs, gloo on CPU), if any.
 
     On a GPU the process's current CUDA device is set first: NCCL and every ``.cuda()``
     without an index use it, and left at 0 all ranks would crowd onto the first GPU.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if not process_context().active:
         return DistributedContext()
     import torch.distributed as dist
 

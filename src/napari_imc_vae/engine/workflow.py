@@ -15,18 +15,13 @@ import numpy as np
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.cohort import CohortOptions, ImageStream, build_sampler
+from napari_imc_vae.engine.defaults import BASELINE_FIT_PATCHES, DEFAULT_MOTIFS, TILE_BATCH
 from napari_imc_vae.engine.device import resolve_device
 from napari_imc_vae.engine.model import ModelConfig, PatchVAE
 from napari_imc_vae.engine.trainer import Trainer, TrainConfig, TrainProgress
 from napari_imc_vae.io import ImcImage
 from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION, NormalizationParams
 from napari_imc_vae.preprocessing.streaming import StreamingFit
-
-
-
-#: Training patches (evenly spaced) the stored PCA / mean baseline is fitted on at the end of
-#: training: enough for 32–128 components of 40-channel 8×8 patches, ~1–3 s on 2 CPU cores.
-BASELINE_FIT_PATCHES = 8192
 
 
 class ImageContentError(ValueError):
@@ -102,7 +97,7 @@ def fit_training_motifs(model, patches, *, k: int | None = None, seed: int = 0, 
     """
     import torch
 
-    from napari_imc_vae.engine.motifs import DEFAULT_MOTIFS, MotifModel
+    from napari_imc_vae.engine.motifs import MotifModel
 
     x = torch.as_tensor(patches).detach()
     x = x[torch.isfinite(x).flatten(1).all(dim=1)]
@@ -216,6 +211,27 @@ class TrainingRun:
         """End training after the current step; :meth:`run` then returns the model so far."""
         self.trainer.stop()
 
+    #: What :meth:`use_train_config` may change: the run's length and validation interval.
+    PLANNED_FIELDS = ("steps", "time_limit_s", "val_every")
+
+    def use_train_config(self, config: TrainConfig) -> None:
+        """Train with ``config`` instead, before :meth:`run`: the steps a budget bought, the
+        validation interval of the run's length. The model file records it.
+
+        Raises
+        ------
+        ValueError
+            When ``config`` changes anything but :attr:`PLANNED_FIELDS` (the data and the
+            trainer were built for the others).
+        """
+        changed = sorted(k for k, v in asdict(config).items()
+                         if k not in self.PLANNED_FIELDS and getattr(self.train_config, k) != v)
+        if changed:
+            raise ValueError(f"use_train_config may change {', '.join(self.PLANNED_FIELDS)} only, "
+                             f"got changes to {', '.join(changed)}")
+        self.train_config = config
+        self.trainer.config = replace(config)
+
     def run(self, on_progress: Callable[[TrainProgress], None] | None = None) -> tuple[TrainedModel, bool]:
         """Train; returns the trained model (best validation state) and whether it was stopped."""
         result = self.trainer.fit(on_progress)
@@ -252,7 +268,7 @@ def apply_model(
     image: ImcImage,
     *,
     stride: int | None = None,
-    batch_size: int = 2048,
+    batch_size: int = TILE_BATCH,
     device: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     out=None,

@@ -1,0 +1,48 @@
+"""The one home of the engine's defaults and caps that more than one module (or the CLI) uses.
+
+Plain numbers, no imports: the command line reads them while building ``--help`` (no torch),
+and every module that needs one imports it from here instead of writing it again. Defaults that
+belong to one config dataclass stay on it (``TrainConfig.batch_size``, ``ModelConfig.latent_dim``,
+``CriticConfig`` weights); docs/architecture.md lists where each one lives.
+"""
+
+#: Tissue motifs (k-means clusters of latent vectors) fitted with a model and on an image.
+DEFAULT_MOTIFS = 6
+
+#: Tiles per model call when reconstructing a whole image (CLI ``--batch``, ApplySettings).
+TILE_BATCH = 2048
+
+#: Held-out patches a validation during training measures, and the report after training
+#: (the same evenly spaced patches): bounds their time on big images.
+MAX_VAL_PATCHES = 2048
+
+#: Patches the quality report of an applied model is measured on (evenly spaced over the
+#: image's grid): 8,192 patches of 40 channels give its figures within ~0.002 of 20,000.
+MAX_QUALITY_PATCHES = 8_192
+
+#: Training patches (evenly spaced) the stored PCA / mean baseline and motifs are fitted on at
+#: the end of training: enough for 32–128 components of 40-channel 8×8 patches, ~1–3 s on 2 cores.
+BASELINE_FIT_PATCHES = 8_192
+
+#: Patches the report's permutation accuracy is measured on (8 orientation predictions each):
+#: the selector is equivariant by construction, so its accuracy is 1 up to float ties, and
+#: 256 patches pin it to ±0.006 at 0.99 for an eighth of the cost of 2,048.
+PERM_PATCHES = 256
+
+#: Validation policy: about this many validations a run ...
+VALIDATIONS_PER_RUN = 10
+#: ... and at least one every this many steps (long runs keep a fine-grained curve).
+MAX_VALIDATION_INTERVAL = 200
+
+
+def validation_interval(steps: int) -> int:
+    """Steps between validations for a run of ``steps``: ~10 a run, at most every 200 steps.
+
+    The one validation policy of the CLI and the widget, applied by
+    :func:`napari_imc_vae.engine.training.train_model` once the run's steps are known.
+    """
+    return max(1, min(MAX_VALIDATION_INTERVAL, steps // VALIDATIONS_PER_RUN or 1))
+
+
+__all__ = ["BASELINE_FIT_PATCHES", "DEFAULT_MOTIFS", "MAX_QUALITY_PATCHES", "MAX_VALIDATION_INTERVAL",
+           "MAX_VAL_PATCHES", "PERM_PATCHES", "TILE_BATCH", "VALIDATIONS_PER_RUN", "validation_interval"]
