@@ -341,7 +341,7 @@ def _error_summary(rec, names: list[str], regions: list[dict] | None) -> dict:
 
     e = rec.error
     finite = np.isfinite(e)
-    out = describe_unit(rec.dispersion, names)
+    out = describe_unit(rec.dispersion, names, scale=rec.noise_scale)
     out.update({"pixels": int(finite.sum()),
                 "median": float(np.median(e[finite])) if finite.any() else None,
                 "max": float(e[finite].max()) if finite.any() else None,

@@ -1,22 +1,33 @@
 """The one error unit users see: how far the measured counts lie from the model's prediction,
 in standard deviations of IMC's counting noise.
 
-An IMC pixel is a count of ions; its noise grows with the count (shot noise, Poisson, plus
-an overdispersion that grows with the square of the rate). A squared error in normalized
-units cannot say whether a difference is noise or not; a likelihood of the counts at the
+An IMC pixel is a count of ions; its noise grows with the count. Measured on the real
+test ROIs against a trained model, the variance of a pixel is about ``φ·mu + a·mu²``: a
+scale ``φ`` of 2–3 (IMC's values are not whole ions: the detector's pulse heights vary)
+and an overdispersion ``a`` of 0.1–0.4 in bright channels (the model's ordinary misfit
+and biological variation grow with the signal). A squared error in normalized units
+cannot say whether a difference is noise or not; a likelihood of the counts at the
 reconstructed rate can. Per channel, :func:`count_residual` is the signed *deviance
-residual* of the measured count ``y`` against the predicted rate ``mu`` (clamped at
-:data:`RATE_FLOOR` counts) under a negative binomial of variance ``mu + a·mu²``: about
-normal, mean 0 and sd 1 when the counts vary as counting noise says (Pierce & Schafer 1986),
-and not exploding where the model predicts no counts at all. The per-channel
-overdispersion ``a`` is estimated on the image itself (:func:`estimate_dispersion`, a
-median rule that artefacts covering less than half the tissue do not move).
+residual* of the measured value ``y`` against the predicted rate ``mu`` (clamped at
+:data:`RATE_FLOOR` counts) under ``y/φ ~ NB(mu/φ, a)``, a negative binomial of that
+variance: about normal, mean 0 and sd 1 when the values vary as the noise says (Pierce &
+Schafer 1986), and not exploding where the model predicts no counts at all. ``φ`` and
+``a`` are estimated per channel on the image itself (:func:`estimate_noise`, median rules
+that artefacts covering less than half the tissue do not move).
 
 Per pixel, :func:`pixel_error` keeps the worst channel (so a one-channel artefact among 40
 channels is not averaged away) and calibrates it for the number of channels: the value
 ``e`` such that a pixel of pure counting noise exceeds it as often as ``|Z|`` of one
 standard normal exceeds it. Clean tissue therefore reads like ``|Z|`` everywhere (mean
 ≈ 0.8) and :data:`REGION_THRESHOLD` is a fixed level of the same unit.
+
+A dead area (every channel 0: the detector recorded nothing) is what an autoencoder
+reconstructs best: zeros in, zeros out. :func:`dead_area_error` is the explicit cue for
+it, in the same unit: an area of at least :data:`DEAD_MIN_AREA` pixels where every channel
+reads 0, enclosed by tissue (not touching the image border), scores at each of its pixels
+how unlikely it is that one pixel at the rate of the pixels around it reads 0 in every
+channel. Background reads 0 too, but fades into tissue over dim pixels; a dead area cuts
+bright tissue off. :func:`pixel_error` takes the larger of the two.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["ERROR_UNIT_NAME", "ERROR_UNIT_SENTENCE", "REGION_THRESHOLD", "RATE_FLOOR", "count_residual",
-           "pixel_error", "estimate_dispersion", "describe_unit"]
+           "pixel_error", "estimate_noise", "dead_area_error", "describe_unit", "DEAD_MIN_AREA"]
 
 #: Short label for layer names, column headers and colour bars.
 ERROR_UNIT_NAME = "noise SD"
@@ -40,10 +51,14 @@ ERROR_UNIT_SENTENCE = (
     "from the model's prediction (0 = as predicted, about 1 = ordinary shot noise, above "
     f"{REGION_THRESHOLD:g} = very unlikely by counting noise alone).")
 
+#: An area where every channel reads 0 is a dead-area candidate from this many pixels on.
+DEAD_MIN_AREA = 4
+
 _MEDIAN_CHI2_1 = 0.454936  # median of a chi-square with 1 degree of freedom: of Z² for Z ~ N(0, 1)
-_DISPERSION_MIN_RATE = 3.0  # counts: above it the Poisson deviance is close to normal
-_DISPERSION_MIN_PIXELS = 50
-_MAX_DISPERSION = 10.0
+_NOISE_MIN_RATE = 3.0  # counts: above it the deviance is close to normal
+_NOISE_MIN_PIXELS = 50
+_MAX_SCALE, _MAX_DISPERSION = 50.0, 10.0
+_NOISE_BINS = 6
 
 
 def _as_float(x, name: str) -> np.ndarray:
@@ -53,11 +68,12 @@ def _as_float(x, name: str) -> np.ndarray:
     return arr.astype(np.float64, copy=False)
 
 
-def _dispersion_column(dispersion, n_channels: int, ndim: int) -> np.ndarray:
-    a = np.zeros(n_channels) if dispersion is None else np.asarray(dispersion, dtype=np.float64).ravel()
-    if a.shape != (n_channels,) or not np.all(np.isfinite(a)) or np.any(a < 0):
-        raise ValueError(f"dispersion must be {n_channels} finite values >= 0 (one per channel), got {dispersion!r}")
-    return a.reshape((n_channels,) + (1,) * (ndim - 1))
+def _channel_column(values, name: str, default: float, n_channels: int, ndim: int, minimum: float) -> np.ndarray:
+    v = np.full(n_channels, default) if values is None else np.asarray(values, dtype=np.float64).ravel()
+    if v.shape != (n_channels,) or not np.all(np.isfinite(v)) or np.any(v < minimum):
+        raise ValueError(f"{name} must be {n_channels} finite values {'>' if minimum > 0 else '>='} 0 "
+                         f"(one per channel), got {values!r}")
+    return v.reshape((n_channels,) + (1,) * (ndim - 1))
 
 
 def _deviance(y: np.ndarray, mu: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -71,7 +87,7 @@ def _deviance(y: np.ndarray, mu: np.ndarray, a: np.ndarray) -> np.ndarray:
     return np.maximum(d, 0.0)
 
 
-def count_residual(observed, predicted, dispersion=None) -> np.ndarray:
+def count_residual(observed, predicted, dispersion=None, *, scale=None) -> np.ndarray:
     """Signed per-channel residual of measured counts against the predicted rate, in noise SDs.
 
     Parameters
@@ -82,7 +98,9 @@ def count_residual(observed, predicted, dispersion=None) -> np.ndarray:
     predicted : array of shape (C, ...)
         The model's reconstruction in raw counts; rates below :data:`RATE_FLOOR` are taken as it.
     dispersion : array of shape (C,), optional
-        Negative-binomial overdispersion per channel (variance ``mu + a·mu²``); default 0 (Poisson).
+        Overdispersion ``a`` per channel (variance ``φ·mu + a·mu²``); default 0.
+    scale : array of shape (C,), optional
+        Scale ``φ`` > 0 per channel; default 1 (with ``a = 0``: Poisson).
 
     Returns
     -------
@@ -94,16 +112,18 @@ def count_residual(observed, predicted, dispersion=None) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the shapes differ or ``dispersion`` is not one value >= 0 per channel.
+        If the shapes differ, ``dispersion`` is not one value >= 0 per channel or ``scale``
+        not one value > 0 per channel.
     """
     y, mu = _as_float(observed, "observed"), _as_float(predicted, "predicted")
     if y.shape != mu.shape or y.ndim < 1:
         raise ValueError(f"observed and predicted must have the same shape (C, ...), got {y.shape} and {mu.shape}")
-    a = _dispersion_column(dispersion, y.shape[0], y.ndim)
+    a = _channel_column(dispersion, "dispersion", 0.0, y.shape[0], y.ndim, 0.0)
+    phi = _channel_column(scale, "scale", 1.0, y.shape[0], y.ndim, 1e-300)
     finite = np.isfinite(y) & np.isfinite(mu)
     y = np.where(finite, np.maximum(y, 0.0), 0.0)
     mu = np.where(finite, np.maximum(mu, RATE_FLOOR), RATE_FLOOR)
-    r = np.sign(y - mu) * np.sqrt(_deviance(y, mu, a))
+    r = np.sign(y - mu) * np.sqrt(_deviance(y / phi, mu / phi, a))
     r[~finite] = np.nan
     return r.astype(np.float32)
 
@@ -112,8 +132,9 @@ def _upper_tail_z(log_p: np.ndarray) -> np.ndarray:
     """z with P(Z > z) = exp(log_p), for log_p <= log(0.5), accurate from p = 0.5 to 1e-300 and beyond."""
     from scipy.special import log_ndtr, ndtri
 
+    log_p = np.asarray(log_p, dtype=np.float64)
     p = np.exp(np.maximum(log_p, -700.0))
-    z = -ndtri(p)
+    z = np.asarray(-ndtri(p), dtype=np.float64)
     tiny = log_p < -700.0  # beyond float64: Newton on log Φ(−z) = log_p from the asymptote
     if np.any(tiny):
         lp = log_p[tiny]
@@ -125,7 +146,7 @@ def _upper_tail_z(log_p: np.ndarray) -> np.ndarray:
     return z
 
 
-def pixel_error(residual) -> np.ndarray:
+def pixel_error(residual, dead=None) -> np.ndarray:
     """Per-pixel error: the worst channel's residual, calibrated for the number of channels.
 
     With ``M = max_c |r_c|`` over the ``C`` finite channels of a pixel, the tail probability
@@ -138,6 +159,8 @@ def pixel_error(residual) -> np.ndarray:
     ----------
     residual : array of shape (C, Y, X) or (C, N)
         From :func:`count_residual`.
+    dead : array of shape (Y, X) or (N,), optional
+        :func:`dead_area_error`; the pixel error is the larger of the two.
 
     Returns
     -------
@@ -161,30 +184,93 @@ def pixel_error(residual) -> np.ndarray:
                          np.log(-np.expm1(np.maximum(n, 1) * np.log1p(-np.minimum(q, 1.0 - 1e-16)))))
     e = _upper_tail_z(np.minimum(log_p - np.log(2.0), np.log(0.5)))
     e = np.maximum(e, 0.0)
+    if dead is not None:
+        e = np.maximum(e, np.asarray(dead))
     e[n == 0] = np.nan
     return e.astype(np.float32)
 
 
-def estimate_dispersion(observed, predicted, *, max_pixels: int = 200_000, seed: int = 0) -> np.ndarray:
-    """Per-channel overdispersion ``a`` that makes the image's bulk read as counting noise.
+def _z_of_probability(log_p: np.ndarray) -> np.ndarray:
+    """The ``e`` >= 0 with ``P(|Z| >= e) = p`` for ``log p`` (<= 0)."""
+    return np.maximum(_upper_tail_z(np.minimum(np.asarray(log_p, np.float64) - np.log(2.0), np.log(0.5))), 0.0)
 
-    For each channel, the smallest ``a`` >= 0 at which the median squared residual of the
-    pixels predicted at :data:`_DISPERSION_MIN_RATE` counts or more is the median of ``Z²``
-    (0.455): the model's ordinary misfit in tissue counts as noise, while artefacts and
-    structure it misses (less than half of those pixels) do not move it. 0 (Poisson) where
-    counting noise alone already explains the residuals, or where fewer than 50 pixels are
-    that bright.
+
+def dead_area_error(observed, *, scale=None) -> np.ndarray:
+    """The dead-area cue (see the module's notes), in noise SDs; 0 outside dead-area candidates.
+
+    Parameters
+    ----------
+    observed : array of shape (C, Y, X)
+        Measured values (a np.memmap is read one channel at a time, and at the candidates).
+    scale : array of shape (C,), optional
+        ``φ`` per channel (:func:`estimate_noise`): a rate of ``λ`` reads 0 with probability
+        ``exp(−λ/φ)``.
+
+    Returns
+    -------
+    ndarray of shape (Y, X), float32
+        At each pixel of an enclosed all-zero area of :data:`DEAD_MIN_AREA` pixels or more,
+        the ``e`` with ``P(|Z| >= e) = exp(−Σ_c λ_c/φ_c)``, ``λ_c`` the mean of channel ``c``
+        over the pixels touching the area; 0 elsewhere.
+    """
+    from scipy import ndimage
+
+    shape = tuple(observed.shape)
+    if len(shape) != 3:
+        raise ValueError(f"observed must have shape (C, Y, X), got shape {shape}")
+    c = shape[0]
+    phi = _channel_column(scale, "scale", 1.0, c, 1, 1e-300)
+    zero = np.ones(shape[1:], bool)
+    any_finite = np.zeros(shape[1:], bool)
+    for ch in range(c):
+        plane = np.asarray(observed[ch], dtype=np.float32)
+        finite = np.isfinite(plane)
+        zero &= ~finite | (plane <= 0)
+        any_finite |= finite
+    zero &= any_finite
+    out = np.zeros(shape[1:], np.float32)
+    eight = np.ones((3, 3), bool)
+    labels, n = ndimage.label(zero, structure=eight)
+    if n == 0:
+        return out
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    for j, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if areas[j] < DEAD_MIN_AREA or j in border:
+            continue
+        box = tuple(slice(s.start - 1, s.stop + 1) for s in sl)  # inside the image: not on the border
+        area = labels[box] == j
+        ring = ndimage.binary_dilation(area, structure=eight) & ~area
+        values = np.asarray(observed[(slice(None), *box)], dtype=np.float64)[:, ring]  # (C, ring pixels)
+        finite = np.isfinite(values)
+        rates = np.where(finite, np.maximum(values, 0.0), 0.0).sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+        e = float(_z_of_probability(-np.sum(rates / phi)))
+        out[box][area] = e
+    return out
+
+
+def estimate_noise(observed, predicted, *, max_pixels: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel scale ``φ`` and overdispersion ``a`` that make the image's bulk read as noise.
+
+    Per channel, on the pixels predicted at :data:`_NOISE_MIN_RATE` counts or more: in six
+    bins of rate, the median squared difference over 0.455 (the median of ``Z²``) estimates
+    the variance at the bin's median rate; a straight line ``variance / rate = φ + a·rate``
+    through the bins gives ``φ`` and ``a`` (``a`` >= 0, ``φ`` >= 1: never quieter than
+    counting). A common factor then sets the median squared residual of all those pixels
+    to 0.455 exactly. Medians: artefacts and structure the model misses, on less than half
+    of those pixels, do not move the estimate. ``φ = 1, a = 0`` (Poisson) where fewer than
+    50 pixels are that bright.
 
     Parameters
     ----------
     observed, predicted : array of shape (C, ...)
-        Measured counts and the predicted rate (as :func:`count_residual`).
+        Measured values and the predicted rate (as :func:`count_residual`).
     max_pixels : int
         Pixels per channel it is estimated on at most (evenly spaced sample).
 
     Returns
     -------
-    ndarray of shape (C,), float64
+    scale, dispersion : ndarray of shape (C,), float64
     """
     y, mu = _as_float(observed, "observed"), _as_float(predicted, "predicted")
     if y.shape != mu.shape or y.ndim < 1:
@@ -192,38 +278,66 @@ def estimate_dispersion(observed, predicted, *, max_pixels: int = 200_000, seed:
     c = y.shape[0]
     y, mu = y.reshape(c, -1), mu.reshape(c, -1)
     step = max(1, y.shape[1] // max_pixels)
-    out = np.zeros(c)
+    scale, dispersion = np.ones(c), np.zeros(c)
     for ch in range(c):
         yc, mc = y[ch, ::step], mu[ch, ::step]
-        keep = np.isfinite(yc) & np.isfinite(mc) & (mc >= _DISPERSION_MIN_RATE)
-        if keep.sum() < _DISPERSION_MIN_PIXELS:
+        keep = np.isfinite(yc) & np.isfinite(mc) & (mc >= _NOISE_MIN_RATE)
+        if keep.sum() < _NOISE_MIN_PIXELS:
             continue
         yc, mc = np.maximum(yc[keep], 0.0), mc[keep]
-
-        def median_sq(a: float) -> float:
-            return float(np.median(_deviance(yc, mc, np.full_like(mc, a))))
-
-        if median_sq(0.0) <= _MEDIAN_CHI2_1:
-            continue
-        lo, hi = 0.0, _MAX_DISPERSION
-        if median_sq(hi) > _MEDIAN_CHI2_1:
-            out[ch] = hi
-            continue
-        for _ in range(40):  # the median squared deviance falls as a grows
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if median_sq(mid) > _MEDIAN_CHI2_1 else (lo, mid)
-        out[ch] = hi
-    return out
+        scale[ch], dispersion[ch] = _fit_variance(yc, mc)
+    return scale, dispersion
 
 
-def describe_unit(dispersion=None, channel_names=None) -> dict:
-    """JSON-safe description of the unit for ``quality.json``: name, sentence, threshold, floor."""
+def _fit_variance(y: np.ndarray, mu: np.ndarray) -> tuple[float, float]:
+    """(φ, a) of one channel's bright pixels (see :func:`estimate_noise`)."""
+    # variance at the median rate of each of a few rate bins: median squared difference / 0.455
+    edges = np.quantile(mu, np.linspace(0.0, 1.0, _NOISE_BINS + 1))
+    m, v = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (mu >= lo) & (mu <= hi)
+        if inside.sum() >= _NOISE_MIN_PIXELS // _NOISE_BINS:
+            m.append(float(np.median(mu[inside])))
+            v.append(float(np.median((y[inside] - mu[inside]) ** 2)) / _MEDIAN_CHI2_1)
+    m, ratio = np.asarray(m), np.asarray(v) / np.asarray(m)
+    # v/m = φ + a·m: a straight line through the bins; a >= 0, φ >= 1 (never quieter than counting)
+    if len(m) >= 2 and np.ptp(m) > 0.05 * m.mean():
+        a, phi = np.polyfit(m, ratio, 1)
+    else:
+        a, phi = 0.0, float(ratio.mean())
+    if a < 0:
+        a, phi = 0.0, float(ratio.mean())
+    if phi < 1:
+        phi = 1.0
+        a = max(0.0, float(np.sum((ratio - 1.0) * m) / np.sum(m * m)))
+    phi, a = min(phi, _MAX_SCALE), min(a, _MAX_DISPERSION)
+
+    def median_sq(k: float) -> float:
+        return float(np.median(_deviance(y / (k * phi), mu / (k * phi), np.full_like(mu, k * a))))
+
+    if median_sq(1.0) <= _MEDIAN_CHI2_1:  # the fit explains the residuals: keep it, no lower
+        lo, hi = 1.0 / max(phi, 1.0), 1.0
+    else:
+        lo, hi = 1.0, 64.0
+    if median_sq(hi) > _MEDIAN_CHI2_1:
+        return min(hi * phi, _MAX_SCALE), min(hi * a, _MAX_DISPERSION)
+    for _ in range(30):  # the median squared deviance falls as the factor grows
+        mid = np.sqrt(lo * hi)
+        lo, hi = (mid, hi) if median_sq(mid) > _MEDIAN_CHI2_1 else (lo, mid)
+    return min(hi * phi, _MAX_SCALE), min(hi * a, _MAX_DISPERSION)
+
+
+def describe_unit(dispersion=None, channel_names=None, scale=None) -> dict:
+    """JSON-safe description of the unit for ``quality.json``: name, sentence, threshold, floor,
+    and the noise model's per-channel ``scale`` (φ) and ``dispersion`` (a) when given."""
     d = {"name": ERROR_UNIT_NAME, "sentence": ERROR_UNIT_SENTENCE, "region_threshold": REGION_THRESHOLD,
          "rate_floor_counts": RATE_FLOOR,
          "definition": "signed negative-binomial deviance residual of the measured counts against the "
-                       "reconstruction's rate per channel; per pixel the worst channel, calibrated for the "
-                       "number of channels (a pixel of pure counting noise reads like |Z|, Z standard normal)"}
-    if dispersion is not None:
-        values = [float(v) for v in np.asarray(dispersion).ravel()]
-        d["dispersion"] = (dict(zip(channel_names, values)) if channel_names is not None else values)
+                       "reconstruction's rate per channel, variance scale*rate + dispersion*rate^2; per pixel "
+                       "the worst channel, calibrated for the number of channels (a pixel of pure counting "
+                       "noise reads like |Z|, Z standard normal), or a dead-area cue where larger"}
+    for key, values in (("scale", scale), ("dispersion", dispersion)):
+        if values is not None:
+            values = [float(v) for v in np.asarray(values).ravel()]
+            d[key] = dict(zip(channel_names, values)) if channel_names is not None else values
     return d

@@ -54,15 +54,15 @@ class Reconstruction:
         Signed count residual per channel in noise SDs
         (:func:`~napari_imc_vae.engine.error_unit.count_residual`) of the image *as read*
         (before the hot-pixel filter, so what the filter removed shows) against ``raw``,
-        with the per-channel overdispersion ``dispersion``; NaN where the input is not finite.
+        with the noise model ``noise_scale``, ``dispersion``; NaN where the input is not finite.
     channel_error : ndarray of shape (C, Y, X), float32
         Squared error per channel in normalized (variance-stabilized) units against the
         image as read (normalized without the hot-pixel filter); NaN where the input is
         not finite.
-    dispersion : ndarray of shape (C,), float64
-        Negative-binomial overdispersion per channel, estimated on this image
-        (:func:`~napari_imc_vae.engine.error_unit.estimate_dispersion`); None when neither
-        ``error`` nor ``residual`` was computed.
+    noise_scale, dispersion : ndarray of shape (C,), float64
+        The noise model per channel, variance ``noise_scale·rate + dispersion·rate²``,
+        estimated on this image (:func:`~napari_imc_vae.engine.error_unit.estimate_noise`);
+        None when neither ``error`` nor ``residual`` was computed.
     hot_pixels : ndarray of shape (Y, X), uint8
         In how many channels the hot-pixel filter replaced the pixel (0: none).
     latent : ndarray of shape (D, ny, nx), float32
@@ -83,6 +83,7 @@ class Reconstruction:
     hot_pixels: np.ndarray | None = None
     residual: np.ndarray | None = None
     dispersion: np.ndarray | None = None
+    noise_scale: np.ndarray | None = None
 
     @property
     def latent_scale(self) -> tuple[int, int]:
@@ -361,33 +362,35 @@ def reconstruct_image(
                         on_rows(y0, parts[0])
     finally:
         model.train(was_training)
-    dispersion = None
+    scale = dispersion = None
     if calibrated:
-        dispersion = _write_calibrated(outputs, image)
+        scale, dispersion = _write_calibrated(outputs, image)
     if not keep_raw:
         outputs["raw"] = None
-    return Reconstruction(**outputs, patch_size=grid.patch_size, stride=grid.stride, dispersion=dispersion)
+    return Reconstruction(**outputs, patch_size=grid.patch_size, stride=grid.stride, dispersion=dispersion,
+                          noise_scale=scale)
 
 
-def _write_calibrated(outputs: dict, image) -> np.ndarray:
-    """Second pass: overdispersion from the whole image, then residual and pixel error by bands."""
-    from napari_imc_vae.engine.error_unit import count_residual, estimate_dispersion, pixel_error
+def _write_calibrated(outputs: dict, image) -> tuple[np.ndarray, np.ndarray]:
+    """Second pass: the noise model from the whole image, then residual and pixel error by bands."""
+    from napari_imc_vae.engine.error_unit import count_residual, dead_area_error, estimate_noise, pixel_error
 
     raw = outputs["raw"]
     c, y_size, x_size = raw.shape
     # evenly spaced whole rows: a fancy index reads only those rows of a memmap
     n_rows = min(y_size, max(1, 200_000 // max(x_size, 1)))
     rows = np.unique(np.linspace(0, y_size - 1, n_rows).round().astype(np.intp))
-    dispersion = estimate_dispersion(np.asarray(image[:, rows], dtype=np.float32), raw[:, rows])
+    scale, dispersion = estimate_noise(np.asarray(image[:, rows], dtype=np.float32), raw[:, rows])
+    dead = dead_area_error(image, scale=scale) if outputs["error"] is not None else None  # (Y, X)
     step = max(1, _RESIDUAL_BLOCK // max(c * x_size, 1))
     for y0 in range(0, y_size, step):
         y1 = min(y_size, y0 + step)
-        r = count_residual(np.asarray(image[:, y0:y1], dtype=np.float32), raw[:, y0:y1], dispersion)
+        r = count_residual(np.asarray(image[:, y0:y1], dtype=np.float32), raw[:, y0:y1], dispersion, scale=scale)
         if outputs["residual"] is not None:
             outputs["residual"][:, y0:y1] = r
         if outputs["error"] is not None:
-            outputs["error"][y0:y1] = pixel_error(r)
-    return dispersion
+            outputs["error"][y0:y1] = pixel_error(r, dead[y0:y1])
+    return scale, dispersion
 
 
 def _write_rows(outputs: dict, normalizer, rec: np.ndarray, target: np.ndarray, y0: int, y1: int) -> None:
