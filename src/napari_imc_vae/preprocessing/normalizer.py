@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 
 import numpy as np
 
 from napari_imc_vae.io.image import ImcImage
 from napari_imc_vae.preprocessing._channels import ChannelMatch, as_stacks, match_channels
+from napari_imc_vae.preprocessing.channel_fit import channel_entry, prepare_channel
 from napari_imc_vae.preprocessing.params import NormalizationParams
 from napari_imc_vae.preprocessing.transforms import check_stack, filter_hot_pixels
 
@@ -16,27 +16,6 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "Normalizer"]
 
 FORMAT = "napari-imc-vae/normalizer"
 FORMAT_VERSION = 1
-
-
-def _prepare_channel(x: np.ndarray, params: NormalizationParams) -> np.ndarray:
-    """Hot-pixel filter and arcsinh of one (Y, X) channel, in float64."""
-    if params.hot_pixel_threshold is not None:
-        x = filter_hot_pixels(x[None], params.hot_pixel_threshold)[0]
-    x = x.astype(np.float64)
-    if params.arcsinh_cofactor is not None:
-        x = np.arcsinh(x / params.arcsinh_cofactor)
-    return x
-
-
-def _channel_entry(stats: tuple | None, clip: float | None) -> tuple[float, float, float | None, bool]:
-    """mean, std, clip limit and constant flag of a channel from the (mean, std, min, max) of its
-    clipped finite values; None stats: no finite pixel anywhere, nothing to scale by."""
-    if stats is None:
-        return 0.0, 1.0, None, True
-    m, sd, lo, hi = stats
-    # min == max is exact, unlike a tolerance on a rounded std
-    is_const = bool(lo == hi) or not (sd > 0 and math.isfinite(sd))
-    return (m if math.isfinite(m) else 0.0), (1.0 if is_const else sd), clip, is_const
 
 
 class Normalizer:
@@ -120,7 +99,7 @@ class Normalizer:
             # one channel at a time bounds memory to one channel of every image
             parts = []
             for s in stacks:
-                x = _prepare_channel(s[c], params)
+                x = prepare_channel(s[c], params)
                 parts.append(x[np.isfinite(x)])
             values = np.concatenate(parts)
             n_finite.append(int(values.size))
@@ -129,30 +108,10 @@ class Normalizer:
                 hi = float(np.percentile(values, params.clip_percentile))
                 values = np.minimum(values, hi)
             stats = (float(values.mean()), float(values.std()), values.min(), values.max()) if values.size else None
-            for column, value in zip((mean, std, clip_high, constant), _channel_entry(stats, hi)):
+            for column, value in zip((mean, std, clip_high, constant), channel_entry(stats, hi)):
                 column.append(value)
         return cls(names, params=params, mean=mean, std=std, clip_high=clip_high,
                    constant=constant, n_finite=n_finite, channel_keys=keys)
-
-    @classmethod
-    def fit_streaming(cls, images, *, channel_names=None, hot_pixel_threshold=None, arcsinh_cofactor=None,
-                      clip_percentile=None, zscore=True) -> "Normalizer":
-        """:meth:`fit` in one pass over an iterable of images, holding one image at a time.
-
-        Same arguments and result as :meth:`fit` (see
-        :class:`~napari_imc_vae.preprocessing.streaming.StreamingFit` for the tolerance: exact to
-        rounding without clipping; with clipping the limit comes from a histogram). ``images``
-        may be any iterable, for example a generator that reads files one by one.
-        """
-        from napari_imc_vae.preprocessing.streaming import StreamingFit
-
-        if isinstance(images, (ImcImage, np.ndarray)):
-            images = [images]
-        fit = StreamingFit(channel_names=channel_names, hot_pixel_threshold=hot_pixel_threshold,
-                           arcsinh_cofactor=arcsinh_cofactor, clip_percentile=clip_percentile, zscore=zscore)
-        for image in images:
-            fit.add(image)
-        return fit.result()
 
     # --- applying -----------------------------------------------------------
 

@@ -6,12 +6,13 @@ import numpy as np
 
 from napari_imc_vae.io.image import ImcImage
 from napari_imc_vae.preprocessing._channels import ChannelMismatchError, as_stacks, match_channels
-from napari_imc_vae.preprocessing.normalizer import Normalizer, _channel_entry, _prepare_channel
+from napari_imc_vae.preprocessing.channel_fit import channel_entry, prepare_channel
+from napari_imc_vae.preprocessing.normalizer import Normalizer
 from napari_imc_vae.preprocessing.params import NormalizationParams
 from napari_imc_vae.preprocessing.stats import LogHistogram, RunningMoments
 from napari_imc_vae.preprocessing.transforms import check_stack
 
-__all__ = ["StreamingFit"]
+__all__ = ["StreamingFit", "fit_streaming"]
 
 
 class StreamingFit:
@@ -82,7 +83,7 @@ class StreamingFit:
         """
         stack = self._stack(image)
         for c in range(stack.shape[0]):
-            x = _prepare_channel(stack[c], self.params)
+            x = prepare_channel(stack[c], self.params)
             x = x[np.isfinite(x)]
             self._moments[c].add(x)
             if self._histograms is not None:
@@ -110,7 +111,24 @@ class StreamingFit:
                 hi = min(max(hi, moments.min), moments.max)  # a bin mean never leaves the data range
                 m, sd = self._histograms[c].clipped_moments(hi, moments.mean, moments.m2)
                 stats = (m, sd, min(moments.min, hi), min(moments.max, hi))
-            for column, value in zip((mean, std, clip_high, constant), _channel_entry(stats, hi)):
+            for column, value in zip((mean, std, clip_high, constant), channel_entry(stats, hi)):
                 column.append(value)
         return Normalizer(self.names, params=self.params, mean=mean, std=std, clip_high=clip_high,
                           constant=constant, n_finite=n_finite, channel_keys=self.keys)
+
+
+def fit_streaming(images, *, channel_names=None, hot_pixel_threshold=None, arcsinh_cofactor=None,
+                  clip_percentile=None, zscore=True) -> Normalizer:
+    """:meth:`Normalizer.fit` in one pass over an iterable of images, holding one image at a time.
+
+    Same arguments and result as :meth:`Normalizer.fit` (see :class:`StreamingFit` for the
+    tolerance: exact to rounding without clipping; with clipping the limit comes from a
+    histogram). ``images`` may be any iterable, for example a generator that reads files one by one.
+    """
+    if isinstance(images, (ImcImage, np.ndarray)):
+        images = [images]
+    fit = StreamingFit(channel_names=channel_names, hot_pixel_threshold=hot_pixel_threshold,
+                       arcsinh_cofactor=arcsinh_cofactor, clip_percentile=clip_percentile, zscore=zscore)
+    for image in images:
+        fit.add(image)
+    return fit.result()
