@@ -11,7 +11,7 @@ import tifffile
 import torch
 
 from napari_imc_vae.cli import main
-from napari_imc_vae.engine.apply import ApplySettings, apply_to_image, assess_image
+from napari_imc_vae.engine.apply import ApplySettings, apply_to_image, assess_image, steinbock_names
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.trainer import TrainConfig
 from napari_imc_vae.engine.workflow import ImageContentError, TrainingRun
@@ -331,3 +331,56 @@ def test_training_after_reconstructing_in_the_same_process(trained_on_two, imc_t
     run = TrainingRun([image], resume=trained, train_config=TrainConfig(steps=3, device="cpu"))
     again, _ = run.run()
     assert again.step == trained.step + 3
+
+
+def test_error_tiff_regions_csv_and_quality_json_speak_one_unit(trained_on_two, imc_testdata, tmp_path, capsys):
+    """One run of ``reconstruct``: the map, the regions and the JSON are the same calibrated unit."""
+    import csv
+
+    from napari_imc_vae.engine.error_unit import ERROR_UNIT_NAME, ERROR_UNIT_SENTENCE, REGION_THRESHOLD
+
+    path, trained = trained_on_two
+    clean = _read(imc_testdata, HELD_OUT)
+    data = clean.data.copy()
+    data[2, 30, 10:50] += 40.0  # a one-channel streak: a region to compare
+    file = tmp_path / "streak.ome.tiff"
+    tifffile.imwrite(file, data, metadata={"axes": "CYX", "Channel": {"Name": [
+        f"{m}_{n}" for m, n in zip(clean.channel_keys, clean.channel_names)]}})
+    out = tmp_path / "out"
+    assert main(["reconstruct", str(path), str(file), "-o", str(out)]) == 0
+    assert f"(error > {REGION_THRESHOLD:g} noise SD)" in capsys.readouterr().out
+    error = tifffile.imread(out / "streak_error.tiff")
+    with open(out / "streak_regions.csv") as f:
+        rows = list(csv.DictReader(f))
+    quality = json.loads((out / "streak_quality.json").read_text())
+    unit = quality["error"]
+    assert unit["name"] == ERROR_UNIT_NAME and unit["sentence"] == ERROR_UNIT_SENTENCE
+    assert unit["region_threshold"] == REGION_THRESHOLD and unit["n_regions"] == len(rows) >= 1
+    assert unit["max"] == pytest.approx(float(np.nanmax(error)), rel=1e-6)
+    assert unit["pixels_above_threshold"] == int((error > REGION_THRESHOLD).sum())
+    assert set(unit["scale"]) == set(unit["dispersion"]) == set(steinbock_names(trained))
+    covered = np.zeros(error.shape, bool)
+    for row in rows:  # each region's figures are error.tiff's values over its pixels
+        y0, x0, y1, x1 = map(int, row["bbox"].split())
+        box = error[y0:y1, x0:x1]
+        assert float(row["peak_error"]) == pytest.approx(float(box.max()), rel=1e-5)
+        assert float(row["mean_error"]) > REGION_THRESHOLD
+        covered[y0:y1, x0:x1] = True
+    assert (error[~covered] <= REGION_THRESHOLD).all()  # nothing above the threshold is left out
+    streak = [r for r in rows if int(r["bbox"].split()[0]) <= 30 < int(r["bbox"].split()[2])]
+    assert streak and streak[0]["channels"].split(";")[0] == steinbock_names(trained)[2]
+    # the widget's arrays are the CLI's: the same engine call
+    app = apply_to_image(trained, read_imc(file))
+    np.testing.assert_allclose(app.error_map, error, rtol=1e-5, atol=1e-6)
+    assert app.residual.shape == (5, *error.shape) and app.residual.dtype == np.float32
+
+
+def test_the_raw_reconstruction_has_no_negative_counts(trained_on_two, imc_testdata):
+    _, trained = trained_on_two
+    for stem in (HELD_OUT, "20210305_NE_mockData1_001"):  # mockData1_001: nearly blank
+        app = apply_to_image(trained, _read(imc_testdata, stem), ApplySettings(motifs=0, quality=False))
+        raw = app.reconstruction.raw
+        assert raw.min() >= 0.0 and np.isfinite(raw).all()
+        assert (raw == 0).any()  # below-background predictions are clipped to 0 counts, not negative
+        # clean tissue reads like counting noise: most of the map under 2 noise SDs
+        assert np.nanmedian(app.error_map) < 1.0 and np.nanmean(np.abs(app.residual)) < 1.2
