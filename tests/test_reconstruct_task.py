@@ -29,23 +29,24 @@ def test_reconstruction_layers_are_the_models_channels_named_after_their_raw_lay
     base = [f"raw {c}" for c in image.channel_names]
     tuples = reconstruction_layers(
         result, base_names=base, image_name="wide", colormaps=[f"cmap{i}" for i in range(n)],
-        contrast=[(i, i + 1.0) for i in range(n)], visible=[i % 2 == 0 for i in range(n)],
-        scale=(1.0, 1.0), translate=(0.0, 0.0), channel_errors=True)
+        contrast=[(i, i + 1.0) for i in range(n)], scale=(1.0, 1.0), translate=(0.0, 0.0), all_markers=True)
     recon = [(data, kw) for data, kw, _ in tuples if kw["name"].endswith("[recon]")]
-    errors = [(data, kw) for data, kw, _ in tuples if kw["name"].endswith("[error]")]
+    missed = [(data, kw) for data, kw, _ in tuples if kw["name"].endswith("[missed]")]
     assert [kw["name"] for _, kw in recon] == [f"raw {c} [recon]" for c in ["DNA2", "Histone H3", "DNA1", "Ki67"]]
-    assert [kw["name"] for _, kw in errors] == [f"raw {c} [error]" for c in ["DNA2", "Histone H3", "DNA1", "Ki67"]]
-    for (data, kw), (err, _), i in zip(recon, errors, result.channel_index):
+    assert [kw["name"] for _, kw in missed] == [f"raw {c} [missed]" for c in ["DNA2", "Histone H3", "DNA1", "Ki67"]]
+    for (data, kw), (res, res_kw), i in zip(recon, missed, result.channel_index):
         name = image.channel_names[i]
         assert kw["colormap"] == f"cmap{i}" and kw["contrast_limits"] == (i, i + 1.0)
-        assert kw["visible"] == (i % 2 == 0)
         info = kw["metadata"][IMC_KEY]
         assert info["channel_name"] == name and info["channel_index"] == i
         j = trained.channel_names.index(name)
         np.testing.assert_array_equal(data, rec.raw[j])
-        # per-channel error in units of that channel's mean squared error over the image
-        np.testing.assert_allclose(err, rec.channel_error[j] / np.nanmean(rec.channel_error[j]), rtol=1e-5)
-    assert len(tuples) == 4 + 4 + 5  # recon, per-channel errors; latent, motifs, hot pixels, regions, error
+        # the signed residual in the calibrated unit, on symmetric limits
+        np.testing.assert_array_equal(res, rec.residual[j])
+        lo, hi = res_kw["contrast_limits"]
+        assert lo == -hi > -np.inf and res_kw["metadata"][IMC_KEY]["units"] == "noise SD"
+    assert not any(kw["visible"] for _, kw, _ in tuples)  # the comparison view is what shows
+    assert len(tuples) == 4 + 4 + 5  # recon, per-channel residuals; latent, motifs, hot pixels, regions, error
 
 
 def test_contrast_limits_come_from_the_worker_not_the_gui_thread(monkeypatch, extra_channel_case):
@@ -54,19 +55,22 @@ def test_contrast_limits_come_from_the_worker_not_the_gui_thread(monkeypatch, ex
     from napari_imc_vae._napari.layer_data import contrast_limits
 
     trained, image = extra_channel_case
-    result = reconstruct_task.run_reconstruction(trained, image, k=2, stride=4, channel_error_limits=True)
+    result = reconstruct_task.run_reconstruction(trained, image, k=2, stride=4, raw_limits=True)
     limits = result.display_limits
-    assert limits["error"] == contrast_limits(result.error)
+    assert limits["error"] == (0.0, reconstruct_task.MISSED_LIMIT)
     assert limits["latent"] == contrast_limits(result.latent.reshape(1, -1))
-    assert limits["channel_error"] == [contrast_limits(c) for c in result.channel_error]
+    assert limits["raw"] == [contrast_limits(image.data[i]) for i in result.channel_index]
     calls = []
     monkeypatch.setattr(reconstruct_task, "contrast_limits", lambda a: calls.append(a) or (0.0, 1.0))
     n = image.n_channels
     tuples = reconstruct_task.reconstruction_layers(
         result, base_names=list(image.channel_names), image_name="wide", colormaps=["gray"] * n,
-        contrast=[(0.0, 1.0)] * n, visible=[True] * n, scale=(1.0, 1.0), translate=(0.0, 0.0),
-        channel_errors=True)
+        contrast=[(0.0, 1.0)] * n, scale=(1.0, 1.0), translate=(0.0, 0.0), all_markers=True)
     assert calls == []  # nothing recomputed when the layers are built
     by_name = {kw["name"]: kw for _, kw, _ in tuples}
     assert by_name["wide_error"]["contrast_limits"] == limits["error"]
-    assert by_name["DNA2 [error]"]["contrast_limits"] == limits["channel_error"][0]
+    assert by_name["DNA2 [missed]"]["contrast_limits"] == (-reconstruct_task.MISSED_LIMIT, reconstruct_task.MISSED_LIMIT)
+    rows = reconstruct_task.comparison_rows(result, reconstruct_task.default_markers(result),
+                                            base_names=list(image.channel_names), image_name="wide",
+                                            contrast=[(0.0, 1.0)] * n, scale=(1.0, 1.0), translate=(0.0, 0.0))
+    assert calls == [] and 1 <= len(rows) <= 2  # nor when the comparison's rows are

@@ -6,8 +6,13 @@
     xvfb-run -a python -m napari_imc_vae._napari.launch --headless-demo OUT.png
 
 ``--headless-demo`` runs the whole flow without a person (normalize, train the default
-model, reconstruct), saves a screenshot of the whole window, prints how long each stage
-took and exits 0; under Xvfb it needs no display.
+model, reconstruct), saves a screenshot of the whole window as the widgets leave it (their
+default view after Reconstruct: the comparison of the best and worst explained markers),
+prints how long each stage took and how much of the window the canvas has, and exits 0;
+under Xvfb it needs no display. ``docs/overlay.png`` is made this way::
+
+    xvfb-run -a -s "-screen 0 1920x1080x24" python -m napari_imc_vae._napari.launch \
+        --headless-demo docs/overlay.png ../shared/data/imc-testdata/steinbock_img/20210305_NE_mockData5_003.ome.tiff
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ WIDGETS = ("Normalize channels", "Train VAE", "Reconstruct")
 #: 600 steps keep the demo's training under about 1.5 minutes on two CPU cores (README).
 DEMO_BATCH = 128
 DEMO_STEPS = 600
+#: The window: a 1080p screen (less where the screen is smaller).
+WINDOW_SIZE = (1920, 1080)
 
 
 def open_viewer(path: str | None = None, *, title: str = "napari-imc-vae", show: bool = True):
@@ -37,8 +44,13 @@ def open_viewer(path: str | None = None, *, title: str = "napari-imc-vae", show:
     """
     import napari
 
+    from qtpy.QtWidgets import QApplication
+
     viewer = napari.Viewer(title=title, show=show)
-    viewer.window.resize(1700, 1050)
+    screen = QApplication.primaryScreen()
+    room = screen.availableGeometry() if screen is not None else None
+    width, height = WINDOW_SIZE
+    viewer.window.resize(min(width, room.width()) if room else width, min(height, room.height()) if room else height)
     if path is None:
         viewer.open_sample(PLUGIN, "synthetic_tissue")
     else:
@@ -122,18 +134,19 @@ def headless_demo(out: Path, path: str | None = None, *, steps: int = DEMO_STEPS
     print(f"held-out R² at each validation: {validation_r2(outcome.trained)}")
     if outcome.report is not None:
         print("\n".join(outcome.report.verdicts()))
+    raise_dock(recon)  # where the user goes next
     layers = wait_for(recon.finished, recon.reconstruct)
     if layers is None:
         print("reconstruction failed", file=sys.stderr)
         return 1
     t = stage("reconstruct + report", t)
-    for layer in viewer.layers:  # the raw channels, their reconstruction hidden, error on top
-        if layer.name.endswith(" [normalized]"):
-            layer.visible = False
-    raise_dock(train)
-    viewer.reset_view()
     for _ in range(20):
         napari.qt.get_qapp().processEvents()
+    canvas = viewer.window._qt_viewer.canvas.native.width()  # no public API for the canvas' size
+    window = viewer.window._qt_window.width()
+    print(f"canvas {canvas} of the window's {window} px ({canvas / window:.0%})")
+    print("compared: " + "; ".join(recon.compare.markers.item(r).text() for r in range(recon.compare.markers.count())
+                                   if recon.compare.markers.item(r).isSelected()))
     out.parent.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(path=str(out), canvas_only=False, flash=False)
     print(f"saved {out}")
