@@ -147,3 +147,17 @@ def test_the_first_layer_is_plain_words_and_the_numbers_follow(tiny_model, imc_t
     first, numbers = split_two_layers(text)
     assert first == sentences and text.startswith(sentences[0])
     assert f"\n{NUMBERS_HEADER}\n" in text and "R²" in numbers and "Cytokeratin 5" in numbers
+
+
+def test_the_cli_prints_the_plain_sentences_first(tiny_model, imc_testdata, tmp_path, capsys):
+    from napari_imc_vae.cli import main
+    from napari_imc_vae.engine.summary import NUMBERS_HEADER
+
+    model = tiny_model.save(tmp_path / "m.pt")
+    image = imc_testdata / "steinbock_img" / f"{MOCK5[0]}.ome.tiff"
+    assert main(["quality", str(model), str(image), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    first, numbers = out.split(f"\n{NUMBERS_HEADER}\n")
+    assert first.startswith(("Good enough to look at", "Look with care", "Not good enough to look at"))
+    assert not any(word in first for word in JARGON)
+    assert numbers.startswith(f"{MOCK5[0]}: patches of") and "verdict's test" in numbers and "healthy" not in numbers

@@ -67,3 +67,11 @@ def test_motif_table_counts_pixels_and_means_raw_intensity():
     assert rows[0]["A"] == pytest.approx(1.0)
     assert rows[0]["pixels"] == 1 and rows[0]["B"] == pytest.approx(8.0)
     assert rows[1]["B"] == pytest.approx(3.0 / (rows[1]["pixels"] - 1))
+
+
+def test_an_empty_motif_is_not_listed():
+    labels = np.array([[1, 3], [3, 3]], dtype=np.int32)  # motif 2 labels no cell: k-means left it empty
+    raw = np.ones((1, 4, 4), np.float32)
+    rows = motif_table(labels, 2, raw, ["A"], 3)
+    assert [r["motif"] for r in rows] == [1, 3] and all(r["pixels"] > 0 for r in rows)
+    assert sum(r["fraction"] for r in rows) == pytest.approx(1.0)

@@ -5,9 +5,9 @@ smoothing (Gaussian σ = 1 px), so that structure counts and the counting (shot)
 single pixels does not: a model that predicts the true rate everywhere scores about 1.
 
 Counting noise has a known size. A count of mean λ varies by λ (Poisson; λ + φλ² with the
-overdispersion φ of a negative binomial), and smoothing divides that variance by
-:data:`_KERNEL_ENERGY`'s inverse (Σ k² ≈ 0.08 for σ = 1 px). So, per channel, with ``s`` the
-smoothed image and ``ŝ`` the smoothed reconstruction:
+overdispersion φ of a negative binomial), and smoothing multiplies that variance by the
+kernel's energy Σ k² (≈ 0.08 for σ = 1 px). So, per channel, with ``s`` the smoothed image and
+``ŝ`` the smoothed reconstruction:
 
 - ``noise`` = Σk² · mean(s + φs²): the variance counting noise alone leaves in ``s``;
 - ``signal_to_noise`` = Var(s) / noise: about 1 for a channel of pure counting noise (no
