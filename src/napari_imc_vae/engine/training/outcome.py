@@ -108,7 +108,7 @@ class TrainOutcome:
         return "\n".join(lines)
 
     def report_text(self) -> str:
-        """The quality report in plain language, verdicts first, or why there is none."""
+        """The quality report, plain sentences first then the numbers, or why there is none."""
         report = self.report
         if report is not None:  # plain sentences, then the numbers (engine.summary)
             from napari_imc_vae.engine.summary import quality_text
@@ -117,8 +117,10 @@ class TrainOutcome:
         lines = [f"No quality report: {self.report_error or 'no held-out patches (image too small)'}"]
         history = self.trained.validation_history if self.trained is not None else []
         val = history[-1] if history else None
-        if val:
-            lines.append("Last validation: " + ", ".join(
+        if val:  # figures with ML names go behind the fold (engine.summary's second layer)
+            from napari_imc_vae.engine.summary import two_layer_text
+
+            return two_layer_text(lines, "Last validation: " + ", ".join(
                 f"{k} {val[k]:.3f}" for k in _VALIDATION_KEYS if k in val))
         return "\n".join(lines)
 
