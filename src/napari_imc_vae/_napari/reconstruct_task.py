@@ -22,6 +22,7 @@ from napari_imc_vae._napari.latent_view import latent_pca_rgb, latent_rgb_layer
 from napari_imc_vae._napari.comparison_view import MISSED_COLORMAP, ComparisonRow
 from napari_imc_vae._napari.layer_data import channel_metadata, contrast_limits, layer_units
 from napari_imc_vae.engine.apply import ApplySettings, apply_to_image, provenance
+from napari_imc_vae.engine.cells import cells_from_application
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.device import release_cuda_memory
 from napari_imc_vae.engine.error_unit import ERROR_UNIT_NAME, REGION_THRESHOLD
@@ -120,13 +121,14 @@ class ReconstructResult:
     error_unit: str = ERROR_UNIT_NAME
     markers: list = field(default_factory=list)
     ranking: list = field(default_factory=list)
+    cells: object | None = None  # CellTable of the Labels layer given, see .cells_layer
 
 
 def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAULT_MOTIFS,
                        stride: int | None = None, seed: int = 0,
                        on_progress: Callable[[tuple[int, int]], None] | None = None,
                        cancel: Callable[[], bool] | None = None,
-                       raw_limits: bool = False) -> ReconstructResult:
+                       raw_limits: bool = False, labels: tuple | None = None) -> ReconstructResult:
     """Apply ``trained`` to ``image`` (:func:`~napari_imc_vae.engine.apply.apply_to_image`).
 
     Parameters
@@ -148,6 +150,8 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAU
     raw_limits : bool
         Also compute contrast limits of the image's reconstructed channels (when there are no
         per-channel raw layers to take them from: a multichannel layer).
+    labels : (ndarray of shape (Y, X), str), optional
+        A segmentation and its name: ``cells`` gets its per-cell table.
 
     Raises
     ------
@@ -191,6 +195,7 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAU
         display_limits=limits, report=app.report, report_text=app.report_text(), quality=app.quality,
         motif_rows=app.motif_rows, hot_pixels=rec.hot_pixels, regions=app.regions,
         latent_rgb=latent_pca_rgb(rec.latent),
+        cells=None if labels is None else cells_from_application(app, labels[0], mask_name=labels[1]),
     )
 
 
@@ -361,7 +366,7 @@ def _regions_layer(regions: list[dict], name: str, common: dict, metadata: dict)
 
 
 def reconstruct_updates(trained: TrainedModel, image: ImcImage, *, k: int = DEFAULT_MOTIFS,
-                        stride: int | None = None, raw_limits: bool = False):
+                        stride: int | None = None, raw_limits: bool = False, labels: tuple | None = None):
     """Worker body: yield ``(done_tiles, total_tiles)`` now and then; return the result.
 
     Closing the generator (the worker quit, the widget closed) cancels the work at the next batch.
@@ -374,6 +379,6 @@ def reconstruct_updates(trained: TrainedModel, image: ImcImage, *, k: int = DEFA
 
     def work(callback):
         return run_reconstruction(trained, image, k=k, stride=stride, on_progress=callback,
-                                  cancel=cancelled.is_set, raw_limits=raw_limits)
+                                  cancel=cancelled.is_set, raw_limits=raw_limits, labels=labels)
 
     return (yield from stream_calls(work, wrap=lambda batch: batch[-1], on_close=cancelled.set))

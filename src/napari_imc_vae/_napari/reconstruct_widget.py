@@ -40,6 +40,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_imc_vae._napari.cells_layer import CellsPanel
 from napari_imc_vae._napari.comparison_view import ComparePanel
 from napari_imc_vae._napari.layer_data import COLORMAPS, RAW
 from napari_imc_vae._napari.layers import LayerImage, imc_info
@@ -97,6 +98,7 @@ class ReconstructWidget(QWidget):
                                tip="tile step in pixels; 0 = auto, half the patch")
         self.all_markers = CheckBox(text="Also add every marker's model and missed layers (hidden)", label="")
         self.options = labelled([self.k, self.stride, self.all_markers])
+        self.cells = CellsPanel(napari_viewer)  # a Labels layer gets the per-cell table
         self.compare = ComparePanel(napari_viewer)
         self.run_button = QPushButton("Reconstruct")
         self.run_button.clicked.connect(self.reconstruct)
@@ -118,6 +120,7 @@ class ReconstructWidget(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.picker)
         layout.addWidget(self.options.native)
+        layout.addWidget(self.cells)
         layout.addWidget(self.run_button)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.message)
@@ -183,6 +186,7 @@ class ReconstructWidget(QWidget):
                 note = trained.match_channels(image).note()
             except ValueError as e:
                 raise ValueError(f"the model does not fit {source.name}: {e}") from e
+            labels = self.cells.labels_for(image)
         except (ValueError, TypeError) as e:
             show_error(f"Reconstruct: {e}")
             return None
@@ -190,7 +194,7 @@ class ReconstructWidget(QWidget):
         # contrast limits are computed in the worker too: percentiles of every channel on the
         # GUI thread would freeze napari for large images
         worker = create_worker(reconstruct_updates, trained, image, k=k, stride=stride,
-                               raw_limits=source.is_multichannel_layer,
+                               raw_limits=source.is_multichannel_layer, labels=labels,
                                _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_yielded)
         worker.returned.connect(lambda result: self._on_returned(source, result, note))
@@ -247,6 +251,7 @@ class ReconstructWidget(QWidget):
         self.report.set_report(getattr(result, "report_text", "") or "")
         self.regions.set_regions(result.regions, scale=tuple(source.layers[0].scale[-2:]),
                                  translate=tuple(source.translate), layer_name=f"{source.name}_regions")
+        self.cells.show(result.cells)
         self.finished.emit(layers)
 
     def _add_layers(self, source: LayerImage, result: ReconstructResult) -> list:

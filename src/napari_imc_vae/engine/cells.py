@@ -334,7 +334,7 @@ def cells_from_application(app, labels: np.ndarray, *, mask_name: str = "mask") 
     elif app.region_map is not None:
         high = np.zeros(app.region_map.shape, bool)
     k = app.motif_model.k if app.motif_model is not None else 0
-    uns = {"image": image.name, "source": str(image.source), "model_sha256": app.provenance.get("model_sha256"),
+    uns = {"image": image.name, "source": str(image.source), "mask": mask_name, "model_sha256": app.provenance.get("model_sha256"),
            "model_file": app.provenance.get("model_file"), "normalization": app.provenance.get("normalization"),
            "n_motifs": int(k), "motif_source": app.motif_source, "stride": int(rec.stride),
            "pixel_size_um": float(image.pixel_size_um), "error_unit": _error_unit_name(),
