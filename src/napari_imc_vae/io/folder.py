@@ -16,6 +16,7 @@ that is not an IMC export) are not images and are left alone.
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,9 @@ def folder_layout(path: str | os.PathLike) -> FolderLayout:
     path = Path(path)
     if not path.is_dir():
         raise ImcReadError(f"{path}: folder does not exist")
-    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    _refuse_unreadable(path, entries)
+    files = [p for p in entries if p.is_file()]
     by_kind: dict[str, list[Path]] = {"mcd": [], "txt": [], "tiff": []}
     for p in files:
         name = p.name.lower()
@@ -123,6 +126,27 @@ def folder_layout(path: str | os.PathLike) -> FolderLayout:
     if stacks or (path / "images.csv").is_file():
         return FolderLayout(IMAGES, tuple(tiffs))
     return FolderLayout(CHANNELS, tuple(tiffs))
+
+
+def _refuse_unreadable(folder: Path, entries: Sequence[Path]) -> None:
+    """An entry named like an image that cannot be read (a broken or looping symlink, a FIFO,
+    a folder, no permission) is an error: skipping it would read an image without a channel."""
+    for p in entries:
+        if not p.name.lower().endswith(_suffixes.ALL):
+            continue
+        try:
+            mode = p.stat().st_mode  # follows symlinks: a dangling or looping one raises here
+        except OSError as e:
+            target = f" -> {os.readlink(p)}" if p.is_symlink() else ""
+            raise ImcReadError(f"{folder}: cannot read {p.name}{target}: {e.strerror or e} "
+                               f"(a broken or looping symlink?); remove it or fix it") from e
+        if stat.S_ISDIR(mode):
+            raise ImcReadError(f"{folder}: {p.name} is a folder named like an image file; "
+                               f"rename or move it")
+        if not stat.S_ISREG(mode):
+            raise ImcReadError(f"{folder}: {p.name} is not a regular file (a FIFO, socket or device)")
+        if not os.access(p, os.R_OK):
+            raise ImcReadError(f"{folder}: {p.name} cannot be read (no read permission)")
 
 
 def shared_prefix(stems: Sequence[str]) -> str:

@@ -108,3 +108,72 @@ class ImcImage:
     @property
     def nonfinite_count(self) -> int:
         return int(self.data.size - np.count_nonzero(np.isfinite(self.data)))
+
+
+#: Environment variable: the largest image a reader decodes, in GB as float32 (default: see
+#: :func:`image_size_limit`).
+MAX_IMAGE_ENV = "NAPARI_IMC_VAE_MAX_IMAGE_GB"
+#: Never more than this (as float32), whatever the machine: a header claiming more is damaged.
+MAX_IMAGE_BYTES = 1 << 36
+#: Normalizing and diagnosing an image hold several float32 copies of it (measured: about 8 for
+#: ``diagnose``), so an image may take at most this share of the memory available.
+MEMORY_SHARE = 8
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux: MemAvailable), else the physical memory; None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def image_size_limit() -> tuple[int, str]:
+    """The largest image (bytes as float32) a reader decodes, and where that limit comes from."""
+    import os
+
+    text = os.environ.get(MAX_IMAGE_ENV, "").strip()
+    if text:
+        try:
+            gb = float(text)
+        except ValueError:
+            gb = float("nan")
+        if gb > 0:
+            return int(min(gb * 1e9, MAX_IMAGE_BYTES)), f"set by {MAX_IMAGE_ENV}={text}"
+        raise ImcReadError(f"{MAX_IMAGE_ENV} must be a number of GB > 0, got {text!r}")
+    available = _available_memory()
+    if available is None:
+        return MAX_IMAGE_BYTES, "the fixed limit"
+    return (min(available // MEMORY_SHARE, MAX_IMAGE_BYTES),
+            f"1/{MEMORY_SHARE} of the {available / 1e9:.1f} GB of memory available; set {MAX_IMAGE_ENV} to change it")
+
+
+def check_decoded_size(path, shape, dtype) -> None:
+    """Refuse, before decoding, an image whose pixels would not fit: a compressed file can claim
+    (and hold) far more than its size suggests.
+
+    Raises
+    ------
+    ImcReadError
+        Naming the shape, the size as stored and as float32, and the limit.
+    """
+    n = 1
+    for side in shape:
+        n *= int(side)
+    stored, as_float = n * np.dtype(dtype).itemsize, n * 4
+    limit, why = image_size_limit()
+    if as_float > limit:
+        raise ImcReadError(
+            f"{path}: the image is {' x '.join(str(int(s)) for s in shape)} {np.dtype(dtype).name} "
+            f"({stored / 1e9:.2f} GB decoded, {as_float / 1e9:.2f} GB as float32), more than the limit of "
+            f"{limit / 1e9:.2f} GB ({why})"
+        )

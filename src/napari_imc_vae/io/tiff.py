@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from napari_imc_vae.io._common import MAX_NBYTES, as_stack, build_image, check_file
-from napari_imc_vae.io.image import ImcImage, ImcReadError
+from napari_imc_vae.io._common import as_stack, build_image, check_file
+from napari_imc_vae.io.image import ImcImage, ImcReadError, check_decoded_size
 from napari_imc_vae.io.ometiff import parse_ome_channels
 from napari_imc_vae.io.panel import PanelCountError, find_panel
 
@@ -55,12 +55,7 @@ def _one_series(tf: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Pa
             f"{path}: RGB/colour image ({page.photometric.name}, {n_samples} samples per pixel); "
             "IMC readers expect one intensity per channel, shape (C, Y, X)"
         )
-    nbytes = int(np.prod(series.shape, dtype=np.float64)) * series.dtype.itemsize
-    if nbytes > MAX_NBYTES:
-        raise ImcReadError(
-            f"{path}: header claims an image of {nbytes} bytes, shape {series.shape}"
-        )
-    _check_complete(tf, series, path)
+    check_decoded_size(path, series.shape, series.dtype)  # before decoding: compression can hide GBs
     data = series.asarray()
     if "S" in axes and data.ndim == 3 and n_samples > 1:
         # Extra non-colour samples (planar or interleaved) are channels.
@@ -68,18 +63,30 @@ def _one_series(tf: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Pa
     return data
 
 
-def _check_complete(tf: tifffile.TiffFile, series: tifffile.TiffPageSeries, path: Path) -> None:
-    # tifffile zero-fills what a truncated file lacks; a silently blank channel is worse
-    # than an error, so every page and every strip must lie inside the file.
+def _check_pages(tf: tifffile.TiffFile, path: Path) -> None:
+    """Every strip or tile of every page inside the file and of a plausible size.
+
+    tifffile zero-fills what a truncated file lacks and reads a missing strip as zeros; a
+    silently blank channel is worse than an error.
+    """
     size = tf.filehandle.size
-    for i, page in enumerate(series.pages):
-        if page is None:
-            raise ImcReadError(f"{path}: truncated TIFF, image page {i} is missing")
-        ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts)]
-        if ends and max(ends) > size:
+    for i, page in enumerate(tf.pages):
+        offsets, counts = page.dataoffsets, page.databytecounts
+        if not offsets or not counts or len(offsets) != len(counts):
+            raise ImcReadError(f"{path}: damaged TIFF, page {i} does not say where its pixels are")
+        ends = [o + n for o, n in zip(offsets, counts)]
+        if max(ends) > size:
             raise ImcReadError(
                 f"{path}: truncated TIFF, page {i} needs {max(ends)} bytes, file has {size}"
             )
+        if min(counts) == 0 or min(offsets) == 0:
+            raise ImcReadError(f"{path}: damaged TIFF, page {i} has an empty strip or tile "
+                               f"(it would read as zeros)")
+        if page.compression == tifffile.COMPRESSION.NONE:
+            needed = page.imagewidth * page.imagelength * page.samplesperpixel * page.bitspersample // 8
+            if sum(counts) < needed:
+                raise ImcReadError(f"{path}: damaged TIFF, page {i} holds {sum(counts)} bytes of pixels, "
+                                   f"its {page.imagelength} x {page.imagewidth} image needs {needed}")
 
 
 class TiffWarning(UserWarning):
@@ -139,18 +146,51 @@ def _declared_planes(tf: tifffile.TiffFile) -> tuple[int, str] | None:
     return None
 
 
-def _check_page_count(tf: tifffile.TiffFile, path: Path, messages: list[str]) -> None:
-    """Refuse a file whose page chain tifffile found broken and that holds fewer planes than
-    its metadata declares (tifffile would return the pages before the break, silently)."""
+#: What tifffile logs about a file it could still parse that does not change what is read.
+_HARMLESS = ("coercing invalid ASCII",)
+
+
+def _check_structure(tf: tifffile.TiffFile, path: Path, messages: list[str]) -> None:
+    """Refuse a file whose structure tifffile had to skip over or that disagrees with itself.
+
+    A broken page chain (a cut file), a tag that could not be read, pages whose strips lie
+    past the end, an OME-XML whose planes differ from the file's: tifffile reads what it can
+    and logs the rest, which would give fewer channels (1 instead of 5) or zero-filled ones.
+    """
     found = sum(int(getattr(page, "samplesperpixel", 1)) for page in tf.pages)  # walks the chain
-    if not messages:
-        return  # a complete chain: the series logic and _check_complete judge the rest
     declared = _declared_planes(tf)
-    if declared is not None and found < declared[0]:
+    damage = [m for m in messages if not any(h in m for h in _HARMLESS)]
+    said = "; ".join(dict.fromkeys(messages))
+    if declared is not None and found < declared[0] and damage:
         raise ImcReadError(
             f"{path}: truncated TIFF, {declared[1]} declares {declared[0]} planes but the file "
-            f"holds {found} (tifffile: {'; '.join(dict.fromkeys(messages))})"
+            f"holds {found} (tifffile: {said})"
         )
+    if declared is not None and declared[1] == "the OME-XML" and declared[0] != found \
+            and not re.search(r"<(?:\w+:)?UUID\b[^>]*FileName=", tf.ome_metadata or ""):
+        raise ImcReadError(
+            f"{path}: the OME-XML declares {declared[0]} planes (SizeC x SizeZ x SizeT) but the file "
+            f"holds {found}: refusing to guess which planes are the channels"
+        )
+    if damage:
+        _refuse_damage(path, found, said)
+    _check_pages(tf, path)
+
+
+def _refuse_damage(path: Path, found: int, said: str) -> None:
+    if "page offset" in said or "offset to page" in said:
+        try:
+            find_panel(path, found)
+        except PanelCountError as e:
+            if e.listed > e.found:  # the panel is right, the file was cut short
+                raise ImcReadError(f"{path}: truncated TIFF, the panel declares {e.listed} channels "
+                                   f"but the file holds {e.found} (tifffile: {said})") from e
+        except ImcReadError:
+            pass  # an unreadable panel: the damage below is the news
+        raise ImcReadError(f"{path}: truncated or damaged TIFF, its chain of pages breaks after page "
+                           f"{found} (a cut file loses channels) (tifffile: {said})")
+    raise ImcReadError(f"{path}: damaged TIFF, tifffile had to skip parts of it, so its channels "
+                       f"cannot be trusted (tifffile: {said})")
 
 
 def tiff_planes(path: Path) -> int:
@@ -165,7 +205,7 @@ def tiff_planes(path: Path) -> int:
     check_file(path)
     try:
         with tifffile_messages() as messages, tifffile.TiffFile(path) as tf:
-            _check_page_count(tf, path, messages)
+            _check_structure(tf, path, messages)
             if not tf.series:
                 raise ImcReadError(f"{path}: TIFF holds no image")
             series = tf.series
@@ -184,7 +224,7 @@ def _load(path: Path) -> tuple[np.ndarray, str | None, list[str]]:
     check_file(path)
     try:
         with tifffile_messages() as messages, tifffile.TiffFile(path) as tf:
-            _check_page_count(tf, path, messages)
+            _check_structure(tf, path, messages)
             data = _series_array(tf, path)
             ome_xml = tf.ome_metadata if tf.is_ome else None
     except ImcReadError as e:
