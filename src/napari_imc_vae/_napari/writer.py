@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
-import tifffile
 
 from napari_imc_vae._napari.layer_data import IMC_KEY
 from napari_imc_vae.io import ImcImage
+from napari_imc_vae.io.outputs import write_map_tiff
 
 __all__ = ["image_from_layer_data", "save_ome_tiff", "write_ome_tiff"]
 
@@ -86,7 +84,11 @@ def image_from_layer_data(layer_data: Sequence[tuple]) -> ImcImage:
 
 
 def save_ome_tiff(path: str | os.PathLike, image: ImcImage) -> str:
-    """Write an ImcImage as a float32 OME-TIFF (axes CYX) with channel names.
+    """Write an ImcImage as a float32 OME-TIFF (axes CYX) with channel names and metals.
+
+    Through :func:`napari_imc_vae.io.outputs.write_map_tiff`, the package's one OME-TIFF
+    writer (atomic, physical pixel size): the display names stay the names, the metals ride
+    along as the OME ``Fluor`` (imctools style).
 
     Parameters
     ----------
@@ -99,22 +101,9 @@ def save_ome_tiff(path: str | os.PathLike, image: ImcImage) -> str:
     str
         The path written.
     """
-    px = float(image.pixel_size_um)
-    channel: dict[str, Any] = {"Name": list(image.channel_names)}
-    if all(image.metals):
-        # Name stays the display name; the metal rides along as the Fluor (imctools style).
-        channel["Fluor"] = list(image.metals)
-    metadata = {
-        "axes": "CYX",
-        "Channel": channel,
-        "PhysicalSizeX": px,
-        "PhysicalSizeXUnit": "µm",
-        "PhysicalSizeY": px,
-        "PhysicalSizeYUnit": "µm",
-    }
-    path = os.fspath(path)
-    tifffile.imwrite(path, image.data, ome=True, photometric="minisblack", metadata=metadata)
-    return path
+    written = write_map_tiff(path, image.data, image.pixel_size_um, channel_names=image.channel_names,
+                             metals=image.metals)
+    return os.fspath(written)
 
 
 def write_ome_tiff(path: str, layer_data: list[tuple]) -> list[str]:

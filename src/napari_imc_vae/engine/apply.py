@@ -196,9 +196,11 @@ class ModelApplication:
 
 
 def steinbock_names(trained: TrainedModel) -> list[str]:
-    """``Pr141_Cytokeratin 5`` names (metal_target) so that readers recover metal and target."""
-    return [name if key == name else f"{key}_{name}"
-            for name, key in zip(trained.channel_names, trained.channel_keys)]
+    """``Pr141_Cytokeratin 5`` names (metal_target) so that readers recover metal and target
+    (the io rule, :func:`~napari_imc_vae.io.steinbock_channel_name`: the metal is never doubled)."""
+    from napari_imc_vae.io import steinbock_channel_name
+
+    return [steinbock_channel_name(name, key) for name, key in zip(trained.channel_names, trained.channel_keys)]
 
 
 def provenance(trained: TrainedModel, stride: int) -> dict:

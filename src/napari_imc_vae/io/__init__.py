@@ -21,6 +21,7 @@ Every failure to read raises :class:`ImcReadError` (a ``ValueError``) naming the
 the problem. NaN/Inf pixel values are kept and reported with a :class:`NonFiniteWarning`.
 """
 
+from napari_imc_vae.io._common import steinbock_channel_name
 from napari_imc_vae.io._registry import (
     FILE_SUFFIXES,
     FOLDER_SUFFIXES,
@@ -48,4 +49,5 @@ __all__ = [
     "list_acquisitions",
     "read_imc",
     "read_imc_all",
+    "steinbock_channel_name",
 ]

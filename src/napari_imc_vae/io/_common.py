@@ -87,6 +87,17 @@ def steinbock_name(metal: str | None, label: str | None) -> str:
     return metal or label or ""
 
 
+def steinbock_channel_name(name: str, key: str | None = None) -> str:
+    """The one export name of a channel known by its name and its key (metal): ``Pr141_CD45``.
+
+    ``name`` may already carry the metal (``"Pr141_CD45"``, read from a folder of
+    single-channel files): it is split first (:func:`split_identity`), so the metal is never
+    written twice; a ``key`` that is a metal wins over a metal found in the name.
+    """
+    metal, label = split_identity(name)
+    return steinbock_name(parse_metal(key) or metal, label) or name
+
+
 def label_key(name: str) -> str:
     """What a channel name says about its target, for matching by label.
 

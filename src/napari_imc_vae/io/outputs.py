@@ -32,8 +32,11 @@ REGION_COLUMNS = ("rank", "y", "x", "y_um", "x_um", "area", "peak_error", "mean_
 
 
 def write_map_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size_um: float, *,
-                   channel_names: Sequence[str] | None = None) -> Path:
+                   channel_names: Sequence[str] | None = None,
+                   metals: Sequence[str | None] | None = None) -> Path:
     """Write a (Y, X) or (C, Y, X) array as an OME-TIFF with its physical pixel size.
+
+    The package's one OME-TIFF writer: the CLI's maps and the napari writer use it.
 
     Parameters
     ----------
@@ -44,6 +47,9 @@ def write_map_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size_um: flo
         Size of one array pixel in µm (image pixel size × stride for latent-grid maps).
     channel_names : sequence of str, optional
         One per channel of a (C, Y, X) array.
+    metals : sequence of str or None, optional
+        The metal of each named channel, written as the OME ``Fluor`` (imctools' style) when
+        every channel has one, so that :func:`~napari_imc_vae.io.read_imc` gives it back.
     """
     data = np.ascontiguousarray(data)
     if data.ndim not in (2, 3):
@@ -55,6 +61,8 @@ def write_map_tiff(path: str | os.PathLike, data: np.ndarray, pixel_size_um: flo
         if data.ndim != 3 or len(channel_names) != data.shape[0]:
             raise ValueError(f"{len(channel_names)} channel names for an array of shape {data.shape}")
         meta["Channel"] = {"Name": list(channel_names)}
+        if metals is not None and len(metals) == len(channel_names) and all(metals):
+            meta["Channel"]["Fluor"] = list(metals)
     per_cm = 1e4 / px if px > 0 else 1.0
 
     def write(f) -> None:
