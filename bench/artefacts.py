@@ -8,12 +8,17 @@ default normalization, model, critic and TrainConfig) except ``--steps`` on the 
 ROIs, then inject artefacts of known kind into copies of the held-out ROI (placements drawn from
 ``seed`` and the ROI's index) and score every pixel three ways:
 
-* model: ``apply_to_image(...).reconstruction.error``, the mean over channels of the squared error
-  against the image as read (before the hot-pixel filter), in normalized units;
+* model: ``apply_to_image(...).reconstruction.error``, the calibrated pixel error in noise SDs
+  (``engine/error_unit.py``) of the image as read (before the hot-pixel filter);
 * PCA-k: the model file's stored baseline (PCA with k = latent dims fitted on the model's training
   patches) run through ``reconstruct_image`` like the model (overlapping tiles at stride P/2,
-  blended): the same filtered input, the same error against the image as read;
-* median 3×3: ``|x − median3×3(x)|`` of the image as read in normalized units, mean over channels.
+  blended): the same filtered input, the same unit against the image as read;
+* median 3×3: the 3×3 median of the image as read taken as the predicted rate, in the same unit
+  (noise model estimated on the image, the same dead-area cue).
+
+A diagnostic repeats the three in the old unit (mean over channels of the squared error in
+normalized units; ``|x − median3×3(x)|`` for the median). The clean held-out ROI (nothing
+injected) is run through ``apply_to_image`` with regions on: the regions it lists are false alarms.
 
 AUROC (``sklearn.metrics.roc_auc_score``) per kind, positives the artefact's pixels, negatives every
 pixel it left untouched, one image per kind. The regions list is judged on one image holding all
@@ -46,8 +51,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # ablation's helpers, 
 from ablation import _PCATiles, without_hot_pixel_filter  # noqa: E402
 from napari_imc_vae.engine.apply import ApplySettings, apply_to_image  # noqa: E402
 from napari_imc_vae.engine.device import apply_thread_policy, describe_precision  # noqa: E402
+from napari_imc_vae.engine.error_unit import (  # noqa: E402
+    REGION_THRESHOLD,
+    count_residual,
+    dead_area_error,
+    estimate_noise,
+    pixel_error,
+)
 from napari_imc_vae.engine.inference import reconstruct_image  # noqa: E402
-from napari_imc_vae.engine.regions import find_regions  # noqa: E402
 from napari_imc_vae.engine.trainer import TrainConfig  # noqa: E402
 from napari_imc_vae.engine.workflow import TrainingRun, ordered_data  # noqa: E402
 from napari_imc_vae.io import ImcImage, read_imc  # noqa: E402
@@ -72,12 +83,10 @@ FOOTPRINT = {"hot_above": (1, 1), "hot_below": (1, 1), "streak": (1, 40), "blob"
 GAP, BORDER = 2, 2  # px: artefacts never touch each other's 3×3 neighbourhoods nor the image border
 SPILL_FRACTION, SPILL_TOP = 0.05, 0.05
 METHODS = ("model", "pca", "median")
-#: A diagnostic beside the three: each method's squared residual per channel in units of that
-#: channel's mean over the image (as ``apply_to_image`` scales the model's ``channel_error``), its
-#: maximum over channels: a one-channel artefact is not diluted by the channels it left alone.
-PER_CHANNEL = tuple(f"{m}_channel_max" for m in METHODS)
-DIAGNOSTIC = PER_CHANNEL[0]
-SCORES = (*METHODS, *PER_CHANNEL)
+#: A diagnostic beside the three: the same predictions in the old unit (mean over channels of the
+#: squared error in normalized units; the median's mean |x − median3×3(x)|).
+OLD_UNIT = tuple(f"{m}_old" for m in METHODS)
+SCORES = (*METHODS, *OLD_UNIT)
 
 
 @dataclass
@@ -193,21 +202,22 @@ def spillover(data: np.ndarray, normalizer, rng: np.random.Generator):
 def score_maps(trained, image: ImcImage, *, regions: bool = False) -> tuple[dict[str, np.ndarray], object]:
     """Per-pixel scores of the three methods on ``image``, and the model's ModelApplication."""
     app = apply_to_image(trained, image, ApplySettings(motifs=0, quality=False, regions=regions,
-                                                       outputs=("error", "channel_error", "hot_pixels")))
+                                                       outputs=("error", "residual", "channel_error", "hot_pixels")))
     data = ordered_data(trained, image)
     tiles = _PCATiles(trained.baseline, trained.model.config.patch_size)
     pca = reconstruct_image(tiles, data, trained.normalizer, outputs=("error", "channel_error"))
     x = without_hot_pixel_filter(trained.normalizer)(data)
     median = np.abs(x - ndimage.median_filter(x, size=(1, 3, 3), mode="mirror"))
-    return {"model": app.reconstruction.error, "pca": pca.error, "median": median.mean(axis=0),
-            "model_channel_max": channel_max(app.reconstruction.channel_error),
-            "pca_channel_max": channel_max(pca.channel_error), "median_channel_max": channel_max(median ** 2)}, app
+    return {"model": app.reconstruction.error, "pca": pca.error, "median": median_error(data),
+            "model_old": np.nanmean(app.reconstruction.channel_error, axis=0),
+            "pca_old": np.nanmean(pca.channel_error, axis=0), "median_old": median.mean(axis=0)}, app
 
 
-def channel_max(squared: np.ndarray) -> np.ndarray:
-    """Max over channels of (C, Y, X) squared residuals, each channel divided by its image mean."""
-    mean = np.nanmean(squared, axis=(1, 2), keepdims=True)
-    return np.nanmax(squared / np.where(mean > 0, mean, 1.0), axis=0)
+def median_error(data: np.ndarray) -> np.ndarray:
+    """The error unit with the 3×3 median of the raw image as read as the predicted rate."""
+    rate = ndimage.median_filter(np.asarray(data, np.float32), size=(1, 3, 3), mode="mirror")
+    scale, dispersion = estimate_noise(data, rate)
+    return pixel_error(count_residual(data, rate, dispersion, scale=scale), dead_area_error(data, scale=scale))
 
 
 def auroc(score: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> float:
@@ -275,10 +285,16 @@ def run_one(images: list[ImcImage], held_index: int, seed: int, steps: int, mode
     maps, app = score_maps(trained, replace(held, data=inject(data, planned)), regions=True)
     row["regions"] = judge_regions(app.region_map, app.region_threshold, app.regions, planned)
     row["n_regions"] = len(app.regions)
-    # the same rule on the mean over channels (what the regions were found on before): is the
-    # per-channel view the better one for one-channel artefacts?
-    regions, threshold = find_regions(app.reconstruction.error, app.reconstruction.channel_error, app.channel_names)
-    row["regions_mean_map"] = judge_regions(app.reconstruction.error, threshold, regions, planned)
+    # nothing injected: every region is a false alarm (or an artefact of the ROI itself)
+    clean = apply_to_image(trained, held, ApplySettings(motifs=0, quality=False))
+    row["clean"] = {"pixels": int(np.isfinite(clean.error_map).sum()), "regions": len(clean.regions),
+                    "single_pixel": sum(r["area"] == 1 for r in clean.regions),
+                    "above_threshold": int((clean.error_map > REGION_THRESHOLD).sum()),
+                    "mean_error": float(np.nanmean(clean.error_map)),
+                    "mean_abs_residual": float(np.nanmean(np.abs(clean.residual))),
+                    "sd_residual": float(np.nanstd(clean.residual)),
+                    "scale": [round(float(v), 3) for v in clean.reconstruction.noise_scale],
+                    "dispersion": [round(float(v), 3) for v in clean.reconstruction.dispersion]}
     row["total_s"] = round(time.perf_counter() - started, 1)
     return row
 
@@ -304,32 +320,37 @@ def _auroc_rows(rows: list[dict], methods: tuple[str, ...]) -> list[str]:
 def markdown_tables(rows: list[dict]) -> str:
     n = len(rows)
     lines = [f"AUROC per pixel, mean ± sd over {n} runs (held-out ROI × seed); positives: the artefact's "
-             "pixels, negatives: the pixels it left untouched.", "",
+             "pixels, negatives: the pixels it left untouched. All three in the calibrated unit (noise SDs).", "",
              "| artefact | model error map | PCA-k residual | median 3×3 residual |", "|---|---|---|---|"]
     lines += _auroc_rows(rows, METHODS)
-    lines += ["", "Diagnostic, the same maps per channel: each channel's squared residual in units of its mean "
-              "over the image, maximum over channels:", "",
-              "| artefact | model, per-channel max | PCA-k, per-channel max | median 3×3, per-channel max |",
-              "|---|---|---|---|"]
-    lines += _auroc_rows(rows, PER_CHANNEL)
+    lines += ["", "Diagnostic, the same predictions in the old unit (mean over channels of the squared error in "
+              "normalized units; the median's mean |x − median3×3(x)|):", "",
+              "| artefact | model, old unit | PCA-k, old unit | median 3×3, old unit |", "|---|---|---|---|"]
+    lines += _auroc_rows(rows, OLD_UNIT)
+    pixels = sum(r["clean"]["pixels"] for r in rows)
+    regions = sum(r["clean"]["regions"] for r in rows)
+    singles = sum(r["clean"]["single_pixel"] for r in rows)
+    lines += ["", f"The clean held-out ROIs (nothing injected), threshold {REGION_THRESHOLD:g} noise SD: "
+              f"{regions} regions on {pixels:,} pixels = **{1e5 * regions / pixels:.1f} per 100,000 pixels** "
+              f"({singles} of them single pixels; {1e5 * (regions - singles) / pixels:.1f} per 100,000 larger). "
+              "Per run (regions, pixels above the threshold, mean pixel error, mean |residual| and its sd): " + "; ".join(
+                  f"{r['held']} seed {r['seed']}: {r['clean']['regions']}, {r['clean']['above_threshold']}, "
+                  f"{r['clean']['mean_error']:.2f}, {r['clean']['mean_abs_residual']:.2f} ± {r['clean']['sd_residual']:.2f}"
+                  for r in rows) + "."]
     n_top = sum(COUNTS.values())
     lines += ["", f"Regions list on one image holding all {n_top} local artefacts at once "
               f"(top-N: N = {n_top}, the number injected), over the same {n} runs:", "",
-              "| artefact | injected | in a top-N region | in any region | shape guess of the region over it "
-              "| *regions on the mean over channels instead (before): top-N / any / shapes* |", "|---|---|---|---|---|---|"]
+              "| artefact | injected | in a top-N region | in any region | shape guess of the region over it |",
+              "|---|---|---|---|---|"]
     for kind in LOCAL_KINDS:
-        cells = []
-        for key in ("regions", "regions_mean_map"):
-            judged = [j for r in rows for j in r[key] if j["kind"] == kind]
-            top = sum(j["rank"] is not None and j["rank"] <= n_top for j in judged)
-            anyr = sum(j["rank"] is not None for j in judged)
-            shapes = {}
-            for j in judged:
-                shapes[j["shape"] or "no region"] = shapes.get(j["shape"] or "no region", 0) + 1
-            guess = ", ".join(f"{s} {k}" for s, k in sorted(shapes.items(), key=lambda t: -t[1]))
-            cells.append((len(judged), f"{top / len(judged):.0%}", f"{anyr / len(judged):.0%}", guess))
-        (n_in, top, anyr, guess), (_, dtop, dany, dguess) = cells
-        lines.append(f"| {LABELS[kind]} | {n_in} | {top} | {anyr} | {guess} | *{dtop} / {dany} / {dguess}* |")
+        judged = [j for r in rows for j in r["regions"] if j["kind"] == kind]
+        top = sum(j["rank"] is not None and j["rank"] <= n_top for j in judged)
+        anyr = sum(j["rank"] is not None for j in judged)
+        shapes = {}
+        for j in judged:
+            shapes[j["shape"] or "no region"] = shapes.get(j["shape"] or "no region", 0) + 1
+        guess = ", ".join(f"{s} {k}" for s, k in sorted(shapes.items(), key=lambda t: -t[1]))
+        lines.append(f"| {LABELS[kind]} | {len(judged)} | {top / len(judged):.0%} | {anyr / len(judged):.0%} | {guess} |")
     lines += ["", "Per run: " + "; ".join(
         f"{r['held']} seed {r['seed']}: {r['steps']} steps in {r['train_s']} s, {r['n_regions']} regions, "
         f"spillover from {r['spill_source']}, hot pixels above T filtered {r['hot_above_filtered']:.0%}" for r in rows)]
