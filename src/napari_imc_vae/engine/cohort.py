@@ -190,7 +190,7 @@ class NormalizedCache:
 
     def _save(self, file: Path, stored: np.ndarray) -> None:
         """``np.save``, with a full disk said as such (numpy says only "N requested and M written")."""
-        from napari_imc_vae.io.atomic import OutputError, free_space
+        from napari_imc_vae.io.atomic import OutputError, free_space, size_text
 
         try:
             np.save(file, stored)
@@ -198,8 +198,8 @@ class NormalizedCache:
             file.unlink(missing_ok=True)
             cause = e.strerror or str(e)
             raise OutputError(
-                f"cannot write the training cache {file} ({stored.nbytes / 2**20:.1f} MB for one image): {cause}; "
-                f"disk full? {free_space(self.path)}; set NAPARI_IMC_VAE_CACHE_DIR to a folder on a disk with "
+                f"cannot write the training cache {file} ({size_text(stored.nbytes)} for one image): {cause}; "
+                f"disk full? {free_space(self.path.parent)}; set NAPARI_IMC_VAE_CACHE_DIR to a folder on a disk with "
                 f"room, or NAPARI_IMC_VAE_IN_MEMORY_MB higher to keep the images in RAM") from e
 
     def _file(self, index: int) -> Path:

@@ -49,7 +49,8 @@ OWNER_PATTERN = r"(?P<host>[A-Za-z0-9-]+)-p(?P<pid>\d+)"
 _LEFTOVER = re.compile(rf"^\..+\.{OWNER_PATTERN}\.[A-Za-z0-9_]+\.(tmp|staging)$")
 
 
-def _host() -> str:
+def host_name() -> str:
+    """This machine's name as it appears in temporary names and lock files."""
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 
@@ -59,7 +60,7 @@ def owner_tag() -> str:
     The host is part of it because a shared folder (NFS on a cluster) is seen by processes
     of other machines, whose process ids mean nothing here.
     """
-    return f"{_host()}-p{os.getpid()}"
+    return f"{host_name()}-p{os.getpid()}"
 
 
 def owner_gone(host: str, pid: int) -> bool:
@@ -68,7 +69,7 @@ def owner_gone(host: str, pid: int) -> bool:
     A process id reused by another process keeps its leftovers for a while: never delete
     what a live process may still be writing.
     """
-    if host != _host() or pid == os.getpid():
+    if host != host_name() or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
@@ -94,6 +95,7 @@ def remove_leftovers(folder: str | os.PathLike, pattern: re.Pattern | None = Non
     list of Path
         What was removed. Never raises: a leftover that cannot be removed stays.
     """
+    locks = pattern is None  # lock files sit where the temporary files do
     pattern = pattern or _LEFTOVER
     removed = []
     try:
@@ -101,6 +103,9 @@ def remove_leftovers(folder: str | os.PathLike, pattern: re.Pattern | None = Non
     except OSError:
         return removed
     for entry in entries:
+        if locks and _LOCK_FILE.match(entry.name) and _remove_free_lock(entry.path):
+            removed.append(Path(entry.path))
+            continue
         match = pattern.match(entry.name)
         if not match or not owner_gone(match["host"], int(match["pid"])):
             continue
@@ -115,9 +120,39 @@ def remove_leftovers(folder: str | os.PathLike, pattern: re.Pattern | None = Non
     return removed
 
 
+#: Lock files of :class:`~napari_imc_vae.io.output_guard.OutputLock` (they start with ``pid``).
+_LOCK_FILE = re.compile(r"^\..+\.lock$")
+
+
+def _remove_free_lock(path: str) -> bool:
+    """Delete a lock file of ours that no process holds (its run was killed); True if deleted."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        if not os.read(fd, 64).startswith(b"pid "):  # not one of ours, or its run is starting
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return False  # held: that run is alive
+        if os.stat(path).st_ino != os.fstat(fd).st_ino:
+            return False
+        os.unlink(path)  # while we hold it, so no run holds it too
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 # --- writing ---------------------------------------------------------------------------------
 
-def _size(n: float) -> str:
+def size_text(n: float) -> str:
+    """Bytes in words: ``"35.2 KB"``."""
     for unit in ("bytes", "KB", "MB", "GB", "TB"):
         if n < 1024 or unit == "TB":
             return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
@@ -128,7 +163,7 @@ def _size(n: float) -> str:
 def free_space(folder: str | os.PathLike) -> str:
     """``"123.4 MB free in <folder>"``, or a note that it could not be measured."""
     try:
-        return f"{_size(shutil.disk_usage(folder).free)} free in {folder}"
+        return f"{size_text(shutil.disk_usage(folder).free)} free in {folder}"
     except OSError:
         return f"free space in {folder} unknown"
 

@@ -205,6 +205,9 @@ class OutputLock:
         """
         import fcntl
 
+        from napari_imc_vae.io.atomic import owner_gone
+
+        tries = 0
         while True:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
@@ -214,8 +217,13 @@ class OutputLock:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = _read_holder(fd)
+                fields = _read_holder(fd)
                 os.close(fd)
+                tries += 1
+                if _holder_gone(fields, owner_gone) and tries < 40:  # a later run removing a dead run's lock
+                    time.sleep(0.05)
+                    continue
+                holder = _describe(fields)
                 raise OutputLockedError(f"{self.target} is being written by another run ({holder}); "
                                         f"wait for it to end or choose another output") from None
             # the file may have been removed by its last holder between our open and lock: retry
@@ -228,7 +236,9 @@ class OutputLock:
             os.close(fd)
         since = time.strftime("%Y-%m-%d %H:%M:%S")
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}\nsince {since}\ncommand {self.command}\n".encode())
+        from napari_imc_vae.io.atomic import host_name
+
+        os.write(fd, f"pid {os.getpid()}\nhost {host_name()}\nsince {since}\ncommand {self.command}\n".encode())
         self._fd = fd
         return self
 
@@ -256,14 +266,27 @@ class OutputLock:
             pass
 
 
-def _read_holder(fd: int) -> str:
-    """``pid N, since T: command`` from a lock file held by another run."""
+def _read_holder(fd: int) -> dict[str, str]:
+    """The fields of a lock file held by another run (pid, host, since, command)."""
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         text = os.read(fd, 4096).decode("utf-8", "replace")
     except OSError:
         text = ""
-    fields = dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+    return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+
+
+def _holder_gone(fields: dict[str, str], owner_gone) -> bool:
+    pid = fields.get("pid", "")
+    return pid.isdigit() and owner_gone(fields.get("host", ""), int(pid))
+
+
+def _describe(fields: dict[str, str]) -> str:
+    """``pid N, since T: command``."""
     if "pid" not in fields:
         return "it is starting"
-    return f"pid {fields['pid']}, since {fields.get('since', '?')}: {fields.get('command', '?')}"
+    from napari_imc_vae.io.atomic import host_name
+
+    host = fields.get("host")
+    where = f" on {host}" if host and host != host_name() else ""
+    return f"pid {fields['pid']}{where}, since {fields.get('since', '?')}: {fields.get('command', '?')}"
