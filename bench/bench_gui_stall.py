@@ -1,13 +1,13 @@
-"""Longest main-thread stall while the "Train VAE" widget trains (target ≤ 100 ms).
+"""Longest main-thread stall over the whole flow: Normalize → Train VAE → Reconstruct (target ≤ 100 ms).
 
-Docks the widget on the synthetic sample image (32 channels, 256 × 256 px), starts
-training, and records the gaps between ticks of a 5 ms QTimer on the main thread until
-training, the quality report and the widget's final update are done. A long gap means
-the GUI froze. Runs twice: with progress in napari's activity dock (the default) and
-without (napari's animated "in progress" indicator repaints the window, which costs a lot
-under software OpenGL). Prints the figures; needs a display, so under Xvfb::
+Opens napari as the launcher does (the three docks tabified, window 1920 × 1080) on the synthetic
+sample (32 channels, 256 × 256 px) or an image given with ``--image``, then normalizes, trains
+(exact steps, then the quality report) and reconstructs, adding every layer, and waits
+``--settle`` seconds for napari to draw them. A 5 ms QTimer records the gaps between ticks on the
+main thread: a long gap means the GUI froze. A sampler thread records the main thread's Python
+stack every few ms, so each long gap is printed with where the main thread was. Needs a display::
 
-    xvfb-run -a python bench/bench_gui_stall.py [--seconds 10] [--profile]
+    xvfb-run -a -s "-screen 0 1920x1080x24" python bench/bench_gui_stall.py [--steps 200] [--activity]
 """
 
 from __future__ import annotations
@@ -17,107 +17,164 @@ import collections
 import sys
 import threading
 import time
-import traceback
 
+import napari_imc_vae  # noqa: F401 - first, as napari imports it: passive OpenMP waiting
 import numpy as np
 
-
-def sample_threads(stop: threading.Event, counts: collections.Counter, period_s: float = 0.01):
-    """Count where each thread spends its time (a poor man's sampling profiler)."""
-    me, names = threading.get_ident(), {}
-    while not stop.is_set():
-        for ident, frame in sys._current_frames().items():
-            if ident == me:
-                continue
-            if ident not in names:
-                names = {t.ident: t.name for t in threading.enumerate()}
-            stack = traceback.extract_stack(frame)[-4:]
-            counts[names.get(ident, "?")[:16] + ": " + " < ".join(
-                f"{f.name}({f.filename.rsplit('/', 1)[-1]}:{f.lineno})" for f in reversed(stack))] += 1
-        time.sleep(period_s)
+#: Stalls longer than this are listed with the main thread's stack (ms).
+LONG_GAP_MS = 50.0
 
 
-def measure(*, activity: bool, seconds: float, steps: int, profile: bool) -> float:
-    """One run: dock, train for ``seconds`` (then Stop), print the figures; returns the max gap."""
-    import napari
+class MainThreadSampler:
+    """Samples the main thread's stack every ``period_s`` in a helper thread.
+
+    A sample is ``(time, frames)``, frames innermost first as ``"function (file:line)"``. The
+    samples land while the main thread lets the GIL go (Python code switches every 5 ms); a
+    C call that holds the GIL shows up as the frame that called it.
+    """
+
+    def __init__(self, period_s: float = 0.003) -> None:
+        self.period_s = period_s
+        self.samples: list[tuple[float, tuple[str, ...]]] = []
+        self._stop = threading.Event()
+        self._main = threading.main_thread().ident
+        self._thread = threading.Thread(target=self._run, name="stall-sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            frame = sys._current_frames().get(self._main)
+            frames = []
+            while frame is not None and len(frames) < 40:
+                code = frame.f_code
+                frames.append(f"{code.co_name} ({code.co_filename.rsplit('/', 2)[-2:][-1]}:{frame.f_lineno})")
+                frame = frame.f_back
+            self.samples.append((time.perf_counter(), tuple(frames)))
+            time.sleep(self.period_s)
+
+    def where(self, start: float, end: float, depth: int = 6) -> list[tuple[int, str]]:
+        """The most frequent stacks (``depth`` innermost frames) sampled between ``start`` and ``end``."""
+        counts = collections.Counter(
+            " < ".join(frames[:depth]) for t, frames in self.samples if start <= t <= end)
+        return counts.most_common(3)
+
+
+def wait_for(signal, start, timeout_s: float = 900.0):
+    """Call ``start()``, run the event loop until ``signal`` fires; its argument (None: failed)."""
     from qtpy.QtCore import QEventLoop, QTimer
 
-    viewer = napari.Viewer(title="bench: GUI stall during training")
-    viewer.window.resize(1600, 1000)
-    viewer.open_sample("napari-imc-vae", "synthetic_tissue")
-    _, widget = viewer.window.add_plugin_dock_widget("napari-imc-vae", "Train VAE")
-    f = widget.form
-    f.patch.setValue(8)
-    f.latent.setValue(16)
-    f.width.setValue(256)
-    f.steps.setValue(steps)
-    f.batch.setValue(256)
-    widget.activity.setChecked(activity)
-    app = napari.qt.get_qapp()
-    for _ in range(20):
-        app.processEvents()
+    loop, got = QEventLoop(), []
+    signal.connect(lambda value=None: (got.append(value), loop.quit()))
+    QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    if start() is None:
+        return None
+    if not got:
+        loop.exec()
+    return got[0] if got else None
 
-    slots: dict[str, list[float]] = {"_on_yielded": [], "_on_returned": []}
-    for name, times in slots.items():  # time the widget's main-thread callbacks
-        def timed(*a, _f=getattr(widget, name), _t=times):
-            t0 = time.perf_counter()
-            _f(*a)
-            _t.append((time.perf_counter() - t0) * 1000.0)
-        setattr(widget, name, timed)
-    ticks: list[float] = []
-    timer = QTimer()
-    timer.setInterval(5)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    loop, outcome = QEventLoop(), []
-    widget.finished.connect(lambda o: (outcome.append(o), loop.quit()))
-    counts: collections.Counter = collections.Counter()
-    stop = threading.Event()
-    if profile:
-        threading.Thread(target=sample_threads, args=(stop, counts), daemon=True).start()
-    timer.start()
-    start = time.perf_counter()
-    assert widget.train() is not None
-    QTimer.singleShot(int(seconds * 1000), widget.stop)
-    QTimer.singleShot(int((seconds + 300) * 1000), loop.quit)
+
+def spin(seconds: float) -> None:
+    """Run the event loop for ``seconds`` (napari draws what was added)."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
     loop.exec()
-    end = time.perf_counter()
-    timer.stop()
-    stop.set()
-
-    gaps = np.diff(np.asarray(ticks)) * 1000.0
-    run_steps = outcome[0].trained.step if outcome and outcome[0] else 0
-    print(f"--- activity dock progress {'on' if activity else 'off'}; {widget.device_label.text()}")
-    print(f"{run_steps} steps in {seconds:.0f} s of training, then Stop; whole run "
-          f"{end - start:.1f} s (quality report included); {widget.plot.redraws} plot redraws")
-    print(f"timer ticks: {len(ticks)} ({len(ticks) / (end - start):.0f}/s for a 5 ms timer)")
-    print(f"main-thread gaps: median {np.median(gaps):.1f} ms, p99 {np.percentile(gaps, 99):.1f} ms, "
-          f"max {gaps.max():.1f} ms (target ≤ 100 ms)")
-    worst = np.argsort(gaps)[::-1][:4]
-    print("longest gaps (ms @ s after Train): " + ", ".join(
-        f"{gaps[i]:.0f} @ {ticks[i] - start:.2f}" for i in sorted(worst)))
-    for name, times in slots.items():
-        if times:
-            print(f"{name}: {len(times)} calls, median {np.median(times):.1f} ms, "
-                  f"max {max(times):.1f} ms")
-    if profile:
-        total = sum(counts.values())
-        for where, n in counts.most_common(10):
-            print(f"{100 * n / total:5.1f}%  {where}")
-    viewer.close()
-    return float(gaps.max())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100_000)
-    parser.add_argument("--seconds", type=float, default=10.0,
-                        help="press Stop after this long (the stall is measured to the end)")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print where the threads spent their time")
+    parser.add_argument("--image", help="an IMC file (default: the synthetic sample)")
+    parser.add_argument("--steps", type=int, default=200, help="exact training steps (200)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--activity", action="store_true",
+                        help="also show training progress in napari's activity dock")
+    parser.add_argument("--settle", type=float, default=3.0,
+                        help="seconds of event loop after the last stage (napari draws the layers)")
     args = parser.parse_args(argv)
-    worst = [measure(activity=a, seconds=args.seconds, steps=args.steps, profile=args.profile)
-             for a in (True, False)]
-    return 0 if max(worst) <= 100 else 2
+
+    import napari
+    from qtpy.QtCore import QTimer
+
+    from napari_imc_vae._napari.launch import PLUGIN, WIDGETS
+    from napari_imc_vae._napari.train_form import EXACT_STEPS
+
+    t_open = time.perf_counter()
+    viewer = napari.Viewer(title="bench: GUI stall over the whole flow")
+    viewer.window.resize(1920, 1080)
+    if args.image:
+        viewer.open(args.image, plugin=PLUGIN)
+    else:
+        viewer.open_sample(PLUGIN, "synthetic_tissue")
+    docks = {}
+    for name in WIDGETS:
+        _, docks[name] = viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=bool(docks))
+    norm, train, recon = (docks[name] for name in WIDGETS)
+    spin(2.0)  # the first draw and the first estimate's timing are not part of the flow
+    print(f"napari, the image and the docks: {time.perf_counter() - t_open:.1f} s")
+
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(5)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    sampler = MainThreadSampler()
+    stages: list[tuple[str, float, float]] = []
+
+    def stage(name: str, start, signal) -> object:
+        t0 = time.perf_counter()
+        value = wait_for(signal, start)
+        stages.append((name, t0, time.perf_counter()))
+        return value
+
+    sampler.start()
+    timer.start()
+    failed = None
+    if stage("normalize", norm.normalize, norm.finished) is None:
+        failed = "normalize"
+    else:
+        f = train.form
+        f.budget.value = EXACT_STEPS
+        f.steps.value, f.batch.value = args.steps, args.batch
+        train.activity.setChecked(args.activity)
+        outcome = stage("train + quality report", train.train, train.finished)
+        if outcome is None:
+            failed = "train"
+        elif stage("reconstruct + layers", recon.reconstruct, recon.finished) is None:
+            failed = "reconstruct"
+    t0 = time.perf_counter()
+    spin(args.settle)
+    stages.append(("napari draws the new layers", t0, time.perf_counter()))
+    timer.stop()
+    sampler.stop()
+    if failed:
+        print(f"{failed} failed", file=sys.stderr)
+
+    t = np.asarray(ticks)
+    gaps = np.diff(t) * 1000.0
+    print(f"{len(viewer.layers)} layers at the end; activity dock progress {'on' if args.activity else 'off'}")
+    print(f"{'stage':32} {'s':>6} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}")
+    for name, start, end in stages:
+        inside = gaps[(t[1:] >= start) & (t[:-1] <= end)]
+        if inside.size:
+            print(f"{name:32} {end - start:6.1f} {np.median(inside):10.1f} "
+                  f"{np.percentile(inside, 99):8.1f} {inside.max():8.1f}")
+    worst = float(gaps.max()) if gaps.size else float("nan")
+    print(f"longest main-thread stall over the flow: {worst:.0f} ms (target ≤ 100 ms)")
+    for i in np.argsort(gaps)[::-1][:8]:
+        if gaps[i] < LONG_GAP_MS:
+            break
+        where = next((name for name, s, e in stages if s <= t[i] <= e), "?")
+        print(f"- {gaps[i]:.0f} ms at {t[i] - stages[0][1]:.2f} s ({where}):")
+        for stack, n in sampler.where(t[i], t[i + 1]):
+            print(f"    {n:3d} samples  {stack}")
+    viewer.close()
+    return 0 if not failed and worst <= 100 else 2
 
 
 if __name__ == "__main__":

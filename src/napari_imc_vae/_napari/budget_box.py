@@ -48,6 +48,14 @@ def other_work_running(own_workers: int = 0) -> bool:
     return any(t.name == TRAINING_THREAD and t.is_alive() for t in threading.enumerate())
 
 
+def time_alone(n_channels: int, model_config: dict, critic_config: CriticConfig,
+               train_config: TrainConfig) -> tuple[StepRate, bool]:
+    """The step rate (a worker's body), and whether other work ran as it started or ended."""
+    before = other_work_running(own_workers=1)
+    rate = estimate_step_rate(n_channels, model_config, critic_config, train_config)
+    return rate, before or other_work_running(own_workers=1)
+
+
 @dataclass(frozen=True)
 class EstimateInputs:
     """What the estimate is for; ``minutes`` None means exactly ``train_config.steps`` steps."""
@@ -246,7 +254,7 @@ class EstimateBox(QWidget):
         self._show_text(f"Planned: {text}", steps)
 
     def _measure(self, inputs: EstimateInputs) -> None:
-        worker = create_worker(estimate_step_rate, inputs.n_channels, inputs.model_config,
+        worker = create_worker(time_alone, inputs.n_channels, inputs.model_config,
                                inputs.critic_config, inputs.train_config, _start_thread=False,
                                _ignore_errors=True)
         # bound methods, not lambdas: Qt drops them if this widget is deleted first
@@ -260,8 +268,10 @@ class EstimateBox(QWidget):
         worker.start()
         self._watch_timer.start()
 
-    def _on_rate(self, rate: StepRate) -> None:
-        if self._disturbed:  # other work shared the machine: time again once it ends
+    def _on_rate(self, timed: tuple[StepRate, bool]) -> None:
+        rate, overlapped = timed
+        if overlapped or self._disturbed:  # other work shared the machine: time again once it ends
+            self._rate_key, self._disturbed = None, True
             return
         self.rate, self.rate_source, self._rate_key = rate, "measured", self._measuring
 
