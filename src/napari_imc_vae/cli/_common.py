@@ -6,6 +6,8 @@ import argparse
 import sys
 import warnings
 
+from napari_imc_vae.engine.defaults import BUDGET_PRESETS  # plain numbers: --help loads no torch
+
 PROG = "napari-imc-vae"
 
 
@@ -63,7 +65,7 @@ def float_or_off(text: str) -> float | str:
 MAX_SEED = 2**32 - 1
 #: Largest budget in minutes: one day (a larger number is a typo, and 1e308 overflowed the plan).
 MAX_BUDGET_MINUTES = 24 * 60.0
-_PRESETS = ("quick", "standard", "thorough")  # engine.budget.PRESETS, not imported (--help stays fast)
+_PRESETS = tuple(BUDGET_PRESETS)
 
 
 def _number(text: str, kind, what: str):

@@ -23,8 +23,7 @@ from napari_imc_vae.cli._common import (
     read_image,
     seed_arg,
 )
-
-DEFAULT_MOTIFS = 6  # engine.motifs.DEFAULT_MOTIFS; not imported here so that --help stays fast
+from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS, TILE_BATCH  # plain numbers: --help loads no torch
 
 
 def _add_model_and_image(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +34,8 @@ def _add_model_and_image(parser: argparse.ArgumentParser) -> None:
                         help="acquisition of an .mcd: identifier or 0-based index; default the first")
     parser.add_argument("--stride", type=positive_int, metavar="S",
                         help="tile stride, 1 to the model's patch size (default patch/2)")
-    parser.add_argument("--batch", type=positive_int, default=2048, metavar="B", help="tiles per model call (default 2048)")
+    parser.add_argument("--batch", type=positive_int, default=TILE_BATCH, metavar="B",
+                        help=f"tiles per model call (default {TILE_BATCH})")
     parser.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="auto: bf16 on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), about "

@@ -15,8 +15,7 @@ import sys
 
 from napari_imc_vae.cli._common import PROG, CommandError, ProgressBar, check_stride, claim_output, load_model
 from napari_imc_vae.cli._common import output_stems, stream_all
-
-DEFAULT_MOTIFS = 6  # engine.motifs.DEFAULT_MOTIFS, not imported so that --help stays fast
+from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS, TILE_BATCH  # plain numbers: --help loads no torch
 
 
 def add_apply_arguments(parser: argparse.ArgumentParser, *, motifs: bool = True) -> None:
@@ -24,7 +23,8 @@ def add_apply_arguments(parser: argparse.ArgumentParser, *, motifs: bool = True)
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
     parser.add_argument("--acquisition", metavar="A", help="only this acquisition of each file")
     parser.add_argument("--stride", type=int, metavar="S", help="tile stride (default patch/2)")
-    parser.add_argument("--batch", type=int, default=2048, metavar="B", help="tiles per model call (default 2048)")
+    parser.add_argument("--batch", type=int, default=TILE_BATCH, metavar="B",
+                        help=f"tiles per model call (default {TILE_BATCH})")
     parser.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="of the model's forward pass (default auto, as 'reconstruct')")

@@ -25,6 +25,7 @@ from napari_imc_vae.cli._common import (
     seed_arg,
     stream_all,
 )
+from napari_imc_vae.engine.defaults import TILE_BATCH  # a plain number: --help loads no torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--acquisition", metavar="A", help="only this acquisition of each file")
     parser.add_argument("--stride", type=positive_int, metavar="S",
                         help="tile stride, 1 to the model's patch size (default patch/2)")
-    parser.add_argument("--batch", type=positive_int, default=2048, metavar="B", help="tiles per model call (default 2048)")
+    parser.add_argument("--batch", type=positive_int, default=TILE_BATCH, metavar="B",
+                        help=f"tiles per model call (default {TILE_BATCH})")
     parser.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
     parser.add_argument("--seed", type=seed_arg, default=0, metavar="S",
                         help="seed of the pooled motif fit, for model files without motifs (default 0)")

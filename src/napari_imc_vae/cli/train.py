@@ -27,6 +27,7 @@ from napari_imc_vae.cli._common import (
     seed_arg,
     stream_all,
 )
+from napari_imc_vae.engine.defaults import BUDGET_PRESETS, DEFAULT_BUDGET
 
 
 # flag -> (config, field); argparse defaults are None so that the engine's defaults apply
@@ -42,9 +43,8 @@ _TRAIN_FIELDS = {
 }
 
 
-# written out, not imported: importing the engine loads torch, and this module loads before the
-# Ctrl-C guard (test_help_defaults_match_the_engine checks them against engine.budget)
-_PRESET_WORDS, DEFAULT_BUDGET = "quick (1 min), standard (5 min), thorough (15 min)", "standard"
+# engine.defaults is plain numbers (no torch): this module loads before the Ctrl-C guard
+_PRESET_WORDS = ", ".join(f"{name} ({minutes:g} min)" for name, minutes in BUDGET_PRESETS.items())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.defaults import MAX_QUALITY_PATCHES, PERM_PATCHES, TILE_BATCH  # the caps, with their reasons
 from napari_imc_vae.engine.inference import OUTPUT_NAMES, Reconstruction, reconstruct_image
 from napari_imc_vae.engine.motifs import DEFAULT_MOTIFS, MotifModel, motif_table
 from napari_imc_vae.engine.workflow import check_image_content
@@ -24,14 +25,6 @@ from napari_imc_vae.io import ImcImage
 
 __all__ = ["ApplySettings", "ApplyCancelled", "ModelApplication", "MAX_QUALITY_PATCHES", "apply_to_image",
            "assess_image", "motifs_for", "steinbock_names", "provenance"]
-
-#: Quality patches are capped (evenly spaced over the grid) to bound time and memory: 8,192
-#: patches of 40 channels give the report's figures within ~0.002 of 20,000.
-MAX_QUALITY_PATCHES = 8_192
-#: Patches the report's permutation accuracy is measured on (8 orientation predictions each):
-#: the selector is equivariant by construction, so its accuracy is 1 up to float ties, and
-#: 256 patches pin it to ±0.006 at 0.99 for an eighth of the cost of 2,048.
-PERM_PATCHES = 256
 
 
 class ApplyCancelled(Exception):
@@ -72,7 +65,7 @@ class ApplySettings:
     """
 
     stride: int | None = None
-    batch_size: int = 2048
+    batch_size: int = TILE_BATCH
     device: str | None = None
     motifs: int = DEFAULT_MOTIFS
     seed: int = 0

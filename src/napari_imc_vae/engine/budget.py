@@ -17,9 +17,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-#: minutes of training for each named budget (docs/capacity.md)
-PRESETS: dict[str, float] = {"quick": 1.0, "standard": 5.0, "thorough": 15.0}
-DEFAULT_BUDGET = "standard"
+from napari_imc_vae.engine.defaults import BUDGET_PRESETS as PRESETS  # minutes of each named budget
+from napari_imc_vae.engine.defaults import DEFAULT_BUDGET
 
 
 class BudgetError(ValueError):

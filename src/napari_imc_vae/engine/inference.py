@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from napari_imc_vae.engine.defaults import TILE_BATCH
 from napari_imc_vae.engine.tiling import BandStitcher, TileGrid
 
 __all__ = ["Reconstruction", "reconstruct_image", "memmap_outputs", "normalized_rows", "OUTPUT_NAMES"]
@@ -210,7 +211,7 @@ def reconstruct_image(
     normalizer=None,
     *,
     stride: int | None = None,
-    batch_size: int = 2048,
+    batch_size: int = TILE_BATCH,
     device: str | torch.device | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     out=None,

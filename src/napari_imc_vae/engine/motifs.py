@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# DEFAULT_MOTIFS (the CLI and the Reconstruct widget ask for it unless told otherwise) lives in engine.defaults
+from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS
+
 __all__ = ["DEFAULT_MOTIFS", "MOTIF_FIT_POINTS", "MotifModel", "upsample_grid", "motif_table"]
 
-#: Motifs the CLI and the Reconstruct widget ask for unless told otherwise.
-DEFAULT_MOTIFS = 6
 #: k-means is fitted on at most this many latent vectors (evenly spaced), then assigns all.
 MOTIF_FIT_POINTS = 50_000
 

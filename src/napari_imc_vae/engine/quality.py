@@ -24,6 +24,7 @@ import torch
 
 from napari_imc_vae.engine import metrics
 from napari_imc_vae.engine.baselines import PCABaseline
+from napari_imc_vae.engine.defaults import PERM_PATCHES  # re-exported: the patches permutation accuracy uses
 from napari_imc_vae.engine.measures import PredictionSums, StreamSums, finite_patches, sharpness_between
 from napari_imc_vae.engine.report import SMOOTH_DATA, THRESHOLDS, Measures, QualityReport
 from napari_imc_vae.engine.smoothing import GridPatches, gaussian_smooth, smoothing_radius
@@ -31,13 +32,6 @@ from napari_imc_vae.engine.smoothing import GridPatches, gaussian_smooth, smooth
 __all__ = ["GridPatches", "Measures", "QualityReport", "evaluate", "gaussian_smooth", "smoothing_radius",
            "PERM_PATCHES", "THRESHOLDS", "TRAINING_PATCHES_SOURCE"]
 
-#: Patches the permutation accuracy is measured on by default. It costs 8 orientation predictions
-#: a patch: on all 2,048 patches of a test it took 6× the model's forward pass over them, on 1,024
-#: of 8,192 still a quarter of the report. At 512 its standard error is at most
-#: √(0.95·0.05/512) ≈ 0.01 at the 0.95 threshold (a patch's 7 views counted as one draw); on real
-#: ROIs, subsets of 256–2,048 patches gave exactly the accuracy of all 6,897 (the permuter is
-#: equivariant by construction, so only near-ties can disagree).
-PERM_PATCHES = 512
 #: ``baseline_source`` when :func:`evaluate` fits the baselines on the training patches it is given.
 TRAINING_PATCHES_SOURCE = "training patches given to evaluate"
 

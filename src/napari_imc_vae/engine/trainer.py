@@ -21,6 +21,7 @@ from torch import nn
 
 from napari_imc_vae.engine.critic import CriticConfig, base_logits_from_views, critic, permutation_consistency
 from napari_imc_vae.engine.data import PatchSampler
+from napari_imc_vae.engine.defaults import MAX_VAL_PATCHES, MAX_VALIDATION_INTERVAL
 from napari_imc_vae.engine.device import (
     DistributedContext,
     cuda_memory,
@@ -51,12 +52,13 @@ class TrainConfig:
     #: "auto" = bf16 autocast on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16), fp32
     #: elsewhere; or "bf16" / "fp32".
     precision: str = "auto"
-    val_every: int = 200
+    #: Steps between validations; train_model sets it from the run's steps (defaults.validation_interval).
+    val_every: int = MAX_VALIDATION_INTERVAL
     #: Read the loss terms back (and report progress) every this many steps: each read waits
     #: for the GPU to finish its queue.
     log_every: int = 10
     val_fraction: float = 0.15
-    max_val_patches: int = 2048
+    max_val_patches: int = MAX_VAL_PATCHES
     #: Stop after this many seconds even if ``steps`` are not done; the schedule follows
     #: whichever of steps and time runs out first.
     time_limit_s: float | None = None

@@ -17,6 +17,7 @@ import numpy as np
 
 from napari_imc_vae.preprocessing.diagnosis import Diagnosis, _fmt, diagnose
 from napari_imc_vae.preprocessing.normalizer import Normalizer
+from napari_imc_vae.preprocessing.streaming import fit_streaming
 
 __all__ = ["OUTLIER_FACTOR", "FAR_FROM_COHORT", "CohortDiagnosis", "diagnose_cohort"]
 
@@ -142,9 +143,8 @@ def diagnose_cohort(images: Callable[[], Iterable], *, hot_pixel_threshold=None,
     ValueError
         No image, or images whose channels differ (named by :meth:`Normalizer.match_channels`).
     """
-    normalizer = Normalizer.fit_streaming(images(), hot_pixel_threshold=hot_pixel_threshold,
-                                          arcsinh_cofactor=arcsinh_cofactor, clip_percentile=clip_percentile,
-                                          zscore=zscore)
+    normalizer = fit_streaming(images(), hot_pixel_threshold=hot_pixel_threshold,
+                               arcsinh_cofactor=arcsinh_cofactor, clip_percentile=clip_percentile, zscore=zscore)
     names, diagnoses = [], []
     for image in images():
         names.append(image.name)
