@@ -15,12 +15,17 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
-from napari_imc_vae.engine.error_unit import ERROR_UNIT_NAME, REGION_THRESHOLD
+from napari_imc_vae.engine.error_unit import ERROR_UNIT_NAME
 from napari_imc_vae.io.masks import as_labels, check_mask_shape
 
-__all__ = ["COLOUR_BY", "NO_LABELS", "CellsPanel", "cell_colours", "features_table", "row_text"]
+__all__ = ["CELL_ERROR_LIMIT", "COLOUR_BY", "NO_LABELS", "CellsPanel", "cell_colours", "features_table", "row_text"]
 
 NO_LABELS = "(none)"
+#: Cells coloured by error run from 0 to this many noise SDs (full colour). A cell's error is a
+#: mean over its pixels: counting noise alone gives about 0.8 (the mean of |Z|), so 2 is a cell
+#: the model clearly does not explain; the per-pixel scale (REGION_THRESHOLD) would leave
+#: nearly every cell dark. Fixed, not per image, so colours compare across images.
+CELL_ERROR_LIMIT = 2.0
 #: What the cells can be coloured by.
 COLOUR_BY = ("error", "motif", "touched by an artefact", "as the layer was")
 _TOUCHED, _UNTOUCHED = (0.9, 0.1, 0.1, 1.0), (0.7, 0.7, 0.7, 0.6)
@@ -45,14 +50,14 @@ def cell_colours(table, by: str) -> dict:
     ----------
     table : CellTable
     by : str
-        One of :data:`COLOUR_BY` but the last: ``"error"`` (magma, 0 … ``REGION_THRESHOLD``
+        One of :data:`COLOUR_BY` but the last: ``"error"`` (magma, 0 … :data:`CELL_ERROR_LIMIT`
         noise SDs), ``"motif"`` (the motif holding most of the cell's pixels), ``"touched by an
         artefact"`` (red, others grey).
     """
     if by == "error":
         from napari.utils.colormaps import ensure_colormap
 
-        values = np.clip(np.nan_to_num(table.error, nan=0.0) / REGION_THRESHOLD, 0.0, 1.0)
+        values = np.clip(np.nan_to_num(table.error, nan=0.0) / CELL_ERROR_LIMIT, 0.0, 1.0)
         rgba = ensure_colormap("magma").map(values)
     elif by == "motif":
         if table.motif_fraction is None:
