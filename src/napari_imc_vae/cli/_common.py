@@ -419,15 +419,19 @@ def claim_output(output: str, inputs, *, what: str, is_folder: bool):
     OutputError
         Naming the input it would hit, why it cannot be written, or the run that holds it.
     """
+    from pathlib import Path
+
     from napari_imc_vae.io.atomic import check_output_dir, check_output_file
     from napari_imc_vae.io.output_guard import OutputLock, check_output_apart
 
     check_output_apart(output, inputs, what=what, is_folder=is_folder)
+    new_folder = is_folder and not Path(output).exists()
     if is_folder:
         check_output_dir(output, what)
     else:
         check_output_file(output, what)
-    return OutputLock(output).acquire()
+    # a folder made here and left empty (the run failed before writing) is removed with the lock
+    return OutputLock(output, remove_empty=new_folder).acquire()
 
 
 def fmt(value) -> str:

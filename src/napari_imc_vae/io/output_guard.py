@@ -184,10 +184,14 @@ class OutputLock:
     target : path-like
     command : str, optional
         What holds it (default: this process's command line).
+    remove_empty : bool
+        On release, remove ``target`` if it is an empty folder (one this run created and then
+        wrote nothing into, e.g. because the model file was refused).
     """
 
-    def __init__(self, target: str | os.PathLike, command: str | None = None) -> None:
+    def __init__(self, target: str | os.PathLike, command: str | None = None, *, remove_empty: bool = False) -> None:
         self.target = Path(target)
+        self.remove_empty = remove_empty
         self.path = _lock_path(self.target)
         self.command = command if command is not None else " ".join(
             [Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "?"
@@ -252,6 +256,11 @@ class OutputLock:
             pass
         os.close(self._fd)
         self._fd = None
+        if self.remove_empty:
+            try:
+                self.target.rmdir()  # only succeeds when empty
+            except OSError:
+                pass
 
     def __enter__(self) -> "OutputLock":
         return self if self._fd is not None else self.acquire()
