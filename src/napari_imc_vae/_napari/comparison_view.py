@@ -41,7 +41,7 @@ MEASURED, MODEL, MISSED = "measured", "model", "missed"
 #: (measured counts the model does not predict). Black at zero so that where the model
 #: explains the tissue the panel is dark on napari's dark canvas and misses stand out.
 MISSED_COLORMAP = Colormap(colors=[[0.25, 0.55, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.3, 0.2, 1.0]],
-                           controls=[0.0, 0.5, 1.0], name="missed: blue under, red over")
+                           controls=[0.0, 0.5, 1.0], name="blue-black-red")
 PANEL_COLORMAP = "gray"
 #: More rows than this make panels too small to read on a 1080p screen.
 MAX_ROWS = 3

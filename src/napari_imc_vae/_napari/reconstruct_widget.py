@@ -96,7 +96,9 @@ class ReconstructWidget(QWidget):
                           tip="number of tissue motifs (k-means clusters of the latent map)")
         self.stride = int_spin(0, 0, 256, label="Stride, px (0: auto)",
                                tip="tile step in pixels; 0 = auto, half the patch")
-        self.all_markers = CheckBox(text="Also add every marker's model and missed layers (hidden)", label="")
+        self.all_markers = CheckBox(text="Model and missed layers of every marker", label="",
+                                    tooltip="also add, hidden, '<marker> [recon]' and '<marker> [missed]' "
+                                            "for every marker the model knows")
         self.options = labelled([self.k, self.stride, self.all_markers])
         self.cells = CellsPanel(napari_viewer)  # a Labels layer gets the per-cell table
         self.compare = ComparePanel(napari_viewer)
@@ -127,7 +129,7 @@ class ReconstructWidget(QWidget):
         layout.addWidget(self.compare)
         layout.addWidget(QLabel("Quality report"))
         layout.addWidget(self.report, 1)
-        layout.addWidget(QLabel("Regions of high error (click one to go there)"))
+        layout.addWidget(QLabel("Regions of high error (click to go there)"))
         layout.addWidget(self.regions)
         # a dock taller than the screen pushes napari's window past it: scroll instead
         scroll = QScrollArea()
@@ -243,10 +245,9 @@ class ReconstructWidget(QWidget):
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         self.message.setText(
-            f"Done. Hidden layers for {source.name}: '{source.name}_error' (per-pixel error, "
-            f"{result.error_unit}), '{source.name}_latent' (its {result.latent.shape[0]} dims as 3 "
-            f"principal components in RGB, stride {result.stride}), '{source.name}_motifs' "
-            f"(k = {result.k}), regions and hot pixels." + (f" Note: {note}." if note else ""))
+            f"Done. Also in hidden layers: the error map ({result.error_unit}), the latent map "
+            f"({result.latent.shape[0]} dims as 3 principal components in RGB), {result.k} tissue motifs, "
+            f"regions of high error, hot pixels." + (f" Note: {note}." if note else ""))
         # a result without a report (the reconstruction alone) shows the placeholder
         self.report.set_report(getattr(result, "report_text", "") or "")
         self.regions.set_regions(result.regions, scale=tuple(source.layers[0].scale[-2:]),
