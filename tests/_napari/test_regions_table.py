@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from napari_imc_vae._napari.comparison_view import viewer_part
 from napari_imc_vae._napari.regions_table import RegionsTable
 
 
@@ -27,12 +28,26 @@ def test_clicking_a_region_centres_the_view_and_selects_its_point(make_napari_vi
     assert table.rowCount() == 2 and table.item(1, 1).text() == "single pixel"
     assert table.item(0, 4).text() == "CD45"
     table.cellClicked.emit(1, 0)
-    assert tuple(viewer.camera.center[-2:]) == pytest.approx((25.0, 20.0))  # pixel × scale + translate
+    camera = viewer_part(viewer, "camera")  # viewer.camera is deprecated since napari 0.9
+    assert tuple(camera.center[-2:]) == pytest.approx((25.0, 20.0))  # pixel × scale + translate
     assert viewer.layers["img_regions"].selected_data == {1} and viewer.layers["img_regions"].visible
-    zoom_small = viewer.camera.zoom
+    zoom_small = camera.zoom
     table.go_to(0)
-    assert tuple(viewer.camera.center[-2:]) == pytest.approx((185.0, 80.0))
-    assert viewer.camera.zoom < zoom_small  # a larger region: zoomed out further
+    assert tuple(camera.center[-2:]) == pytest.approx((185.0, 80.0))
+    assert camera.zoom < zoom_small  # a larger region: zoomed out further
     table.set_regions([])
     assert table.rowCount() == 0
     table.go_to(3)  # nothing to go to: nothing happens
+
+
+def test_in_the_grid_the_points_stay_hidden(make_napari_viewer, regions):
+    """In the comparison view (napari's grid) a shown Points layer would take a panel of its own."""
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((120, 120), np.float32))
+    viewer.add_points(np.array([[r["y"], r["x"]] for r in regions]), name="img_regions", visible=False)
+    viewer_part(viewer, "grid").enabled = True
+    table = RegionsTable(viewer)
+    table.set_regions(regions, layer_name="img_regions")
+    table.go_to(0)
+    assert tuple(viewer_part(viewer, "camera").center[-2:]) == pytest.approx((90.0, 40.0))
+    assert not viewer.layers["img_regions"].visible and viewer.layers["img_regions"].selected_data == {0}
