@@ -22,6 +22,7 @@ Proof at small size:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -105,6 +106,10 @@ def main() -> None:
         kept = again["text"].count("done in an earlier run")
         print(f"qc again (resume):     peak RSS {again['peak_rss_mb']:6.0f} MB, wall {again['wall_s']:6.1f} s, "
               f"{kept} of {n} images kept", flush=True)
+        r2 = [json.loads((tmp / folder / f"{paths[0].name[:-9]}_quality.json").read_text())["report"]["model"]["r2"]
+              for folder in ("one", "qc")]
+        print(f"R² of image 0: {r2[0]:.4f} on reconstruct's 8,192 patches, {r2[1]:.4f} on qc's 2,048 "
+              f"(difference {r2[1] - r2[0]:+.4f})")
         summary = next((line for line in qc["text"].splitlines() if line.startswith("- Worst ROIs")), "")
         print(summary)
         out_gb = sum(p.stat().st_size for p in (tmp / "qc").iterdir() if p.is_file()) / 1e9

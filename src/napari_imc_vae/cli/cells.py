@@ -45,14 +45,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-h5ad", action="store_true", help="write the CSV only, even with anndata installed")
 
 
-def apply_settings(args: argparse.Namespace, motifs: int | None = None, device: str | None = None):
+def apply_settings(args: argparse.Namespace, motifs: int | None = None, device: str | None = None, **extra):
     """The settings of ``reconstruct``: no normalized reconstruction (time and memory), the
     per-channel count residual to name the channels of the regions."""
     from napari_imc_vae.engine.apply import ApplySettings
 
     return ApplySettings(stride=args.stride, batch_size=args.batch, device=device or args.device,
                          precision=args.precision, motifs=args.motifs if motifs is None else motifs,
-                         outputs=("raw", "error", "residual", "latent", "hot_pixels"))
+                         outputs=("raw", "error", "residual", "latent", "hot_pixels"), **extra)
 
 
 def check_images(trained, args: argparse.Namespace, paths: list[str]) -> list[tuple[str, tuple[int, int]]]:

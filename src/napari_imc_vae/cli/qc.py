@@ -25,9 +25,14 @@ import sys
 from pathlib import Path
 
 from napari_imc_vae.cli._common import PROG, CommandError, check_stride, claim_output, image_targets, load_model
-from napari_imc_vae.cli._common import output_stems, stream_all
+from napari_imc_vae.cli._common import output_stems, positive_int, stream_all
 from napari_imc_vae.cli.cells import add_apply_arguments, apply_settings, apply_with_progress, write_image_outputs
 
+#: Patches of each ROI's quality report. The report's patches and their predictions are held
+#: while the image is reconstructed: 8,192 (reconstruct's) cost ~350 MB more at 1024² × 40 than
+#: 2,048 (bench/bench_qc.py); the cohort's figures are the explained share and the calibrated
+#: error, which use every pixel.
+QUALITY_PATCHES = 2_048
 #: What ``qc`` writes for the cohort (besides each image's outputs).
 COHORT_FILES = ("qc_table.csv", "qc_heatmap.png", "qc_summary.json")
 _DONE_SUFFIX = "_qc.json"
@@ -37,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL.pt", help="model file written by 'train'")
     parser.add_argument("paths", nargs="+", metavar="FOLDER", help="IMC files or folders of them (steinbock img/)")
     add_apply_arguments(parser, motifs=False)
+    parser.add_argument("--quality-patches", type=positive_int, default=QUALITY_PATCHES, metavar="N",
+                        help=f"patches each ROI's quality report is measured on (default {QUALITY_PATCHES:,}; "
+                             "reconstruct uses 8,192): fewer keep a cohort of 1024² × 40 images within 1.5 GB, "
+                             "see docs/benchmarks.md")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,9 +91,10 @@ def _qc(args: argparse.Namespace, dist, device: str) -> int:
     if motifs == 0 and dist.is_main:
         print(f"{PROG}: note: {args.model} holds no motifs (it predates them): none are written; train again "
               "to get motifs that are the same on every image", file=sys.stderr)
-    settings = apply_settings(args, motifs=motifs, device=device)
+    settings = apply_settings(args, motifs=motifs, device=device, max_quality_patches=args.quality_patches)
     mine = image_targets(args.paths)[dist.rank::dist.world_size]
-    stamp = {"model_sha256": trained.file_sha256, "stride": settings.stride, "motifs": motifs}
+    stamp = {"model_sha256": trained.file_sha256, "stride": settings.stride, "motifs": motifs,
+             "quality_patches": settings.max_quality_patches}
     out, rows = Path(args.output), []
     if dist.is_main:
         print(f"qc of {len(stems)} image(s) on {dist.world_size} process(es), {device}", flush=True)
