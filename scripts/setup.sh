@@ -36,9 +36,10 @@ if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
 fi
 
 # The extras a user needs (.mcd/.txt reading) and, with --testing, the test tools and the
-# optional formats they test (cells: anndata for .h5ad, so CI runs those tests too).
+# optional formats they test (cells: anndata for .h5ad; bmz: bioimageio.core for the zoo's own test of
+# exported packages; so CI runs those tests too).
 EXTRAS="mcd"
-[ "${1:-}" = "--testing" ] && EXTRAS="mcd,cells,testing"
+[ "${1:-}" = "--testing" ] && EXTRAS="mcd,cells,bmz,testing"
 stamp=".venv/.napari-imc-vae-$EXTRAS-$(cat pyproject.toml | cksum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ]; then
     echo "setup: installing napari-imc-vae[$EXTRAS]"

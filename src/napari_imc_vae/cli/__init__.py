@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from napari_imc_vae.cli import apply, cells, diagnose, motifs, qc, train
+from napari_imc_vae.cli import apply, cells, diagnose, export, motifs, qc, train
 from napari_imc_vae.cli._common import PROG, CommandError, terminate_as_interrupt
 
 
@@ -42,6 +42,8 @@ COMMANDS: list[Command] = [
             cells.add_arguments, cells.run),
     Command("qc", "quality control of a cohort: every ROI x marker, a heatmap naming the worst (also under torchrun)",
             qc.add_arguments, qc.run),
+    Command("export", "write a model as a BioImage Model Zoo package (zip); every command reads it back",
+            export.add_arguments, export.run),
 ]
 
 

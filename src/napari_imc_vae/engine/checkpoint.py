@@ -155,6 +155,10 @@ class TrainedModel:
         """
         path = Path(path)
         _check_path(path)
+        from napari_imc_vae.engine import bmz_import  # a BioImage Model Zoo package (zip + rdf.yaml)
+
+        if bmz_import.is_package(path):
+            return bmz_import.load_package(path, map_location=map_location)
         try:
             _check_zip_records(path)
             d = torch.load(path, map_location="cpu", weights_only=True)
