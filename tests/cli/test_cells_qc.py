@@ -113,6 +113,26 @@ def test_cells_with_one_mask_file_takes_one_image(model_file, cohort, tmp_path, 
     assert (out / f"{ROIS[0]}_cells.csv").is_file() and not (out / f"{ROIS[0]}_cells.h5ad").exists()
 
 
+def test_cells_without_anndata_writes_the_csv_and_names_the_extra(model_file, cohort, tmp_path, capsys,
+                                                                  monkeypatch):
+    import sys
+
+    from napari_imc_vae.engine.cells import measure_cells
+    from napari_imc_vae.io.cell_outputs import write_cell_table
+
+    monkeypatch.setitem(sys.modules, "anndata", None)  # as if the 'cells' extra were not installed
+    img, masks = cohort
+    out = tmp_path / "out"
+    image = img / f"{ROIS[0]}.ome.tiff"
+    assert main(["cells", str(model_file), str(image), "--masks", str(masks), "-o", str(out), "--device",
+                 "cpu"]) == 0
+    assert 'pip install "napari-imc-vae[cells]"' in capsys.readouterr().err
+    assert (out / f"{ROIS[0]}_cells.csv").is_file() and not (out / f"{ROIS[0]}_cells.h5ad").exists()
+    table = measure_cells(np.ones((4, 4), np.uint16), np.ones((1, 4, 4)), markers=["A"], image_name="t")
+    with pytest.raises(ImportError, match=r'writing .h5ad needs anndata: pip install "napari-imc-vae\[cells\]"'):
+        write_cell_table(tmp_path, table, h5ad=True)
+
+
 # --- qc --------------------------------------------------------------------------------------
 
 QC_ROIS = ("20210305_NE_mockData1_003", "20210305_NE_mockData4_001", "20210305_NE_mockData5_001")

@@ -81,6 +81,7 @@ def _barrier(dist) -> None:
 
 def _qc(args: argparse.Namespace, dist, device: str) -> int:
     from napari_imc_vae.engine.qc import roi_marker_rows
+    from napari_imc_vae.io.output_guard import safe_stem
 
     trained, _ = load_model(args.model, device)
     check_stride(args.stride, trained.model.config.patch_size)
@@ -99,8 +100,6 @@ def _qc(args: argparse.Namespace, dist, device: str) -> int:
     if dist.is_main:
         print(f"qc of {len(stems)} image(s) on {dist.world_size} process(es), {device}", flush=True)
     for image in stream_all(mine, args.acquisition, quiet=not dist.is_main):
-        from napari_imc_vae.io.output_guard import safe_stem
-
         done_file = out / f"{safe_stem(image.name)}{_DONE_SUFFIX}"
         done = _done_rows(done_file, stamp)
         if done is not None:
