@@ -7,6 +7,7 @@ arrive (a whole-image reconstruction's ``on_rows``), holding only a band of rows
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,15 +21,6 @@ __all__ = ["GridPatches", "gaussian_smooth", "smoothing_radius"]
 def smoothing_radius(sigma: float = 1.0, truncate: float = 4.0) -> int:
     """Rows (and columns) on each side that one output pixel of :func:`gaussian_smooth` reads."""
     return max(1, int(truncate * sigma + 0.5))
-
-
-def _convolve(t: torch.Tensor, weights: list[float], axis: int, index: torch.Tensor, n: int) -> torch.Tensor:
-    """1-D convolution along ``axis``: ``n`` outputs from ``t``'s positions ``index`` (reflected)."""
-    padded = t.index_select(axis, index)
-    out = padded.narrow(axis, 0, n) * weights[0]
-    for i in range(1, len(weights)):
-        out.add_(padded.narrow(axis, i, n), alpha=weights[i])
-    return out
 
 
 def gaussian_smooth(x, sigma: float = 1.0, truncate: float = 4.0, *,
@@ -62,29 +54,29 @@ def gaussian_smooth(x, sigma: float = 1.0, truncate: float = 4.0, *,
     """
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach()
-    t = t.to("cpu", dtype)
+    from scipy import ndimage  # 3× faster than our own separable convolution (docs/benchmarks.md)
+
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    t = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if t.ndim < 2:
         raise ValueError(f"x must have at least 2 dimensions (..., Y, X), got shape {tuple(t.shape)}")
-    y_axis, x_axis = t.ndim - 2, t.ndim - 1
-    y0, y1 = (0, t.shape[y_axis]) if rows is None else (int(rows[0]), int(rows[1]))
-    if not 0 <= y0 < y1 <= t.shape[y_axis]:
-        raise ValueError(f"rows must be (start, stop) with 0 <= start < stop <= {t.shape[y_axis]}, got {rows}")
+    y0, y1 = (0, t.shape[-2]) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= y0 < y1 <= t.shape[-2]:
+        raise ValueError(f"rows must be (start, stop) with 0 <= start < stop <= {t.shape[-2]}, got {rows}")
     r = smoothing_radius(sigma, truncate)
-    w = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
-    weights = (w / w.sum()).tolist()
-    valid = torch.isfinite(t)
+    if rows is not None:  # the rows within r of the band, reflected at the image's borders
+        t = t[..., reflect_index(np.arange(y0 - r, y1 + r), t.shape[-2]), :]
+    t = t.astype(np_dtype, copy=False)
+    valid = np.isfinite(t)
     everywhere = bool(valid.all())  # the usual case: the weights sum to 1 at every pixel
-    num = t if everywhere else torch.where(valid, t, 0.0)
-    den = None if everywhere else valid.to(dtype)
-    for axis, lo, hi in ((y_axis, y0, y1), (x_axis, 0, t.shape[x_axis])):
-        index = torch.from_numpy(reflect_index(np.arange(lo - r, hi + r), t.shape[axis]))
-        num = _convolve(num, weights, axis, index, hi - lo)
-        den = None if den is None else _convolve(den, weights, axis, index, hi - lo)
-    if den is None:
-        return num.to(torch.float32).numpy()
-    out = torch.where(valid.narrow(y_axis, y0, y1 - y0), num / den.clamp(min=torch.finfo(dtype).tiny), torch.nan)
-    return out.to(torch.float32).numpy()
+    # scipy's "mirror" (d c b | a b c d) is tiling.reflect_index's reflection
+    smooth = functools.partial(ndimage.gaussian_filter, sigma=sigma, axes=(-2, -1), mode="mirror", radius=r)
+    num = smooth(t if everywhere else np.where(valid, t, 0))
+    if not everywhere:
+        num = np.where(valid, num / np.maximum(smooth(valid.astype(np_dtype)), np.finfo(np_dtype).tiny), np.nan)
+    if rows is not None:
+        num = num[..., r : r + y1 - y0, :]
+    return num.astype(np.float32, copy=False)
 
 
 @dataclass(frozen=True)
