@@ -90,7 +90,7 @@ def _read_rdf(path: Path, z: zipfile.ZipFile) -> dict:
         raise _error(path, f"{name} does not describe a resource (got {type(rdf).__name__})")
     if rdf.get("type") != "model":
         raise _error(path, f"describes a {rdf.get('type')!r}, not a model")
-    version = str(rdf.get("format_version", ""))
+    version = "" if rdf.get("format_version") is None else str(rdf["format_version"])
     if not version.startswith(SPEC_SERIES):
         raise _error(path, f"is written in bioimageio spec format_version {version or '(none)'}; this version "
                            f"reads packages of spec {SPEC_SERIES}x (as 'napari-imc-vae export' writes)")
