@@ -8,6 +8,10 @@ data and display settings are never modified (only hidden, if asked).
 
 from __future__ import annotations
 
+from functools import partial
+
+from napari.layers import Layer
+from napari.layers.utils.stack_utils import split_channels
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, Signal
@@ -16,6 +20,7 @@ from qtpy.QtWidgets import QLabel, QPushButton, QSplitter, QVBoxLayout, QWidget
 
 from napari_imc_vae._napari.dock_layout import DOCK_MAX_WIDTH, dock_size_hint, scrolling
 from napari_imc_vae._napari.layer_data import NORMALIZED, image_layer_data
+from napari_imc_vae._napari.layer_feed import LayerFeed, remove_layers
 from napari_imc_vae._napari.layers import LayerImage, imc_info
 from napari_imc_vae._napari.normalization_form import NormalizationForm
 from napari_imc_vae._napari.normalize_task import NormalizationResult, run_normalization
@@ -50,6 +55,7 @@ class NormalizeWidget(QWidget):
         self.viewer = napari_viewer
         self.result: NormalizationResult | None = None
         self._worker = None
+        self._feed: LayerFeed | None = None
 
         self.picker = ImagePicker(napari_viewer)
         settings = NormalizationForm("Normalization (applied in this order)", INITIAL_NORMALIZATION)
@@ -127,12 +133,13 @@ class NormalizeWidget(QWidget):
                                _ignore_errors=True)
         worker.returned.connect(lambda result: self._on_returned(source, params, result))
         worker.errored.connect(self._on_errored)
-        worker.finished.connect(lambda: self.run_button.setEnabled(True))
+        worker.finished.connect(self._worker_done)
         self._worker = worker
         worker.start()
         return worker
 
     def _on_errored(self, exc: Exception) -> None:
+        self.run_button.setEnabled(True)
         self.status.setText(f"Failed: {exc}")
         show_error(f"Normalize channels failed: {exc}")
         self.finished.emit(None)
@@ -140,10 +147,21 @@ class NormalizeWidget(QWidget):
     def _on_returned(self, source: LayerImage, params: NormalizationParams,
                      result: NormalizationResult) -> None:
         try:
-            layers = self._add_layers(source, params, result)
+            steps = self._layer_steps(source, params, result)
         except Exception as e:  # noqa: BLE001 - a Qt slot must not raise; report instead
             self._on_errored(e)
             return
+        # the layers go in a few per event-loop turn: all 32 at once froze napari for seconds
+        self.run_button.setEnabled(False)
+        self.status.setText(f"Adding the layers '… [{NORMALIZED}]' …")
+        self._feed = LayerFeed(steps, self)
+        self._feed.finished.connect(lambda added: self._on_added(params, result, added))
+        self._feed.failed.connect(self._on_errored)
+        self._feed.start()
+
+    def _on_added(self, params: NormalizationParams, result: NormalizationResult, added: list) -> None:
+        layers = [layer for layer in added if isinstance(layer, Layer)]
+        self.run_button.setEnabled(True)
         self.result = result
         d = result.diagnosis
         self.table.set_stats(d.before, d.after)
@@ -155,16 +173,20 @@ class NormalizeWidget(QWidget):
         )
         self.finished.emit(result)
 
-    def _add_layers(self, source: LayerImage, params: NormalizationParams,
-                    result: NormalizationResult) -> list:
-        """Add the normalized channels above the raw ones, replacing an earlier run's."""
+    def _worker_done(self) -> None:
+        if self._feed is None or not self._feed.running:  # else: when the layers are in
+            self.run_button.setEnabled(True)
+
+    def _layer_steps(self, source: LayerImage, params: NormalizationParams,
+                     result: NormalizationResult) -> list:
+        """The changes to the layer list, one small step each: remove an earlier run's layers (in
+        one batch), then per channel add its normalized layer above the raw ones and hide the raw."""
         raw = result.raw
         key = (raw.source, raw.acquisition, source.name)
-        for layer in list(self.viewer.layers):
-            info = imc_info(layer)
-            if layer not in source.layers and info and info.get("kind") == NORMALIZED and (
-                    info.get("source"), info.get("acquisition"), info.get("image")) == key:
-                self.viewer.layers.remove(layer)
+        earlier = [layer for layer in self.viewer.layers
+                   if layer not in source.layers and (info := imc_info(layer))
+                   and info.get("kind") == NORMALIZED
+                   and (info.get("source"), info.get("acquisition"), info.get("image")) == key]
 
         per_channel = not source.is_multichannel_layer
         base = ([layer.name for layer in source.layers] if per_channel else raw.channel_names)
@@ -184,13 +206,22 @@ class NormalizeWidget(QWidget):
         kwargs["metadata"] = [{**m, "imc": {**m["imc"], "image": source.name}}
                               for m in kwargs["metadata"]]
         kwargs["scale"] = tuple(float(s) for s in source.layers[0].scale[-2:])
-        new = self.viewer.add_image(data, **kwargs)
-        new = new if isinstance(new, list) else [new]
+        channels = split_channels(data, kwargs.pop("channel_axis"), **kwargs)
 
-        top = max(self.viewer.layers.index(layer) for layer in source.layers)
-        indices = [self.viewer.layers.index(layer) for layer in new]
-        self.viewer.layers.move_multiple(indices, top + 1)
-        if self.hide_raw.value:
-            for layer in source.layers:
-                layer.visible = False
-        return new
+        hide = list(source.layers) if self.hide_raw.value else []
+        steps: list = [partial(remove_layers, self.viewer, earlier)]
+        for offset, layer_data in enumerate(channels):
+            steps.append(partial(self._add_one, source, offset, layer_data))
+            if per_channel and offset < len(hide):  # right after: napari draws as many as before
+                steps.append(partial(setattr, hide[offset], "visible", False))
+        if hide and not per_channel:
+            steps.append(partial(setattr, hide[0], "visible", False))
+        return steps
+
+    def _add_one(self, source: LayerImage, offset: int, layer_data: tuple) -> Layer:
+        """Make the layer of ``layer_data`` (data, kwargs, type); put it at ``offset`` above the
+        image's raw layers."""
+        layer = Layer.create(*layer_data)
+        top = max(self.viewer.layers.index(raw) for raw in source.layers)
+        self.viewer.layers.insert(top + 1 + offset, layer)
+        return layer
