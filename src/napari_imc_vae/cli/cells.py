@@ -70,6 +70,7 @@ def check_images(trained, args: argparse.Namespace, paths: list[str]) -> list[tu
     for image in stream_all(paths, args.acquisition, quiet=False):
         trained.match_channels(image)  # names the missing and extra channels
         shapes.append((image.name, tuple(image.shape[1:])))
+        del image
     if not shapes:
         raise CommandError(f"no images found in {', '.join(paths)}")
     return shapes
@@ -108,6 +109,7 @@ def _cells(args: argparse.Namespace) -> int:
         touched = int(table.touched_by_artefact.sum())
         print(f"- {image.name}: {len(table)} cells, {touched} touched by an artefact "
               f"(high-error region or hot pixel)", flush=True)
+        del app, table, image  # before the next image is read: one image's memory at a time
     return 0
 
 

@@ -105,6 +105,7 @@ def _qc(args: argparse.Namespace, dist, device: str) -> int:
         if done is not None:
             print(f"{image.name}: done in an earlier run, kept ({done_file.name})", flush=True)
             rows += done
+            del image
             continue
         trained.match_channels(image)  # an image without the model's channels: named, before its work
         app = apply_with_progress(trained, image, settings)
@@ -118,6 +119,9 @@ def _qc(args: argparse.Namespace, dist, device: str) -> int:
         written = write_image_outputs(args.output, app, args.model, extra=marker)
         print(f"{image.name}: {len(written)} files written", flush=True)
         rows += image_rows
+        # drop this image's arrays now: the loop reads the next image before rebinding `image`,
+        # and `app` would live until the next one is applied (three images' worth of memory)
+        del app, image
     everyone = _gather(rows, dist)
     if dist.is_main:
         _write_cohort(out, everyone, stems)
