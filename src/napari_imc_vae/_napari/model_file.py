@@ -7,7 +7,8 @@ from qtpy.QtWidgets import QFileDialog, QWidget
 
 from napari_imc_vae.engine.checkpoint import ModelFileError, TrainedModel
 
-MODEL_FILTER = "napari-imc-vae model (*.pt);;All files (*)"
+# a BioImage Model Zoo package exported by this plugin opens wherever a model file does
+MODEL_FILTER = "napari-imc-vae model (*.pt);;BioImage Model Zoo package from napari-imc-vae (*.zip);;All files (*)"
 
 
 def open_model_file(parent: QWidget, caption: str, path: str | None,

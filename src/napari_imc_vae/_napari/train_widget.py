@@ -17,6 +17,7 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt, QThreadPool, Signal
+from qtpy.QtGui import QMovie
 from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -31,6 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_imc_vae._napari.bmz_button import zoo_export_button
 from napari_imc_vae._napari.budget_box import EstimateBox, estimate_inputs
 from napari_imc_vae._napari.checklist import ImageChecklist
 from napari_imc_vae._napari.dock_layout import DOCK_MAX_WIDTH, dock_size_hint, scrolling
@@ -57,8 +59,26 @@ from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION
 
 #: How long closing the viewer waits for a training run to stop (it stops within one step).
 SHUTDOWN_WAIT_MS = 60_000
-#: The activity dock's progress is updated at most this often (each update repaints the window).
-ACTIVITY_INTERVAL_MS = 500
+#: The progress line, bar and activity-dock progress are updated at most this often while training:
+#: each repaint of a widget composes the whole window with napari's OpenGL canvas, which costs
+#: the trainer CPU under software OpenGL (remote desktops, Xvfb).
+PROGRESS_INTERVAL_MS = 500
+
+
+def still_animations(window: QWidget) -> int:
+    """Stop the animated GIFs of ``window`` (napari's "in progress" indicator); returns how many.
+
+    The indicator repaints the whole window at the GIF's frame rate; under software OpenGL
+    (remote desktops, Xvfb) that cut training from 7.9 to 0.5 steps/s (docs/benchmarks.md). It
+    stays shown, still; the activity dock's progress bar still moves.
+    """
+    stopped = 0
+    for label in window.findChildren(QLabel):
+        movie = label.movie()
+        if movie is not None and movie.state() == QMovie.MovieState.Running:
+            movie.stop()
+            stopped += 1
+    return stopped
 
 
 class _Shutdown:
@@ -118,7 +138,7 @@ class TrainWidget(QWidget):
         self.resume: TrainedModel | None = None
         self.worker = None
         self._pbar = None
-        self._pbar_shown = 0.0  # time.monotonic() of the last activity-dock update
+        self._shown_at = 0.0  # time.monotonic() of the last progress shown
         # (time.monotonic(), run step) when training began and at the last update: the rate
         # the run achieved, which the estimate shows after the run
         self._run_clock: list[tuple[float, int]] = []
@@ -149,6 +169,7 @@ class TrainWidget(QWidget):
         self.stop_button.clicked.connect(self.stop)
         self.save_button = QPushButton("Save model…")
         self.save_button.clicked.connect(lambda: self.save_model())
+        self.export_button = zoo_export_button(self)  # next to Save model…; enables itself
         self.resume_button = QPushButton("Resume from…")
         self.resume_button.clicked.connect(lambda: self.resume_from())
         self.fresh_button = QPushButton("New model")
@@ -164,8 +185,9 @@ class TrainWidget(QWidget):
         self.activity.setChecked(False)  # on, it cut training tenfold under Xvfb (issue 17)
         self.activity.setToolTip(
             "napari animates an indicator while a task runs; with software OpenGL (remote "
-            f"desktops, Xvfb) every frame repaints the window. Updated at most "
-            f"{1000 // ACTIVITY_INTERVAL_MS} times a second")
+            "desktops, Xvfb) every frame repaints the window and slows training down, so the "
+            f"widget keeps it still and updates the progress at most {1000 // PROGRESS_INTERVAL_MS} "
+            "times a second")
         self.progress_bar = QProgressBar()
         self.progress_text = QLabel("Check an image and press Train.")
         self.progress_text.setWordWrap(True)
@@ -195,6 +217,7 @@ class TrainWidget(QWidget):
         below.addWidget(self.estimate)
         below.addLayout(row1)
         below.addLayout(row2)
+        below.addWidget(self.export_button)
         for w in (self.activity, self.gpu_memory_label, self.progress_bar, self.progress_text):
             below.addWidget(w)
         below.addWidget(self.tabs, 1)
@@ -285,6 +308,8 @@ class TrainWidget(QWidget):
         self.tabs.setCurrentWidget(self.plot)
         if self.activity.isChecked():
             self._pbar = progress(total=steps, desc="Training VAE")
+            still_animations(self.window())
+        self._shown_at = 0.0
         self._run_clock, self._run_key = [], self.estimate.current_key()
         self.status.state = RunState.TRAINING  # no new estimates from here
         shutdown = self._shutdown
@@ -311,33 +336,32 @@ class TrainWidget(QWidget):
         for r in update.records:
             self.plot.add(r.step, r.metrics, r.validation)
         r = update.last
-        now = (time.monotonic(), r.run_step)
+        now = time.monotonic()
         if not self._run_clock:  # no plan came first: the rate counts from this update
-            self._run_clock = [now]
-        self._run_clock[1:] = [now]
+            self._run_clock = [(now, r.run_step)]
+        self._run_clock[1:] = [(now, r.run_step)]
+        if now - self._shown_at >= PROGRESS_INTERVAL_MS / 1000:
+            self._shown_at = now
+            self._show_progress(r)
+
+    def _show_progress(self, r) -> None:
+        """The bar, the line and the activity dock at ``r`` (a TrainProgress record)."""
         if self.progress_bar.maximum() != r.run_steps:
             self._set_total(r.run_steps)
         self.progress_bar.setValue(r.run_step)
-        self._update_activity(r.run_step)
+        if self._pbar is not None:
+            self._pbar.update(r.run_step - self._pbar.n)
+            self.activity_updates += 1
         m = r.metrics
         self.progress_text.setText(
             f"Step {r.run_step} / {r.run_steps} (model step {r.step}) · loss {m['loss']:.4f} · "
-            f"mse {m['mse']:.4f} · {r.patches_per_s:,.0f} patches/s on {r.device}")
+            f"reconstruction {m['mse']:.4f} · {r.patches_per_s:,.0f} patches/s on {r.device}")
         if r.device != self._device:
             self._device = r.device
             self.device_label.setText(f"Device in use: {describe_device(r.device)}")
         if r.gpu_memory is not None:
             self.gpu_memory_label.setText(format_cuda_memory(r.gpu_memory))
             self.gpu_memory_label.show()
-
-    def _update_activity(self, step: int) -> None:
-        """Move the activity dock's progress, at most every :data:`ACTIVITY_INTERVAL_MS`."""
-        now = time.monotonic()
-        if self._pbar is None or now - self._pbar_shown < ACTIVITY_INTERVAL_MS / 1000:
-            return
-        self._pbar_shown = now
-        self._pbar.update(step - self._pbar.n)
-        self.activity_updates += 1
 
     def _on_plan(self, plan: TrainPlan) -> None:
         self._set_total(plan.steps)
@@ -358,18 +382,20 @@ class TrainWidget(QWidget):
 
     def _on_returned(self, outcome: TrainOutcome) -> None:
         self._finish_progress()
+        rate = ""
         if len(self._run_clock) == 2:  # before the estimate is unblocked (status below)
             (t0, s0), (t1, s1) = self._run_clock
             self.estimate.show_achieved(self._run_key, s1 - s0, t1 - t0, outcome.trained.train_config.batch_size,
                                         self._device or "cpu")
+            rate = f" ({(s1 - s0) / (t1 - t0):.1f} steps/s)" if t1 > t0 and s1 > s0 else ""
         self.outcome, self.trained = outcome, outcome.trained
         self.status.state = RunState.STOPPED if outcome.stopped else RunState.DONE
-        done = self.progress_bar.value()
+        done = self._run_clock[-1][1] if self._run_clock else self.progress_bar.value()
         self.progress_bar.setRange(0, max(done, 1))  # a stopped run is complete too
         self.progress_bar.setValue(max(done, 1))
         how = "Stopped" if outcome.stopped else "Done"
         self.progress_text.setText(f"{how} at model step {outcome.trained.step} after "
-                                   f"{outcome.seconds:.1f} s. The model is ready in Reconstruct.")
+                                   f"{outcome.seconds:.1f} s{rate}. The model is ready in Reconstruct.")
         self.report.set_report(format_report(outcome))
         self.tabs.setCurrentWidget(self.report)
         model_store(self.viewer).set(outcome.trained)
