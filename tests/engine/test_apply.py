@@ -205,7 +205,8 @@ def test_cancel_stops_between_batches(trained_on_two, imc_testdata):
 
 
 def test_the_error_map_shows_what_the_hot_pixel_filter_removed(trained_on_two, imc_testdata, tmp_path, capsys):
-    """Error against the image as read: an injected hot pixel is a high-error single-pixel region."""
+    """Error against the image as read: an injected hot pixel is an isolated spike, listed apart from the
+    regions (areas) and marked as removed by the hot-pixel filter."""
     path, trained = trained_on_two
     clean = _read(imc_testdata, HELD_OUT)
     data = clean.data.copy()
@@ -217,9 +218,13 @@ def test_the_error_map_shows_what_the_hot_pixel_filter_removed(trained_on_two, i
     assert rec.hot_pixels[y, x] >= 1 and rec.hot_pixels.dtype == np.uint8
     assert (rec.hot_pixels > 0).sum() < 0.01 * rec.hot_pixels.size
     assert rec.error[y, x] > np.nanpercentile(rec.error, 99)  # before: the filter hid it
-    at = [r for r in app.regions if r["bbox"][0] <= y < r["bbox"][2] and r["bbox"][1] <= x < r["bbox"][3]]
-    assert at and at[0]["shape"] == "single pixel" and at[0]["area"] == 1
+    assert not [r for r in app.regions if r["bbox"][0] <= y < r["bbox"][2] and r["bbox"][1] <= x < r["bbox"][3]]
+    at = [s for s in app.spikes if (s["y"], s["x"]) == (y, x)]
+    assert at and at[0]["hot_pixel"] and at[0]["error"] == pytest.approx(float(rec.error[y, x]))
     assert clean.channel_names[1] in at[0]["channels"].split(";")[0]
+    assert all(r["area"] >= 2 for r in app.regions)
+    assert app.quality["error"]["n_hot_pixel_spikes"] >= 1
+    assert "hot pixel" in " ".join(app.summary_sentences())  # counted apart from the areas
     # the per-channel error is in units of each channel's typical error
     assert np.nanmean(rec.channel_error[0]) == pytest.approx(1.0, rel=1e-3)
     # the CLI writes the mask and the regions
@@ -227,13 +232,14 @@ def test_the_error_map_shows_what_the_hot_pixel_filter_removed(trained_on_two, i
     tifffile.imwrite(file, data, metadata={"axes": "CYX", "Channel": {"Name": [
         f"{m}_{n}" for m, n in zip(clean.channel_keys, clean.channel_names)]}})
     assert main(["reconstruct", str(path), str(file), "-o", str(tmp_path / "out")]) == 0
-    assert "region(s) of high error" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "region(s) of high error" in printed and f"{len(app.spikes)} isolated single-pixel spike(s)" in printed
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "out" / "hot_hotpixels.tiff"), rec.hot_pixels)
     import csv
 
     with open(tmp_path / "out" / "hot_regions.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == len(app.regions) and rows[at[0]["rank"] - 1]["shape"] == "single pixel"
+    assert len(rows) == len(app.regions) and all(int(row["area"]) >= 2 for row in rows)
 
 
 def test_motifs_fitted_on_the_training_images_are_the_same_on_every_image(trained_on_two, imc_testdata,
@@ -348,7 +354,7 @@ def test_error_tiff_regions_csv_and_quality_json_speak_one_unit(trained_on_two, 
         f"{m}_{n}" for m, n in zip(clean.channel_keys, clean.channel_names)]}})
     out = tmp_path / "out"
     assert main(["reconstruct", str(path), str(file), "-o", str(out)]) == 0
-    assert f"(error > {REGION_THRESHOLD:g} noise SD)" in capsys.readouterr().out
+    assert f"(error > {REGION_THRESHOLD:g} noise SD, areas of 2 px or more)" in capsys.readouterr().out
     error = tifffile.imread(out / "streak_error.tiff")
     with open(out / "streak_regions.csv") as f:
         rows = list(csv.DictReader(f))
@@ -366,7 +372,13 @@ def test_error_tiff_regions_csv_and_quality_json_speak_one_unit(trained_on_two, 
         assert float(row["peak_error"]) == pytest.approx(float(box.max()), rel=1e-5)
         assert float(row["mean_error"]) > REGION_THRESHOLD
         covered[y0:y1, x0:x1] = True
-    assert (error[~covered] <= REGION_THRESHOLD).all()  # nothing above the threshold is left out
+    # nothing above the threshold is left out but isolated single pixels, counted apart in the JSON
+    high = error > REGION_THRESHOLD
+    left = high & ~covered
+    from scipy import ndimage
+
+    assert (ndimage.convolve(high.astype(int), np.ones((3, 3), int), mode="constant")[left] == 1).all()
+    assert left.sum() == unit["n_isolated_spikes"] + unit["n_hot_pixel_spikes"]
     streak = [r for r in rows if int(r["bbox"].split()[0]) <= 30 < int(r["bbox"].split()[2])]
     assert streak and streak[0]["channels"].split(";")[0] == steinbock_names(trained)[2]
     # the widget's arrays are the CLI's: the same engine call

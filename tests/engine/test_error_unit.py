@@ -1,7 +1,9 @@
-"""The calibrated error unit: counting noise reads ~|Z|, artefacts stand out, one unit for everything."""
+"""The calibrated error unit: counting noise reads ~|Z|, artefacts stand out, one unit for everything;
+the map users see (pixel and small windows) keeps it: faint areas gain, spikes and streaks stay sharp."""
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 from napari_imc_vae.engine import error_unit
 from napari_imc_vae.engine.error_unit import (
@@ -13,7 +15,8 @@ from napari_imc_vae.engine.error_unit import (
     estimate_noise,
     pixel_error,
 )
-from napari_imc_vae.engine.regions import find_regions
+from napari_imc_vae.engine.multiscale_error import POOL_WINDOWS, multiscale_error, pooling_inflation
+from napari_imc_vae.engine.regions import find_regions, find_spikes
 
 
 @pytest.fixture
@@ -142,3 +145,83 @@ def test_bad_input_is_named():
 def test_the_sentence_names_the_threshold_and_the_unit():
     assert f"{REGION_THRESHOLD:g}" in ERROR_UNIT_SENTENCE and "noise" in ERROR_UNIT_SENTENCE
     assert ERROR_UNIT_NAME == "noise SD"
+
+
+# -- the map users see: the pixel and the windows around it (engine/multiscale_error.py) --
+
+
+def test_the_multiscale_map_keeps_the_unit_on_poisson_counts(tissue_rate):
+    observed = np.random.default_rng(1).poisson(tissue_rate).astype(np.float32)
+    r = count_residual(observed, tissue_rate)
+    inflation = pooling_inflation(r, tissue_rate)
+    assert inflation.shape == (len(POOL_WINDOWS), 40) and inflation.max() < 1.25  # independent noise: ~1
+    e = multiscale_error(r, inflation=inflation)
+    assert e.shape == (160, 160) and e.dtype == np.float32 and e.min() >= 0
+    assert (e >= pixel_error(r)).all()  # the pixel's own evidence is never lost
+    assert np.mean(e) == pytest.approx(0.85, abs=0.1)  # a noise pixel reads like |Z| (0.8), a little more
+    for level in (2.0, 3.0):  # the tail: at most 1.5 times |Z|'s (plus sampling error)
+        assert np.mean(e > level) < 1.5 * 2 * norm.sf(level) * 1.25
+    regions, _ = find_regions(e, r, [f"c{i}" for i in range(40)])
+    assert regions == [] and find_spikes(e, r, [f"c{i}" for i in range(40)]) == []
+
+
+def test_a_faint_blob_no_pixel_shows_is_found_as_a_region():
+    rng = np.random.default_rng(2)
+    rate = np.full((5, 80, 80), 20.0, np.float32)
+    observed = rng.poisson(rate).astype(np.float32)
+    observed[3, 30:36, 40:46] += 8  # +1.8 noise SD per pixel: lost in the noise pixel by pixel
+    r = count_residual(observed, rate)
+    single = pixel_error(r)
+    assert find_regions(single, r, list("ABCDE"))[0] == []
+    e = multiscale_error(r, inflation=pooling_inflation(r, rate))
+    regions, _ = find_regions(e, r, list("ABCDE"))
+    assert len(regions) == 1 and regions[0]["channels"].split(";")[0] == "D"
+    y0, x0, y1, x1 = regions[0]["bbox"]
+    assert 27 <= y0 and y1 <= 39 and 37 <= x0 and x1 <= 49  # on the blob, not spread far around it
+
+
+def test_a_hot_pixel_stays_a_spike_and_a_streak_stays_sharper_than_its_rows():
+    rng = np.random.default_rng(3)
+    rate = np.full((5, 60, 60), 10.0, np.float32)
+    observed = rng.poisson(rate).astype(np.float32)
+    observed[1, 10, 10] = 400.0  # ~50 noise SD in one pixel: its windows must not light up
+    observed[2, 40, 10:50] += 12  # a one-row streak, ~3 noise SD per pixel
+    r = count_residual(observed, rate)
+    e = multiscale_error(r)
+    assert e[10, 10] == pytest.approx(pixel_error(r)[10, 10])
+    assert e[8:13, 8:13].ravel().tolist().count(e[10, 10]) == 1 and np.sort(e[8:13, 8:13].ravel())[-2] < REGION_THRESHOLD
+    spikes = find_spikes(e, r, list("ABCDE"))
+    assert [(s["y"], s["x"]) for s in spikes if s["y"] != 40] == [(10, 10)]  # (the streak may break in pieces)
+    assert all(s["channels"].startswith("C") for s in spikes if s["y"] == 40)
+    streak, above, below = e[40, 15:45], e[39, 15:45], e[41, 15:45]
+    assert np.median(streak) > REGION_THRESHOLD and np.median(streak) > 1.5 * max(np.median(above), np.median(below))
+
+
+def test_spatially_correlated_misfit_is_discounted():
+    """A model that misses a smooth pattern: pooled sums vary more than independent noise; the
+    measured inflation takes that out, so the smooth misfit is not flagged as areas."""
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:120, :120]
+    true = 30 * (1 + 0.25 * np.sin(yy / 4.0) * np.cos(xx / 5.0))
+    observed = rng.poisson(np.broadcast_to(true, (3, 120, 120))).astype(np.float32)
+    rate = np.full((3, 120, 120), 30.0, np.float32)  # the model predicts the mean only
+    r = count_residual(observed, rate)
+    inflation = pooling_inflation(r, rate)
+    assert inflation[-1].min() > 1.5  # the 7×7 window's sums vary far more than independent noise
+    plain = multiscale_error(r)
+    discounted = multiscale_error(r, inflation=inflation)
+    assert (discounted <= plain + 1e-6).all()
+    assert (discounted > REGION_THRESHOLD).mean() < 0.25 * max((plain > REGION_THRESHOLD).mean(), 1e-9)
+
+
+def test_multiscale_nan_and_bad_input():
+    r = np.zeros((2, 10, 10), np.float32)
+    r[:, 0, 0] = np.nan
+    e = multiscale_error(r)
+    assert np.isnan(e[0, 0]) and np.isfinite(e[1:]).all()
+    with pytest.raises(ValueError, match=r"inflation must be values >= 1 of shape \(5, 2\), got \(5, 3\)"):
+        multiscale_error(r, inflation=np.ones((5, 3)))
+    with pytest.raises(ValueError, match=r"residual must have shape \(C, Y, X\), got shape \(10, 10\)"):
+        multiscale_error(r[0])
+    with pytest.raises(ValueError, match=r"residual and rate must have the same shape \(C, Y, X\)"):
+        pooling_inflation(r, r[:1])

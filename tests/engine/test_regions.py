@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from napari_imc_vae.engine.error_unit import REGION_THRESHOLD, count_residual, pixel_error
-from napari_imc_vae.engine.regions import find_regions
+from napari_imc_vae.engine.regions import MIN_REGION_AREA, find_regions, find_spikes
 
 
 @pytest.fixture
@@ -27,22 +27,40 @@ def test_regions_are_ranked_and_shaped(counts):
     error = pixel_error(residual)
     regions, threshold = find_regions(error, residual, ["A", "B", "C"], pixel_size_um=2.0)
     assert threshold == REGION_THRESHOLD
-    assert len(regions) == 3  # counting noise alone flags nothing on 14,400 pixels
+    assert len(regions) == 2  # counting noise alone flags nothing on 14,400 pixels; the hot pixel is a spike
     by_shape = {r["shape"]: r for r in regions}
-    assert set(by_shape) == {"single pixel", "line", "blob"}
+    assert set(by_shape) == {"line", "blob"}
     assert by_shape["blob"]["area"] == 49 and by_shape["blob"]["channels"].split(";")[0] == "B"
     line = by_shape["line"]
     assert line["area"] == 40 and line["y"] == 60 and line["channels"].split(";")[0] == "C"
     assert line["y_um"] == 120.0
-    hot = by_shape["single pixel"]
-    assert (hot["y"], hot["x"], hot["area"]) == (10, 10, 1) and hot["channels"].startswith("A")
-    assert hot["peak_error"] == pytest.approx(float(error[10, 10]))
     assert [r["rank"] for r in regions] == list(range(1, len(regions) + 1))
     assert all(a["excess"] >= b["excess"] for a, b in zip(regions, regions[1:]))
     for r in regions:  # peak and mean are of the error map over the region, in its unit
         y0, x0, y1, x1 = r["bbox"]
         assert r["peak_error"] == pytest.approx(float(error[y0:y1, x0:x1].max()))
         assert r["mean_error"] > threshold
+    spikes = find_spikes(error, residual, ["A", "B", "C"], pixel_size_um=2.0)
+    assert len(spikes) == 1
+    hot = spikes[0]
+    assert (hot["y"], hot["x"], hot["y_um"]) == (10, 10, 20.0) and hot["channels"].startswith("A")
+    assert hot["error"] == pytest.approx(float(error[10, 10])) and hot["hot_pixel"] is False
+
+
+def test_a_single_high_pixel_is_a_spike_and_two_touching_ones_a_region():
+    error = np.zeros((20, 20), np.float32)
+    error[2, 2] = 9.0  # alone: an isolated spike
+    error[10, 10] = error[11, 11] = 6.0  # diagonal neighbours (8-connected): an area of MIN_REGION_AREA px
+    error[15, 3] = 7.0
+    hot = np.zeros((20, 20), np.uint8)
+    hot[15, 3] = 1  # the hot-pixel filter replaced a value here
+    regions, _ = find_regions(error, None, [])
+    assert MIN_REGION_AREA == 2 and [(r["area"], r["y"], r["x"]) for r in regions] == [(2, 10.5, 10.5)]
+    spikes = find_spikes(error, None, [], hot_pixels=hot)
+    assert [(s["y"], s["x"], s["error"], s["hot_pixel"]) for s in spikes] == [(2, 2, 9.0, False), (15, 3, 7.0, True)]
+    assert find_spikes(error, None, [], threshold=8.0)[0]["y"] == 2 and len(find_spikes(error, None, [], threshold=8.0)) == 1
+    with pytest.raises(ValueError, match=r"threshold must be a finite number > 0, got -1"):
+        find_spikes(error, None, [], threshold=-1)
 
 
 def test_no_region_on_counting_noise_and_nan_is_left_out():
@@ -60,7 +78,8 @@ def test_a_threshold_of_the_caller(counts):
     observed, rate = counts
     error = pixel_error(count_residual(observed, rate))
     regions, threshold = find_regions(error, None, [], threshold=40.0)
-    assert threshold == 40.0 and [r["area"] for r in regions] == [1]  # only the hot pixel
-    assert regions[0]["channels"] == ""
+    assert threshold == 40.0 and regions == []  # only the hot pixel is that high: a spike, not an area
+    spikes = find_spikes(error, None, [], threshold=40.0)
+    assert [(s["y"], s["x"]) for s in spikes] == [(10, 10)] and spikes[0]["channels"] == ""
     with pytest.raises(ValueError, match=r"threshold must be a finite number > 0, got nan"):
         find_regions(error, None, [], threshold=float("nan"))

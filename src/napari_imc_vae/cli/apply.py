@@ -112,8 +112,8 @@ def _reconstruct(args: argparse.Namespace) -> int:
         print(f"wrote {p}")
     print(app.report_text())  # the plain sentences first, then the numbers behind them
     hot = int((rec.hot_pixels > 0).sum()) if rec.hot_pixels is not None else 0
-    print(f"- {len(app.regions)} region(s) of high error (error > {app.region_threshold:g} noise SD); "
-          f"{hot} pixel(s) replaced by the hot-pixel filter")
+    print(f"- {len(app.regions)} region(s) of high error (error > {app.region_threshold:g} noise SD, "
+          f"areas of 2 px or more); {len(app.spikes)} isolated single-pixel spike(s); {hot} pixel(s) replaced by the hot-pixel filter")
     return 0
 
 

@@ -109,6 +109,10 @@ class ModelApplication:
     region_threshold : float
         The value of ``region_map`` above which a pixel belongs to a region:
         :data:`~napari_imc_vae.engine.error_unit.REGION_THRESHOLD`, in noise SDs.
+    spikes : list of dict
+        Isolated spikes: single high-error pixels, apart from the regions (areas); each marks
+        whether the hot-pixel filter replaced a value there (see
+        :func:`~napari_imc_vae.engine.regions.find_spikes`).
     region_map : ndarray of shape (Y, X) or None
         What the regions are found on: ``reconstruction.error``, the calibrated pixel error
         (the same array; see :attr:`error_map`).
@@ -142,6 +146,7 @@ class ModelApplication:
     motif_source: str | None = None
     region_map: np.ndarray | None = None
     markers: list = field(default_factory=list)
+    spikes: list[dict] = field(default_factory=list)
 
     @property
     def stride(self) -> int:
@@ -167,7 +172,8 @@ class ModelApplication:
 
         searched = self.regions if self.region_map is not None else None
         return summary_sentences(self.report, self.markers, searched, shape=tuple(self.image.shape[1:]),
-                                 reason=self.quality.get("reason"))
+                                 reason=self.quality.get("reason"),
+                                 spikes=self.spikes if self.region_map is not None else None)
 
     def report_text(self) -> str:
         """The report for a terminal or a text box: the plain sentences, then the numbers behind
@@ -281,14 +287,17 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
     check_cancel()
     names = steinbock_names(trained)
     scale = _scale_channel_error(rec.channel_error)
-    regions, threshold, region_map = [], float("inf"), None
+    regions, threshold, region_map, spikes = [], float("inf"), None, []
     if settings.regions and rec.error is not None:
-        from napari_imc_vae.engine.regions import find_regions
+        from napari_imc_vae.engine.regions import find_regions, find_spikes
 
         region_map = rec.error
         regions, threshold = find_regions(region_map, rec.residual, names, pixel_size_um=float(image.pixel_size_um))
+        spikes = find_spikes(region_map, rec.residual, names, hot_pixels=rec.hot_pixels,
+                             pixel_size_um=float(image.pixel_size_um))
     if rec.error is not None:
-        quality["error"] = _error_summary(rec, names, regions if settings.regions else None)
+        quality["error"] = _error_summary(rec, names, regions if settings.regions else None,
+                                          spikes if settings.regions else None)
     markers = []
     if rec.raw is not None:
         from napari_imc_vae.engine.marker_summary import summarize_markers
@@ -310,7 +319,7 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
         ignored_channels=list(match.ignored), motifs=motifs, motif_model=motif_model, motif_rows=rows,
         report=report, quality=quality, provenance=provenance(trained, rec.stride),
         regions=regions, region_threshold=threshold, channel_error_scale=scale, motif_source=motif_source,
-        region_map=region_map, markers=markers,
+        region_map=region_map, markers=markers, spikes=spikes,
     )
 
 
@@ -330,7 +339,7 @@ def motifs_for(trained: TrainedModel, latent: np.ndarray, settings: ApplySetting
     return fitted, f"{fitted.k} motifs fitted on this image alone ({why})"
 
 
-def _error_summary(rec, names: list[str], regions: list[dict] | None) -> dict:
+def _error_summary(rec, names: list[str], regions: list[dict] | None, spikes: list[dict] | None = None) -> dict:
     """quality.json's ``error``: the unit, its threshold, the image's figures in it."""
     from napari_imc_vae.engine.error_unit import describe_unit
 
@@ -343,6 +352,9 @@ def _error_summary(rec, names: list[str], regions: list[dict] | None) -> dict:
                 "pixels_above_threshold": int((e[finite] > out["region_threshold"]).sum())})
     if regions is not None:
         out["n_regions"] = len(regions)
+    if spikes is not None:  # single high pixels, apart from the regions (areas)
+        out["n_isolated_spikes"] = sum(not s["hot_pixel"] for s in spikes)
+        out["n_hot_pixel_spikes"] = sum(s["hot_pixel"] for s in spikes)
     return out
 
 

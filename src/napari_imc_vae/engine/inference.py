@@ -26,6 +26,8 @@ __all__ = ["Reconstruction", "reconstruct_image", "memmap_outputs", "normalized_
 OUTPUT_NAMES = ("normalized", "raw", "error", "residual", "channel_error", "latent", "hot_pixels")
 # elements of a (C, rows, X) block the calibrated residual is computed on at a time (~32 MB of float64)
 _RESIDUAL_BLOCK = 4_000_000
+# pixels per channel the pooled error's inflation (spatially correlated misfit) is measured on at most
+_INFLATION_PIXELS = 400_000
 # rows read beyond a band on each side before normalizing, so a 3×3 neighbourhood step
 # (the hot-pixel filter) sees the same neighbours as on the whole image
 _NORMALIZER_HALO = 1
@@ -48,8 +50,9 @@ class Reconstruction:
         of the model to negative numbers).
     error : ndarray of shape (Y, X), float32
         The calibrated per-pixel error in noise SDs
-        (:func:`~napari_imc_vae.engine.error_unit.pixel_error` of ``residual``): the worst
-        channel's residual, calibrated for the number of finite channels; NaN where no
+        (:func:`~napari_imc_vae.engine.multiscale_error.multiscale_error` of ``residual``): the
+        worst channel's residual, calibrated for the number of finite channels, or its excess
+        pooled over small windows where that is less likely; NaN where no
         channel is finite.
     residual : ndarray of shape (C, Y, X), float32
         Signed count residual per channel in noise SDs
@@ -374,7 +377,7 @@ def reconstruct_image(
 
 def _write_calibrated(outputs: dict, image) -> tuple[np.ndarray, np.ndarray]:
     """Second pass: the noise model from the whole image, then residual and pixel error by bands."""
-    from napari_imc_vae.engine.error_unit import count_residual, dead_area_error, estimate_noise, pixel_error
+    from napari_imc_vae.engine.error_unit import count_residual, dead_area_error, estimate_noise
 
     raw = outputs["raw"]
     c, y_size, x_size = raw.shape
@@ -382,16 +385,45 @@ def _write_calibrated(outputs: dict, image) -> tuple[np.ndarray, np.ndarray]:
     n_rows = min(y_size, max(1, 200_000 // max(x_size, 1)))
     rows = np.unique(np.linspace(0, y_size - 1, n_rows).round().astype(np.intp))
     scale, dispersion = estimate_noise(np.asarray(image[:, rows], dtype=np.float32), raw[:, rows])
-    dead = dead_area_error(image, scale=scale) if outputs["error"] is not None else None  # (Y, X)
+    dead = inflation = None
+    if outputs["error"] is not None:
+        from napari_imc_vae.engine.multiscale_error import POOL_HALO, multiscale_error
+
+        dead = dead_area_error(image, scale=scale)  # (Y, X)
+        inflation = _pooling_inflation(image, raw, scale, dispersion)
     step = max(1, _RESIDUAL_BLOCK // max(c * x_size, 1))
     for y0 in range(0, y_size, step):
         y1 = min(y_size, y0 + step)
-        r = count_residual(np.asarray(image[:, y0:y1], dtype=np.float32), raw[:, y0:y1], dispersion, scale=scale)
+        # the pooled error needs POOL_HALO rows beyond the band on each side
+        h0, h1 = (y0, y1) if dead is None else (max(0, y0 - POOL_HALO), min(y_size, y1 + POOL_HALO))
+        r = count_residual(np.asarray(image[:, h0:h1], dtype=np.float32), raw[:, h0:h1], dispersion, scale=scale)
         if outputs["residual"] is not None:
-            outputs["residual"][:, y0:y1] = r
-        if outputs["error"] is not None:
-            outputs["error"][y0:y1] = pixel_error(r, dead[y0:y1])
+            outputs["residual"][:, y0:y1] = r[:, y0 - h0 : y1 - h0]
+        if dead is not None:
+            e = multiscale_error(r, dead[h0:h1], inflation=inflation)
+            outputs["error"][y0:y1] = e[y0 - h0 : y1 - h0]
     return scale, dispersion
+
+
+def _pooling_inflation(image, raw, scale, dispersion) -> np.ndarray:
+    """:func:`~napari_imc_vae.engine.multiscale_error.pooling_inflation` on the whole image, or on
+    8 evenly spaced bands of contiguous rows (NaN rows between them) when it is large."""
+    from napari_imc_vae.engine.error_unit import count_residual
+    from napari_imc_vae.engine.multiscale_error import POOL_HALO, pooling_inflation
+
+    c, y_size, x_size = raw.shape
+    band = max(4 * POOL_HALO, _INFLATION_PIXELS // (8 * max(x_size, 1)))
+    if y_size <= 8 * band:
+        bands = [(0, y_size)]
+    else:
+        bands = [(int(y0), int(y0) + band) for y0 in np.linspace(0, y_size - band, 8).round()]
+    gap = np.full((c, POOL_HALO, x_size), np.nan, np.float32)
+    parts_r, parts_mu = [], []
+    for y0, y1 in bands:
+        parts_r += [count_residual(np.asarray(image[:, y0:y1], dtype=np.float32), raw[:, y0:y1], dispersion,
+                                   scale=scale), gap]
+        parts_mu += [np.asarray(raw[:, y0:y1], dtype=np.float32), np.zeros_like(gap)]
+    return pooling_inflation(np.concatenate(parts_r, axis=1), np.concatenate(parts_mu, axis=1))
 
 
 def _write_rows(outputs: dict, normalizer, rec: np.ndarray, target: np.ndarray, y0: int, y1: int) -> None:

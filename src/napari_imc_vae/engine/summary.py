@@ -110,14 +110,28 @@ def _where(y: float, x: float, shape: tuple[int, int]) -> str:
     return "centre" if (r, c) == ("middle", "centre") else (f"{r} {c}" if r != "middle" else f"middle {c}")
 
 
-def region_sentence(regions: Sequence[dict] | None, shape: tuple[int, int]) -> list[str]:
-    """How many places look like artefacts, and where the worst ones are; nothing when not searched."""
+def _spike_clause(spikes: Sequence[dict] | None) -> str:
+    """Single high pixels, counted apart from the areas: hot pixels the filter removed, other spikes."""
+    if not spikes:
+        return ""
+    hot = sum(bool(s.get("hot_pixel")) for s in spikes)
+    kinds = [f"{hot} hot pixel{'s' * (hot != 1)} the hot-pixel filter removed" if hot else "",
+             f"{len(spikes) - hot} isolated spike{'s' * (len(spikes) - hot != 1)} below its threshold"
+             if len(spikes) > hot else ""]
+    return (f" Apart from these, {len(spikes)} single pixel{'s' * (len(spikes) != 1)} "
+            f"read{'s' * (len(spikes) == 1)} far above counting noise ({' and '.join(k for k in kinds if k)}).")
+
+
+def region_sentence(regions: Sequence[dict] | None, shape: tuple[int, int],
+                    spikes: Sequence[dict] | None = None) -> list[str]:
+    """How many places (areas) look like artefacts, and where the worst ones are; single high
+    pixels (``spikes``) counted apart; nothing when not searched."""
     if regions is None:
         return []
     n = len(regions)
     if n == 0:
-        return ["No place looks like an artefact: nowhere does the image differ from the model by much more "
-                "than counting noise."]
+        return ["No area looks like an artefact: nowhere does the image differ from the model by much more "
+                "than counting noise over more than one pixel." + _spike_clause(spikes)]
     places = []
     for r in list(regions)[:2]:
         channel = str(r.get("channels") or "").split(";")[0]
@@ -129,11 +143,12 @@ def region_sentence(regions: Sequence[dict] | None, shape: tuple[int, int]) -> l
     head = ("1 place looks like an artefact (it differs from the model far beyond counting noise): "
             if n == 1 else
             f"{n} places look like artefacts (they differ from the model far beyond counting noise); the worst: ")
-    return [head + "; ".join(places) + " — see the regions table."]
+    return [head + "; ".join(places) + " — see the regions table." + _spike_clause(spikes)]
 
 
 def summary_sentences(report, markers: Sequence[MarkerSummary] = (), regions: Sequence[dict] | None = None, *,
-                      shape: tuple[int, int] = (1, 1), reason: str | None = None) -> list[str]:
+                      shape: tuple[int, int] = (1, 1), reason: str | None = None,
+                      spikes: Sequence[dict] | None = None) -> list[str]:
     """The first layer of the report: three to five plain sentences.
 
     Parameters
@@ -147,8 +162,10 @@ def summary_sentences(report, markers: Sequence[MarkerSummary] = (), regions: Se
         The image's (Y, X), to say where a region is.
     reason : str, optional
         Why there is no report.
+    spikes : sequence of dict, optional
+        Isolated single high pixels (``hot_pixel``: the filter removed it), counted apart.
     """
-    out = overall_sentences(report, reason) + marker_sentences(markers) + region_sentence(regions, shape)
+    out = overall_sentences(report, reason) + marker_sentences(markers) + region_sentence(regions, shape, spikes)
     return out[:5]
 
 

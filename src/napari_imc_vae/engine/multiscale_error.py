@@ -1,0 +1,154 @@
+"""The error map users see: the calibrated pixel error, and the same evidence pooled over small windows.
+
+One pixel's residual (:func:`~napari_imc_vae.engine.error_unit.count_residual`) finds hot
+pixels and strong streaks, but a misstained blob adds counts that are within the noise at
+each of its pixels, and the autoencoder copies about half of it (measured in
+``docs/artefacts.md``): no single pixel stands out, while 36 pixels that all read a little
+high are very unlikely under counting noise. :func:`multiscale_error` therefore also pools
+each channel's signed residual over the windows :data:`POOL_WINDOWS` (a Stouffer sum: the
+window's sum over the square root of its pixel count, one standard normal under pure noise),
+calibrates the worst channel as :func:`~napari_imc_vae.engine.error_unit.pixel_error` does,
+and keeps at each pixel the most unlikely of the single pixel and its windows, corrected for
+the number of scales looked at (Bonferroni): a pixel of pure noise still reads like ``|Z|`` or
+a little less, and the same threshold keeps its meaning.
+
+Two guards keep the pooled evidence honest:
+
+* residuals are clipped at ±:data:`POOL_CLIP` before pooling, so one extreme pixel (a hot
+  pixel of 30 noise SD) does not make its whole window look high: a window is high when many
+  of its pixels lean the same way;
+* the model's ordinary misfit is spatially correlated, so pooled sums vary more than
+  independent noise would: :func:`pooling_inflation` measures, per window and channel on
+  the bright pixels (predicted ≥ 3 counts), how much more, and the pooled values are divided
+  by it (never by less than 1).
+
+Line windows (1×5 and 5×1) keep a one-pixel-wide streak sharper than its neighbours, whose
+square windows also hold the streak; the square windows (3×3 … 7×7) find blobs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_imc_vae.engine.error_unit import pixel_error
+
+__all__ = ["POOL_WINDOWS", "POOL_CLIP", "POOL_HALO", "multiscale_error", "pooling_inflation"]
+
+#: Windows (rows, columns) the residual is pooled over, besides the pixel itself.
+POOL_WINDOWS = ((1, 5), (5, 1), (3, 3), (5, 5), (7, 7))
+#: Residuals are clipped at ± this many noise SDs before pooling.
+POOL_CLIP = 3.0
+#: Rows (and columns) a window reaches beyond its centre: a band of rows needs this many more on each side.
+POOL_HALO = max(max(h, w) for h, w in POOL_WINDOWS) // 2
+_BRIGHT_RATE = 3.0  # counts: where the residual is close to normal, as in estimate_noise
+_MIN_BRIGHT = 50
+_MAD_TO_SD = 1.4826
+
+
+def _pooled(residual: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Per channel, the clipped residual's sum over each window / sqrt(finite pixels in it); NaN where none."""
+    from scipy import ndimage
+
+    finite = np.isfinite(residual)
+    values = np.where(finite, np.clip(residual, -POOL_CLIP, POOL_CLIP), 0.0).astype(np.float64)
+    total = ndimage.uniform_filter(values, size=(1, rows, cols), mode="constant") * (rows * cols)
+    if finite.all():  # the usual case: one (Y, X) count of the window's pixels inside the image
+        ones = np.ones(residual.shape[1:])
+        n = np.rint(ndimage.uniform_filter(ones, size=(rows, cols), mode="constant") * (rows * cols))[None]
+    else:
+        n = np.rint(ndimage.uniform_filter(finite.astype(np.float64), size=(1, rows, cols), mode="constant")
+                    * (rows * cols))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = total / np.sqrt(n)
+    return np.where(n >= 1, z, np.nan)
+
+
+def _robust_sd(values: np.ndarray) -> float:
+    values = values[np.isfinite(values)]
+    return float(_MAD_TO_SD * np.median(np.abs(values - np.median(values)))) if values.size else 0.0
+
+
+def pooling_inflation(residual, rate) -> np.ndarray:
+    """How much more the pooled residual varies than independent noise would, per window and channel.
+
+    Parameters
+    ----------
+    residual : array of shape (C, Y, X)
+        Signed count residual (:func:`~napari_imc_vae.engine.error_unit.count_residual`); rows of
+        NaN may separate bands sampled from a larger image.
+    rate : array of shape (C, Y, X)
+        The predicted rate in counts: measured on the pixels predicted at 3 counts or more.
+
+    Returns
+    -------
+    ndarray of shape (len(POOL_WINDOWS), C), float64, >= 1
+        The robust sd (from the median absolute deviation) of the pooled values over the sd of
+        the clipped residual that is pooled, on those pixels: 1 for independent noise (the pooled
+        sum is near normal even where one pixel's residual is not); 1 where fewer than 50
+        pixels are that bright.
+    """
+    r, mu = np.asarray(residual, dtype=np.float64), np.asarray(rate)
+    if r.ndim != 3 or r.shape != mu.shape:
+        raise ValueError(f"residual and rate must have the same shape (C, Y, X), got {r.shape} and {mu.shape}")
+    out = np.ones((len(POOL_WINDOWS), r.shape[0]))
+    bright = np.isfinite(r) & (mu >= _BRIGHT_RATE)
+    for w, (rows, cols) in enumerate(POOL_WINDOWS):
+        z = _pooled(r, rows, cols)
+        for c in range(r.shape[0]):
+            if bright[c].sum() >= _MIN_BRIGHT:
+                base = float(np.std(np.clip(r[c][bright[c]], -POOL_CLIP, POOL_CLIP)))
+                if base > 0:
+                    out[w, c] = max(1.0, _robust_sd(z[c][bright[c]]) / base)
+    return out
+
+
+def _log_tail(e: np.ndarray) -> np.ndarray:
+    """log P(|Z| >= e)."""
+    from scipy.special import log_ndtr
+
+    return np.log(2.0) + log_ndtr(-np.asarray(e, dtype=np.float64))
+
+
+def multiscale_error(residual, dead=None, *, inflation=None) -> np.ndarray:
+    """Per-pixel error from the pixel and the windows around it, in noise SDs.
+
+    Parameters
+    ----------
+    residual : array of shape (C, Y, X)
+        Signed count residual per channel.
+    dead : array of shape (Y, X), optional
+        :func:`~napari_imc_vae.engine.error_unit.dead_area_error`; the error is the larger of the two.
+    inflation : array of shape (len(POOL_WINDOWS), C), optional
+        :func:`pooling_inflation` (default 1: independent noise).
+
+    Returns
+    -------
+    ndarray of shape (Y, X), float32, >= 0
+        The larger of the pixel error (:func:`~napari_imc_vae.engine.error_unit.pixel_error`)
+        and the pooled error: the ``e`` with ``P(|Z| >= e) = min(1, W · p_min)``, ``p_min`` the
+        smallest tail probability, over the ``W`` windows of :data:`POOL_WINDOWS`, of the worst
+        channel's pooled excess at that pixel (taken as two-sided: conservative). Under pure
+        noise a pixel exceeds a level ``t`` at most 1.5 times as often as ``|Z|`` does; NaN where
+        no channel is finite.
+    """
+    from napari_imc_vae.engine.error_unit import _z_of_probability
+
+    r = np.asarray(residual)
+    if r.ndim != 3:
+        raise ValueError(f"residual must have shape (C, Y, X), got shape {r.shape}")
+    infl = np.ones((len(POOL_WINDOWS), r.shape[0])) if inflation is None else np.asarray(inflation, np.float64)
+    if infl.shape != (len(POOL_WINDOWS), r.shape[0]) or not np.all(infl >= 1):
+        raise ValueError(f"inflation must be values >= 1 of shape {(len(POOL_WINDOWS), r.shape[0])}, "
+                         f"got {np.shape(inflation)}")
+    single = pixel_error(r)
+    log_p = np.zeros(r.shape[1:])
+    for w, (rows, cols) in enumerate(POOL_WINDOWS):
+        # one-sided: more counts than predicted over the window (see the module's notes)
+        z = np.maximum(_pooled(r, rows, cols) / infl[w][:, None, None], 0.0)
+        log_p = np.minimum(log_p, _log_tail(np.nan_to_num(pixel_error(z))))
+    pooled = _z_of_probability(np.minimum(log_p + np.log(len(POOL_WINDOWS)), 0.0))
+    e = np.maximum(np.nan_to_num(single), pooled)
+    if dead is not None:
+        e = np.maximum(e, np.asarray(dead))
+    e[np.isnan(single)] = np.nan
+    return e.astype(np.float32)
