@@ -7,7 +7,7 @@ section, a ``CITATION.cff`` and an attachment with what only this plugin reads b
 baseline, the motifs, the training histories). Raw counts go in; the reconstruction in counts and
 the latent map come out, deterministically (:mod:`~napari_imc_vae.engine.bmz_arch`). The rdf's
 ``config.napari_imc_vae`` holds the rest of the model file, so that
-:func:`~napari_imc_vae.engine.bmz_import.load_package` rebuilds the same model.
+:func:`~napari_imc_vae.engine.bmz_import.read_package` rebuilds the same model file content.
 
 Needs no bioimageio library: the zoo's own checks (``bioimageio test``) run in the tests.
 """

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["ARCH_CALLABLE", "CONFIG_KEY", "FILES", "PACKAGE_FORMAT", "SPEC_VERSION", "is_package", "load_package",
-           "package_state"]
+__all__ = ["ARCH_CALLABLE", "CONFIG_KEY", "FILES", "PACKAGE_FORMAT", "SPEC_VERSION", "PackageError", "is_package",
+           "package_state", "read_package"]
 
 #: The bioimageio model spec the export writes; packages of another 0.5.x are read too.
 SPEC_VERSION = "0.5.12"
@@ -72,10 +72,12 @@ def is_package(path: str | Path) -> bool:
     return zipfile.is_zipfile(path) and rdf_name(path) is not None
 
 
-def _error(path, message: str):
-    from napari_imc_vae.engine.checkpoint import ModelFileError
+class PackageError(ValueError):
+    """A zoo package that cannot be read back; the message names the package and the problem."""
 
-    return ModelFileError(f"model package {path}: {message}")
+
+def _error(path, message: str) -> PackageError:
+    return PackageError(f"model package {path}: {message}")
 
 
 def _read_rdf(path: Path, z: zipfile.ZipFile) -> dict:
@@ -152,10 +154,8 @@ def _load_tensors(path: Path, name: str, content: bytes):
         raise _error(path, f"{name} is not a weights-only torch file ({' '.join(str(e).split())[:160]})") from e
 
 
-def _model_dict(path: Path, rdf: dict, contents: dict[str, bytes]) -> dict:
+def _model_dict(path: Path, rdf: dict, contents: dict[str, bytes], model_format: str) -> dict:
     """The model file's dict (no optimizer state) rebuilt from the package's parts."""
-    from napari_imc_vae.engine import checkpoint
-
     ours = rdf["config"][CONFIG_KEY]
     weights_name = _weights_source(path, rdf)
     state = _load_tensors(path, weights_name, contents[weights_name])
@@ -169,7 +169,7 @@ def _model_dict(path: Path, rdf: dict, contents: dict[str, bytes]) -> dict:
     vae_state = {k[len(_VAE_PREFIX):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(_VAE_PREFIX)}
     _check_buffers(path, state, ours.get("normalizer"), weights_name)
     try:
-        d = {"format": checkpoint.FORMAT, "format_version": ours["model_format_version"],
+        d = {"format": model_format, "format_version": ours["model_format_version"],
              "package_version": ours["package_version"],
              **{key: ours[key] for key in ("model_config", "critic_config", "train_config")},
              "state_dict": vae_state, "optimizer_state": None, "step": ours["step"],
@@ -192,17 +192,36 @@ def _check_buffers(path: Path, state: dict, normalizer, weights_name: str) -> No
                                f"the package's parts disagree")
 
 
-def load_package(path: str | Path, *, map_location="cpu"):
-    """Rebuild the :class:`TrainedModel` exported into a zoo package (see the module's docstring).
+def read_package(path: str | Path, model_format: str, error: type[ValueError] = PackageError) -> dict:
+    """The model file's dict exported into a zoo package, checked and stamped with its content hash.
+
+    :meth:`TrainedModel.load <napari_imc_vae.engine.checkpoint.TrainedModel.load>` builds the model
+    from it with every check a model file gets.
+
+    Parameters
+    ----------
+    model_format : str
+        The model files' ``format`` tag (``checkpoint.FORMAT``).
+    error : type
+        The exception raised (the caller's ModelFileError), a ValueError.
 
     Raises
     ------
-    ModelFileError
-        One line naming the package and what is wrong.
+    error
+        One line naming the package and what is wrong (see the module's docstring).
     """
-    from napari_imc_vae.engine import checkpoint, model_schema
+    from napari_imc_vae.engine import model_schema
 
-    path = Path(path)
+    try:
+        return _read(Path(path), model_format, model_schema)
+    except PackageError as e:
+        if error is PackageError:
+            raise
+        # the caller's class (checkpoint's ModelFileError): checkpoint imports this module, not back
+        raise error(str(e)) from e
+
+
+def _read(path: Path, model_format: str, model_schema) -> dict:
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()
@@ -212,7 +231,7 @@ def load_package(path: str | Path, *, map_location="cpu"):
             contents = _check_files(path, z, rdf)
     except zipfile.BadZipFile as e:
         raise _error(path, f"is not a readable zip ({e})") from e
-    d = _model_dict(path, rdf, contents)
+    d = _model_dict(path, rdf, contents, model_format)
     stored = rdf["config"][CONFIG_KEY].get("content_sha256")
     try:
         actual = model_schema.content_sha256(d)
@@ -221,7 +240,4 @@ def load_package(path: str | Path, *, map_location="cpu"):
     if stored != actual:
         raise _error(path, f"its parts (rdf config, weights, extras) are not the ones exported together "
                            f"(config.{CONFIG_KEY}.content_sha256 differs): changed after export")
-    trained = checkpoint.TrainedModel.from_dict(model_schema.stamp(d), source=str(path),
-                                                sha256=checkpoint.file_sha256(path))
-    trained.model.to(map_location)
-    return trained
+    return model_schema.stamp(d)

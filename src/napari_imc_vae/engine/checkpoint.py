@@ -158,7 +158,10 @@ class TrainedModel:
         from napari_imc_vae.engine import bmz_import  # a BioImage Model Zoo package (zip + rdf.yaml)
 
         if bmz_import.is_package(path):
-            return bmz_import.load_package(path, map_location=map_location)
+            d = bmz_import.read_package(path, FORMAT, ModelFileError)
+            trained = cls.from_dict(d, source=str(path), sha256=file_sha256(path))
+            trained.model.to(map_location)
+            return trained
         try:
             _check_zip_records(path)
             d = torch.load(path, map_location="cpu", weights_only=True)
