@@ -8,10 +8,12 @@ import threading
 
 import pytest
 from napari.qt.threading import create_worker
+from qtpy.QtGui import QMovie
+from qtpy.QtWidgets import QLabel
 
 from napari_imc_vae._napari import budget_box
 from napari_imc_vae._napari.train_form import EXACT_STEPS
-from napari_imc_vae._napari.train_widget import ACTIVITY_INTERVAL_MS, TrainWidget
+from napari_imc_vae._napari.train_widget import PROGRESS_INTERVAL_MS, TrainWidget
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -50,16 +52,20 @@ def _estimated(qtbot, widget) -> None:
 
 
 def test_activity_progress_is_off_by_default_and_updated_at_most_twice_a_second(train, qtbot):
+    # on, napari's "in progress" GIF runs; the widget keeps it still (it repaints the window)
     assert not train.activity.isChecked()
     _estimated(qtbot, train)
     train.form.steps.value = 400
     train.activity.setChecked(True)
     with qtbot.waitSignal(train.finished, timeout=120_000) as run:
         assert train.train() is not None
+        assert train._pbar is not None  # the run is in napari's activity dock …
+        movies = [label.movie() for label in train.window().findChildren(QLabel) if label.movie() is not None]
+        assert movies and all(m.state() != QMovie.MovieState.Running for m in movies)  # … kept still
     outcome = run.args[0]
     assert outcome is not None and outcome.trained.step == 400
     (t0, _), (t1, _) = train._run_clock
-    updates_allowed = (t1 - t0) * 1000 / ACTIVITY_INTERVAL_MS + 1
+    updates_allowed = (t1 - t0) * 1000 / PROGRESS_INTERVAL_MS + 1
     print(f"{train.activity_updates} activity updates in {t1 - t0:.2f} s of training")
     assert 1 <= train.activity_updates <= updates_allowed
     assert train._pbar is None  # closed with the run
@@ -85,7 +91,9 @@ def test_estimate_is_not_timed_during_a_run_and_then_shows_the_rate_the_run_achi
     (t0, s0), (t1, s1) = train._run_clock
     assert s1 - s0 == 600 and box.rate_source == "achieved"
     assert box.rate.steps_per_s == pytest.approx(600 / (t1 - t0))
-    assert box.label.text().startswith(f"Estimated: 600 steps: about") and f"{box.rate.steps_per_s:.1f} steps/s" in box.label.text()
+    rate = f"{box.rate.steps_per_s:.1f} steps/s"
+    assert box.label.text().startswith("Estimated: 600 steps: about") and rate in box.label.text()
+    assert f"({rate})" in train.progress_text.text()  # the run's line and the estimate agree
     qtbot.wait(2 * budget_box.DEBOUNCE_MS)
     assert len(TIMINGS) == timed and not box.busy  # the run's own rate: nothing timed after it
 

@@ -41,7 +41,9 @@ LEGEND: dict[str, tuple[str, str]] = {
                                  "(permutation loss)"),
     VALIDATION_TERM: ("held-out total", "the total on patches kept out of training (validation loss)"),
 }
-REDRAW_INTERVAL_MS = 100
+#: Redraws at most twice a second: a redraw repaints the window, which costs the trainer CPU under
+#: software OpenGL (docs/benchmarks.md).
+REDRAW_INTERVAL_MS = 500
 #: Log axes cannot show 0 (perm_loss is exactly 0 when all views agree): floor for display.
 LOG_FLOOR = 1e-6
 #: Legend entries per row below the plot (8 entries: four rows; three columns did not fit a 400 px
