@@ -115,7 +115,8 @@ def documentation(trained, sample, model_name: str, crop: tuple[int, int, int, i
     rows = ["| channel | mean | std | clip | constant |", "| --- | --- | --- | --- | --- |"]
     for i, name in enumerate(steinbock_names(trained)):
         clip = "—" if norm.clip_high[i] is None else f"{norm.clip_high[i]:.4g}"
-        rows.append(f"| {name} | {norm.mean[i]:.4g} | {norm.std[i]:.4g} | {clip} | {'yes' if norm.constant[i] else ''} |")
+        constant = "yes" if norm.constant[i] else ""
+        rows.append(f"| {name} | {norm.mean[i]:.4g} | {norm.std[i]:.4g} | {clip} | {constant} |")
     return "\n".join([
         f"# {model_name}",
         "",

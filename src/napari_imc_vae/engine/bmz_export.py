@@ -76,7 +76,8 @@ def architecture_source() -> str:
     parts = []
     for module in (model_module, bmz_arch):
         lines = Path(module.__file__).read_text(encoding="utf-8").splitlines()
-        keep = [line for line in lines if "napari_imc_vae" not in line or not line.lstrip().startswith(("from ", "import "))]
+        keep = [line for line in lines
+                if "napari_imc_vae" not in line or not line.lstrip().startswith(("from ", "import "))]
         if module is bmz_arch:  # a second __future__ import would be a syntax error
             keep = [line for line in keep if line.strip() != "from __future__ import annotations"]
         parts.append("\n".join(keep))
@@ -326,8 +327,10 @@ def _rdf(trained, sample, model_name, authors, license, description, kwargs, nam
 
     p, s, d = trained.model.config.patch_size, kwargs["stride"], trained.model.config.latent_dim
     pixel = float(getattr(sample, "pixel_size_um", None) or 1.0)
-    space = lambda axis_id, size, scale: {"type": "space", "id": axis_id, "size": size, "unit": "micrometer",  # noqa: E731
-                                          "scale": scale}
+
+    def space(axis_id: str, size, scale: float) -> dict:
+        return {"type": "space", "id": axis_id, "size": size, "unit": "micrometer", "scale": scale}
+
     smallest = s * -(-p // s)
     in_axes = [{"type": "batch"}, {"type": "channel", "channel_names": names}] + [
         space(a, {"min": smallest, "step": s}, pixel) for a in ("y", "x")]
