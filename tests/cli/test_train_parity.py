@@ -76,24 +76,26 @@ def test_cli_and_widget_task_train_and_resume_alike(imc_testdata, tmp_path, caps
     image = read_imc(path)
     first, resumed = tmp_path / "first.pt", tmp_path / "resumed.pt"
 
-    # a new model: 6 steps, batch 16, seed 3, a small model; everything else the defaults
-    out = _cli([str(path), "-o", str(first), "--steps", "6", "--batch", "16", "--seed", "3", *CLI_MODEL], capsys)
+    # a new model: 60 steps, batch 16, seed 3, a small model; everything else the defaults
+    out = _cli([str(path), "-o", str(first), "--steps", "60", "--batch", "16", "--seed", "3", *CLI_MODEL], capsys)
     form = TrainForm(DEFAULT_NORMALIZATION, ["cpu"])
     form.patch.value, form.latent.value = MODEL["patch_size"], MODEL["latent_dim"]
     form.hidden_width.value, form.depth.value = MODEL["width"], MODEL["depth"]
-    form.budget.value, form.steps.value = EXACT_STEPS, 6
+    form.budget.value, form.steps.value = EXACT_STEPS, 60
     form.batch.value, form.seed.value, form.device.value = 16, 3, "cpu"
-    _same_run(out, TrainedModel.load(first), _widget(form, image), steps=6)
-    assert validation_interval(6) == TrainedModel.load(first).train_config.val_every == 1
+    _same_run(out, TrainedModel.load(first), _widget(form, image), steps=60)
+    # the validation policy: at least 50 steps apart, and at the end
+    assert validation_interval(60) == TrainedModel.load(first).train_config.val_every == 50
+    assert [v["step"] for v in TrainedModel.load(first).validation_history] == [50, 60]
 
     # resuming that file: only the steps given; batch, learning rate, seed and loss weights are the model's
-    out = _cli([str(path), "-o", str(resumed), "--resume", str(first), "--steps", "4"], capsys)
+    out = _cli([str(path), "-o", str(resumed), "--resume", str(first), "--steps", "8"], capsys)
     loaded = TrainedModel.load(first)
     form = TrainForm(DEFAULT_NORMALIZATION, ["cpu"])  # as TrainWidget.resume_from fills it
     form.set_values(model_config=asdict(loaded.model.config), critic=loaded.critic_config,
                     train=loaded.train_config)
-    form.budget.value, form.steps.value, form.device.value = EXACT_STEPS, 4, "cpu"
+    form.budget.value, form.steps.value, form.device.value = EXACT_STEPS, 8, "cpu"
     outcome = _widget(form, image, resume=loaded)
-    _same_run(out, TrainedModel.load(resumed), outcome, steps=10)
+    _same_run(out, TrainedModel.load(resumed), outcome, steps=68)
     assert outcome.trained.train_config.batch_size == 16 and outcome.trained.train_config.seed == 3
-    assert "resuming from step 6" in out and "resuming from step 6" in outcome.plan.data
+    assert "resuming from step 60" in out and "resuming from step 60" in outcome.plan.data

@@ -38,18 +38,24 @@ PERM_PATCHES = 256
 
 #: Validation policy: about this many validations a run ...
 VALIDATIONS_PER_RUN = 10
+#: ... but no closer than this: a validation (2,048 patches, their measures and permutation
+#: accuracy) costs about 10 training steps of the default model, so a 60-step run validated
+#: 10 times took 1.5× as long (bench_cohort, docs/benchmarks.md); 50 keeps it near 20% at most ...
+MIN_VALIDATION_INTERVAL = 50
 #: ... and at least one every this many steps (long runs keep a fine-grained curve).
 MAX_VALIDATION_INTERVAL = 200
 
 
 def validation_interval(steps: int) -> int:
-    """Steps between validations for a run of ``steps``: ~10 a run, at most every 200 steps.
+    """Steps between validations for a run of ``steps``: ~10 a run, 50 to 200 steps apart (a run
+    shorter than 50 steps validates at its end only; every run does).
 
     The one validation policy of the CLI and the widget, applied by
     :func:`napari_imc_vae.engine.training.train_model` once the run's steps are known.
     """
-    return max(1, min(MAX_VALIDATION_INTERVAL, steps // VALIDATIONS_PER_RUN or 1))
+    return max(MIN_VALIDATION_INTERVAL, min(MAX_VALIDATION_INTERVAL, steps // VALIDATIONS_PER_RUN))
 
 
-__all__ = ["BASELINE_FIT_PATCHES", "BUDGET_PRESETS", "DEFAULT_BUDGET", "DEFAULT_MOTIFS", "MAX_QUALITY_PATCHES", "MAX_VALIDATION_INTERVAL",
-           "MAX_VAL_PATCHES", "PERM_PATCHES", "TILE_BATCH", "VALIDATIONS_PER_RUN", "validation_interval"]
+__all__ = ["BASELINE_FIT_PATCHES", "BUDGET_PRESETS", "DEFAULT_BUDGET", "DEFAULT_MOTIFS", "MAX_QUALITY_PATCHES",
+           "MAX_VALIDATION_INTERVAL", "MAX_VAL_PATCHES", "MIN_VALIDATION_INTERVAL", "PERM_PATCHES", "TILE_BATCH",
+           "VALIDATIONS_PER_RUN", "validation_interval"]
