@@ -5,6 +5,7 @@ import pytest
 
 from napari_imc_vae.engine.error_unit import REGION_THRESHOLD, count_residual, pixel_error
 from napari_imc_vae.engine.regions import MIN_REGION_AREA, find_regions, find_spikes
+from napari_imc_vae.engine.summary import region_sentence
 
 
 @pytest.fixture
@@ -83,3 +84,18 @@ def test_a_threshold_of_the_caller(counts):
     assert [(s["y"], s["x"]) for s in spikes] == [(10, 10)] and spikes[0]["channels"] == ""
     with pytest.raises(ValueError, match=r"threshold must be a finite number > 0, got nan"):
         find_regions(error, None, [], threshold=float("nan"))
+
+
+def test_the_report_counts_spikes_apart_from_the_areas():
+    spikes = [{"y": 1, "x": 1, "hot_pixel": True}, {"y": 5, "x": 5, "hot_pixel": False},
+              {"y": 7, "x": 2, "hot_pixel": False}]
+    (none,) = region_sentence([], (50, 50), spikes)
+    assert none.startswith("No place looks like an artefact") and none.endswith(
+        "Only 3 single pixels read far above counting noise (1 hot pixel the hot-pixel filter removed and "
+        "2 isolated spikes below its threshold).")
+    area = {"y": 25.0, "x": 25.0, "area": 12, "shape": "blob", "channels": "Sm147_Laminin"}
+    (one,) = region_sentence([area], (50, 50), spikes[1:2])
+    assert one.startswith("1 place looks like an artefact") and "a patch of 12 px" in one
+    assert one.endswith("Apart from these, 1 single pixel reads far above counting noise (1 isolated spike "
+                        "below its threshold).")
+    assert region_sentence([], (50, 50), [])[0].endswith("counting noise.")

@@ -19,7 +19,9 @@ Per pixel, :func:`pixel_error` keeps the worst channel (so a one-channel artefac
 channels is not averaged away) and calibrates it for the number of channels: the value
 ``e`` such that a pixel of pure counting noise exceeds it as often as ``|Z|`` of one
 standard normal exceeds it. Clean tissue therefore reads like ``|Z|`` everywhere (mean
-≈ 0.8) and :data:`REGION_THRESHOLD` is a fixed level of the same unit.
+≈ 0.8) and :data:`REGION_THRESHOLD` is a fixed level of the same unit. The map users see
+(:func:`~napari_imc_vae.engine.multiscale_error.multiscale_error`) is the larger of it and the
+same evidence pooled over small windows, which finds areas no single pixel shows.
 
 A dead area (every channel 0: the detector recorded nothing) is what an autoencoder
 reconstructs best: zeros in, zeros out. :func:`dead_area_error` is the explicit cue for
@@ -167,27 +169,31 @@ def pixel_error(residual, dead=None) -> np.ndarray:
     ndarray of shape (Y, X) or (N,), float32, >= 0
         NaN where no channel is finite.
     """
-    from scipy.special import log_ndtr
-
     r = np.asarray(residual)
     if r.ndim < 2:
         raise ValueError(f"residual must have shape (C, Y, X) or (C, N), got shape {r.shape}")
     finite = np.isfinite(r)
     n = finite.sum(axis=0)
-    m = np.where(finite, np.abs(r), -np.inf).max(axis=0).astype(np.float64)
-    m = np.where(n > 0, m, 0.0)
-    log_q = np.log(2.0) + log_ndtr(-m)  # log P(|Z| >= M) for one channel
-    q = np.exp(log_q)
-    with np.errstate(divide="ignore"):
-        # p = 1 − (1 − q)^n; where n·q is tiny, p = n·q to relative 1e-8 and its log is exact
-        log_p = np.where(n * q < 1e-8, np.log(np.maximum(n, 1)) + log_q,
-                         np.log(-np.expm1(np.maximum(n, 1) * np.log1p(-np.minimum(q, 1.0 - 1e-16)))))
-    e = _upper_tail_z(np.minimum(log_p - np.log(2.0), np.log(0.5)))
-    e = np.maximum(e, 0.0)
+    m = np.where(finite, np.abs(r), -np.inf).max(axis=0)
+    e = _z_of_probability(worst_channel_log_p(np.where(n > 0, m, 0.0), n))
     if dead is not None:
         e = np.maximum(e, np.asarray(dead))
     e[n == 0] = np.nan
     return e.astype(np.float32)
+
+
+def worst_channel_log_p(worst, n_channels) -> np.ndarray:
+    """log of ``p = 1 − (1 − P(|Z| ≥ M))^C``: how often the largest ``|z|`` of ``C`` channels of pure
+    noise reaches ``M`` (``worst``, >= 0; ``n_channels`` C, broadcast with it)."""
+    from scipy.special import log_ndtr
+
+    m = np.asarray(worst, dtype=np.float64)
+    n = np.maximum(np.asarray(n_channels), 1)
+    log_q = np.log(2.0) + log_ndtr(-m)  # log P(|Z| >= M) for one channel
+    q = np.exp(log_q)
+    with np.errstate(divide="ignore"):
+        # p = 1 − (1 − q)^n; where n·q is tiny, p = n·q to relative 1e-8 and its log is exact
+        return np.where(n * q < 1e-8, np.log(n) + log_q, np.log(-np.expm1(n * np.log1p(-np.minimum(q, 1.0 - 1e-16)))))
 
 
 def _z_of_probability(log_p: np.ndarray) -> np.ndarray:
@@ -335,7 +341,10 @@ def describe_unit(dispersion=None, channel_names=None, scale=None) -> dict:
          "definition": "signed negative-binomial deviance residual of the measured counts against the "
                        "reconstruction's rate per channel, variance scale*rate + dispersion*rate^2; per pixel "
                        "the worst channel, calibrated for the number of channels (a pixel of pure counting "
-                       "noise reads like |Z|, Z standard normal), or a dead-area cue where larger"}
+                       "noise reads like |Z|, Z standard normal), or where larger the same of the excess "
+                       "pooled over the 1x5, 5x1, 3x3, 5x5 and 7x7 windows around it (corrected for the "
+                       "windows and the misfit's spatial correlation) or a dead-area cue; regions are areas "
+                       "of 2 px or more above region_threshold, single pixels are isolated spikes"}
     for key, values in (("scale", scale), ("dispersion", dispersion)):
         if values is not None:
             values = [float(v) for v in np.asarray(values).ravel()]

@@ -45,22 +45,28 @@ _MIN_BRIGHT = 50
 _MAD_TO_SD = 1.4826
 
 
-def _pooled(residual: np.ndarray, rows: int, cols: int) -> np.ndarray:
-    """Per channel, the clipped residual's sum over each window / sqrt(finite pixels in it); NaN where none."""
+def _clipped(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """float32 residual clipped at ±POOL_CLIP with NaN as 0, and the finite mask (None: all finite)."""
+    finite = np.isfinite(residual)
+    values = np.clip(np.where(finite, residual, 0.0), -POOL_CLIP, POOL_CLIP).astype(np.float32, copy=False)
+    return values, (None if finite.all() else finite)
+
+
+def _pooled(values: np.ndarray, finite: np.ndarray | None, rows: int, cols: int) -> np.ndarray:
+    """Per channel, the window's sum of ``values`` / sqrt(its finite pixels), float32; NaN where none."""
     from scipy import ndimage
 
-    finite = np.isfinite(residual)
-    values = np.where(finite, np.clip(residual, -POOL_CLIP, POOL_CLIP), 0.0).astype(np.float64)
-    total = ndimage.uniform_filter(values, size=(1, rows, cols), mode="constant") * (rows * cols)
-    if finite.all():  # the usual case: one (Y, X) count of the window's pixels inside the image
-        ones = np.ones(residual.shape[1:])
-        n = np.rint(ndimage.uniform_filter(ones, size=(rows, cols), mode="constant") * (rows * cols))[None]
-    else:
-        n = np.rint(ndimage.uniform_filter(finite.astype(np.float64), size=(1, rows, cols), mode="constant")
-                    * (rows * cols))
+    area = float(rows * cols)
+    z = ndimage.uniform_filter(values, size=(1, rows, cols), mode="constant")
+    if finite is None:  # the usual case: one (Y, X) count of the window's pixels inside the image
+        n = ndimage.uniform_filter(np.ones(values.shape[1:], np.float32), size=(rows, cols), mode="constant")
+        z *= np.float32(area) / np.sqrt(np.maximum(n * np.float32(area), 0.5))[None]
+        return z
+    n = np.rint(ndimage.uniform_filter(finite.astype(np.float32), size=(1, rows, cols), mode="constant") * area)
     with np.errstate(invalid="ignore", divide="ignore"):
-        z = total / np.sqrt(n)
-    return np.where(n >= 1, z, np.nan)
+        z *= np.float32(area) / np.sqrt(n)
+    z[n < 1] = np.nan
+    return z
 
 
 def _robust_sd(values: np.ndarray) -> float:
@@ -92,8 +98,9 @@ def pooling_inflation(residual, rate) -> np.ndarray:
         raise ValueError(f"residual and rate must have the same shape (C, Y, X), got {r.shape} and {mu.shape}")
     out = np.ones((len(POOL_WINDOWS), r.shape[0]))
     bright = np.isfinite(r) & (mu >= _BRIGHT_RATE)
+    values, finite = _clipped(r)
     for w, (rows, cols) in enumerate(POOL_WINDOWS):
-        z = _pooled(r, rows, cols)
+        z = _pooled(values, finite, rows, cols)
         for c in range(r.shape[0]):
             if bright[c].sum() >= _MIN_BRIGHT:
                 base = float(np.std(np.clip(r[c][bright[c]], -POOL_CLIP, POOL_CLIP)))
@@ -131,7 +138,7 @@ def multiscale_error(residual, dead=None, *, inflation=None) -> np.ndarray:
         noise a pixel exceeds a level ``t`` at most 1.5 times as often as ``|Z|`` does; NaN where
         no channel is finite.
     """
-    from napari_imc_vae.engine.error_unit import _z_of_probability
+    from napari_imc_vae.engine.error_unit import _z_of_probability, worst_channel_log_p
 
     r = np.asarray(residual)
     if r.ndim != 3:
@@ -141,11 +148,15 @@ def multiscale_error(residual, dead=None, *, inflation=None) -> np.ndarray:
         raise ValueError(f"inflation must be values >= 1 of shape {(len(POOL_WINDOWS), r.shape[0])}, "
                          f"got {np.shape(inflation)}")
     single = pixel_error(r)
+    values, finite = _clipped(r)
+    n_channels = r.shape[0] if finite is None else finite.sum(axis=0)
     log_p = np.zeros(r.shape[1:])
     for w, (rows, cols) in enumerate(POOL_WINDOWS):
+        z = _pooled(values, finite, rows, cols)
+        z /= infl[w].astype(np.float32)[:, None, None]
         # one-sided: more counts than predicted over the window (see the module's notes)
-        z = np.maximum(_pooled(r, rows, cols) / infl[w][:, None, None], 0.0)
-        log_p = np.minimum(log_p, _log_tail(np.nan_to_num(pixel_error(z))))
+        worst = np.maximum(z.max(axis=0) if finite is None else np.where(np.isnan(z), 0.0, z).max(axis=0), 0.0)
+        log_p = np.minimum(log_p, worst_channel_log_p(worst, n_channels))
     pooled = _z_of_probability(np.minimum(log_p + np.log(len(POOL_WINDOWS)), 0.0))
     e = np.maximum(np.nan_to_num(single), pooled)
     if dead is not None:

@@ -110,7 +110,7 @@ def _where(y: float, x: float, shape: tuple[int, int]) -> str:
     return "centre" if (r, c) == ("middle", "centre") else (f"{r} {c}" if r != "middle" else f"middle {c}")
 
 
-def _spike_clause(spikes: Sequence[dict] | None) -> str:
+def _spike_clause(spikes: Sequence[dict] | None, lead: str = "Apart from these, ") -> str:
     """Single high pixels, counted apart from the areas: hot pixels the filter removed, other spikes."""
     if not spikes:
         return ""
@@ -118,7 +118,7 @@ def _spike_clause(spikes: Sequence[dict] | None) -> str:
     kinds = [f"{hot} hot pixel{'s' * (hot != 1)} the hot-pixel filter removed" if hot else "",
              f"{len(spikes) - hot} isolated spike{'s' * (len(spikes) - hot != 1)} below its threshold"
              if len(spikes) > hot else ""]
-    return (f" Apart from these, {len(spikes)} single pixel{'s' * (len(spikes) != 1)} "
+    return (f" {lead}{len(spikes)} single pixel{'s' * (len(spikes) != 1)} "
             f"read{'s' * (len(spikes) == 1)} far above counting noise ({' and '.join(k for k in kinds if k)}).")
 
 
@@ -130,8 +130,8 @@ def region_sentence(regions: Sequence[dict] | None, shape: tuple[int, int],
         return []
     n = len(regions)
     if n == 0:
-        return ["No area looks like an artefact: nowhere does the image differ from the model by much more "
-                "than counting noise over more than one pixel." + _spike_clause(spikes)]
+        return ["No place looks like an artefact: nowhere does an area of the image differ from the model by "
+                "much more than counting noise." + _spike_clause(spikes, "Only ")]
     places = []
     for r in list(regions)[:2]:
         channel = str(r.get("channels") or "").split(";")[0]
