@@ -154,8 +154,8 @@ def test_residual_and_error_layers_are_the_engines_calibrated_maps(flow, qtbot):
     result = recon.result
     trained = recon.model
     app = apply_to_image(trained, result.image, ApplySettings(stride=result.stride, motifs=0, device="auto"))
-    error = viewer.layers[f"{IMAGE}_error"]
-    assert error.metadata["imc"]["units"] == ERROR_UNIT_NAME
+    error, = (layer for layer in viewer.layers if layer.metadata.get("imc", {}).get("kind") == "error")
+    assert error.name == f"error ({ERROR_UNIT_NAME})" and error.metadata["imc"]["units"] == ERROR_UNIT_NAME
     np.testing.assert_allclose(error.data, app.error_map, rtol=1e-5, atol=1e-5)
     for j in recon.compare.picked():
         name = PANEL[result.channel_index[j]]
@@ -165,3 +165,17 @@ def test_residual_and_error_layers_are_the_engines_calibrated_maps(flow, qtbot):
         np.testing.assert_allclose(viewer.layers[f"{name} · model"].data, app.reconstruction.raw[model_channel],
                                    rtol=1e-5, atol=1e-5)
         assert (viewer.layers[f"{name} · model"].data >= 0).all()
+
+
+def test_cells_section_is_folded_until_opened(make_napari_viewer):
+    """Without a segmentation the Cells panel takes one header line, not a tall empty area."""
+    viewer = make_napari_viewer()
+    _, recon = viewer.window.add_plugin_dock_widget(PLUGIN, "Reconstruct")
+    fold = recon.cells_fold
+    assert not fold.is_open and not recon.cells.isVisibleTo(fold)
+    closed = fold.sizeHint().height()
+    fold.header.click()
+    assert fold.is_open and recon.cells.isVisibleTo(fold)
+    assert not recon.cells.row.isVisibleTo(fold)  # no empty row box before there are cells
+    assert fold.sizeHint().height() > closed + 40
+    assert closed <= 40

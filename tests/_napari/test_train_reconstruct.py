@@ -19,6 +19,7 @@ from napari_imc_vae._napari.train_widget import TrainWidget
 from napari_imc_vae.datasets import synthetic_tissue
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.trainer import TrainConfig
+from napari_imc_vae.io import ImcImage
 from widget_checks import BAD_SELECTIONS, assert_unchanged, messages_since
 
 FILE = "steinbock_img/20210305_NE_mockData5_003.ome.tiff"
@@ -54,6 +55,14 @@ def docked(make_napari_viewer, imc_testdata):
     _, recon = viewer.window.add_plugin_dock_widget(PLUGIN, "Reconstruct")
     assert isinstance(train, TrainWidget) and isinstance(recon, ReconstructWidget)
     return viewer, train, recon
+
+
+def _result(viewer, kind: str, marker: str | None = None):
+    """The Reconstruct widget's layer of ``kind`` (and ``marker``), found by its metadata, not its name."""
+    found = [layer for layer in viewer.layers if layer.metadata.get(IMC_KEY, {}).get("kind") == kind
+             and layer.metadata[IMC_KEY].get("channel_name") == marker]
+    assert len(found) == 1, [layer.name for layer in found]
+    return found[0]
 
 
 def _train(qtbot, widget, timeout=120_000):
@@ -119,10 +128,12 @@ def test_normalize_train_reconstruct(docked, qtbot):
     recon.all_markers.value = True
     layers = _reconstruct(qtbot, recon)
     names = [layer.name for layer in viewer.layers]
-    assert names[-1] == f"{IMAGE}_error"  # on top
+    error = _result(viewer, "error")
+    assert viewer.layers[-1] is error and error.name == "error (noise SD)"  # on top; one image: no tag
     raw0 = raw_layers[0]
     for name, raw in zip(PANEL, raw_layers):
-        layer = viewer.layers[f"{name} [recon]"]
+        layer = _result(viewer, "recon", name)
+        assert layer.name == f"{name} [model]"
         assert layer.data.shape == raw.data.shape == (81, 91)
         assert tuple(layer.scale) == tuple(raw.scale) and tuple(layer.translate) == tuple(raw.translate)
         assert layer.blending == "additive" and layer.colormap.name == raw.colormap.name
@@ -132,38 +143,57 @@ def test_normalize_train_reconstruct(docked, qtbot):
         prov = info["provenance"]
         assert prov["model_sha256"] == "unsaved" and prov["training_step"] == 30 and prov["stride"] == 4
         assert prov["normalization"]["channel_names"] == PANEL
-        assert viewer.layers[f"{name} [missed]"].data.shape == (81, 91)
+        assert _result(viewer, "missed", name).data.shape == (81, 91)
     # Recon layers sit right above the raw ones.
     top = max(names.index(n) for n in PANEL)
-    assert names[top + 1 : top + 6] == [f"{n} [recon]" for n in PANEL]
-    error = viewer.layers[f"{IMAGE}_error"]
+    assert names[top + 1 : top + 6] == [f"{n} [model]" for n in PANEL]
     assert error.data.shape == (81, 91) and error.colormap.name == "magma"
     assert 0 < error.opacity < 1 and tuple(error.scale) == tuple(raw0.scale)
     # the latent map is one 2-D RGB layer (its first 3 principal components): no dims slider
-    latent = viewer.layers[f"{IMAGE}_latent"]
+    latent = _result(viewer, "latent")
     assert latent.rgb and latent.data.shape == (21, 23, 3) and viewer.dims.ndim == 2
     assert latent.metadata[IMC_KEY]["latent"].shape == (4, 21, 23)
     np.testing.assert_allclose(latent.scale, np.asarray(raw0.scale) * 4)
     # the quality report of the model on this image, whole
     assert recon.report.report_text() == recon.result.report_text
     assert recon.result.report_text and "PCA" in recon.report.toPlainText()
-    motifs = viewer.layers[f"{IMAGE}_motifs"]
+    motifs = _result(viewer, "motifs")
     assert type(motifs).__name__ == "Labels" and motifs.data.shape == (81, 91)
     assert set(np.unique(motifs.data)) <= {1, 2, 3} and motifs.data.min() == 1
     assert len(layers) == 5 + 5 + 5  # recon, per-channel residuals; latent, motifs, hot pixels, regions, error
-    assert type(viewer.layers[f"{IMAGE}_hotpixels"]).__name__ == "Labels"
-    assert type(viewer.layers[f"{IMAGE}_regions"]).__name__ == "Points"
-    assert recon.regions.rowCount() == len(recon.result.regions) == len(viewer.layers[f"{IMAGE}_regions"].data)
+    assert type(_result(viewer, "hotpixels")).__name__ == "Labels"
+    regions = _result(viewer, "regions")
+    assert type(regions).__name__ == "Points" and regions.name == "high-error regions"
+    assert recon.regions.rowCount() == len(recon.result.regions) == len(regions.data)
     # Raw units: the reconstruction is on the scale of the raw counts, not z-scores.
-    assert np.nanmax(viewer.layers["H3K27Ac [recon]"].data) > 5
+    assert np.nanmax(_result(viewer, "recon", "H3K27Ac").data) > 5
     assert_unchanged(raw_layers, before, _state)
 
-    # Running again replaces layers of the same name.
+    # Running again replaces that image's result layers (found by their metadata).
     recon.all_markers.value = False
     _reconstruct(qtbot, recon)
     again = [layer.name for layer in viewer.layers]
-    assert again.count(f"{IMAGE}_error") == 1 and again.count("YBX1 [recon]") == 1
+    assert _result(viewer, "error") is not error and _result(viewer, "recon", "YBX1").name == "YBX1 [model]"
     assert len(again) == len(names)  # the per-marker layers of the last run stay
+
+    # A second image in the viewer: each image's whole-image layers end in its short tag, so
+    # the names stay unique and short (the first image's are renamed), and a click on a region
+    # still finds the renamed Points layer.
+    crop = ImcImage(data=recon.result.image.data[:, :60, :60].copy(), channel_names=PANEL,
+                    source="other/x_004.ome.tiff")
+    other, kwargs, _ = image_layer_data(crop)
+    second = viewer.add_image(other, **kwargs)
+    recon.picker.select("x_004 (5 channels)")
+    _reconstruct(qtbot, recon)
+    errors = sorted(layer.name for layer in viewer.layers if layer.metadata.get(IMC_KEY, {}).get("kind") == "error")
+    assert errors == ["error (noise SD) · 003", "error (noise SD) · 004"]
+    points = [layer for layer in viewer.layers if layer.metadata.get(IMC_KEY, {}).get("kind") == "regions"]
+    assert sorted(layer.name for layer in points) == ["high-error regions · 003", "high-error regions · 004"]
+    if recon.regions.rowCount():  # the crop may have no region of high error
+        recon.regions.go_to(0)
+        mine = next(p for p in points if p.metadata[IMC_KEY]["source_image"] == "x_004")
+        assert mine.selected_data == {0}
+    assert all(layer in viewer.layers for layer in second)
     assert_unchanged(raw_layers, before, _state)
 
 
@@ -286,10 +316,10 @@ def test_widget_reconstructs_the_models_channels_and_names_the_ignored(make_napa
     assert any(note in m for m in messages_since(n)), messages_since(n)
     names = [layer.name for layer in viewer.layers]
     expected = ["DNA2", "Histone H3", "DNA1", "Ki67"]
-    assert [layer.name for layer in layers[:4]] == [f"{c} [recon]" for c in expected]
-    assert "H3K27Ac [recon]" not in names
+    assert [layer.name for layer in layers[:4]] == [f"{c} [model]" for c in expected]
+    assert "H3K27Ac [model]" not in names
     top = max(names.index(layer.name) for layer in raw_layers)
-    assert names[top + 1 : top + 5] == [f"{c} [recon]" for c in expected]  # right above the raw ones
+    assert names[top + 1 : top + 5] == [f"{c} [model]" for c in expected]  # right above the raw ones
     raw_by_name = {layer.name: layer for layer in raw_layers}
     for c, layer in zip(expected, layers[:4]):
         raw = raw_by_name[c]

@@ -120,6 +120,7 @@ class CellsPanel(QWidget):
         self.row.setReadOnly(True)
         self.row.setPlaceholderText("Click a cell to see its row.")
         self.row.setFixedHeight(120)
+        self.row.setVisible(False)  # no empty box before there are cells to click (shown by show())
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         form = QFormLayout()
@@ -169,6 +170,7 @@ class CellsPanel(QWidget):
         if name not in self.viewer.layers:
             return
         self.table, self.layer = table, self.viewer.layers[name]
+        self.row.setVisible(True)
         self.layer.features = features_table(table)
         if self._on_click not in self.layer.mouse_drag_callbacks:
             self.layer.mouse_drag_callbacks.append(self._on_click)

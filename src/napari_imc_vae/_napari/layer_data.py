@@ -8,12 +8,18 @@ Conventions (DESIGN §2):
 - layer name = channel (marker) name; when a file holds several acquisitions
   (``.mcd``) the acquisition is appended in brackets: ``"Yb172 [ROI_001]"``;
   derived layers append their kind: ``"H3K27Ac [normalized]"``;
+- a whole-image result layer is named by what it shows, first: ``"error (noise SD)"``,
+  ``"tissue motifs"``; with several images in the viewer, followed by the image's short
+  tag (:func:`image_tags`): ``"error (noise SD) · 003"``. napari's layer list elides
+  the middle of long names, so names stay short and start with the meaningful word;
 - every layer carries ``metadata["imc"]`` (see :func:`channel_metadata`), so
   the per-channel layers of one image can be grouped again whatever their names.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from functools import cache
 
 import numpy as np
@@ -81,6 +87,45 @@ def layer_name(image: ImcImage, index: int, *, with_acquisition: bool = False,
     if kind != RAW:
         name = f"{name} [{kind}]"
     return name
+
+
+def image_tags(names: Iterable[str]) -> dict[str, str]:
+    """The shortest tag that tells each image name from the others: ``{name: tag}``.
+
+    A tag is the shortest run of whole trailing words of the name (words split at ``_``,
+    ``-``, ``.``, ``/``, spaces) that no other name ends with: ``20210305_NE_mockData5_003``
+    beside ``…_004`` is ``003``. One image alone gets ``""`` (nothing to tell apart); a name
+    that no suffix tells apart (the same name twice) keeps its whole name.
+
+    Parameters
+    ----------
+    names : iterable of str
+        The names of the images in the viewer (repeats count once).
+    """
+    unique = list(dict.fromkeys(str(n) for n in names))
+    if len(unique) < 2:
+        return {n: "" for n in unique}
+    # keep the separators with the words, so that a tag is exactly the end of the name
+    words = {n: re.findall(r"[^_\-./\s]+[_\-./\s]*", n) or [n] for n in unique}
+    tags = {}
+    for name in unique:
+        for k in range(1, len(words[name]) + 1):
+            tag = "".join(words[name][-k:]).strip("_-./ ")
+            if not any(other != name and _ends_with_words(other, tag) for other in unique):
+                break
+        tags[name] = tag if tag else name
+    return tags
+
+
+def _ends_with_words(name: str, tag: str) -> bool:
+    """``name`` ends with ``tag`` as whole words (``"x_1003"`` does not end with ``"003"``)."""
+    stripped = name.rstrip("_-./ ")
+    return stripped == tag or (stripped.endswith(tag) and stripped[-len(tag) - 1] in "_-./ \t")
+
+
+def tagged_name(title: str, tag: str) -> str:
+    """``"error (noise SD) · 003"``: a result layer's title, then its image's tag (if any)."""
+    return f"{title} · {tag}" if tag else title
 
 
 def channel_metadata(image: ImcImage, index: int, *, kind: str = RAW, **extra) -> dict:

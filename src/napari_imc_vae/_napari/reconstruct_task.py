@@ -20,7 +20,7 @@ import numpy as np
 
 from napari_imc_vae._napari.latent_view import latent_pca_rgb, latent_rgb_layer
 from napari_imc_vae._napari.comparison_view import MISSED_COLORMAP, ComparisonRow
-from napari_imc_vae._napari.layer_data import channel_metadata, contrast_limits, layer_units
+from napari_imc_vae._napari.layer_data import channel_metadata, contrast_limits, layer_units, tagged_name
 from napari_imc_vae.engine.apply import ApplySettings, apply_to_image, provenance
 from napari_imc_vae.engine.cells import cells_from_application
 from napari_imc_vae.engine.checkpoint import TrainedModel
@@ -30,12 +30,16 @@ from napari_imc_vae.engine.motifs import DEFAULT_MOTIFS, upsample_grid
 from napari_imc_vae.io import ImcImage
 
 __all__ = ["RECON", "ERROR", "MISSED", "LATENT", "MOTIFS", "HOT_PIXELS", "REGIONS", "DERIVED_KINDS",
-           "ReconstructResult", "upsample_grid", "provenance", "run_reconstruction", "reconstruction_layers",
+           "WHOLE_KINDS", "whole_title", "ReconstructResult", "upsample_grid", "provenance", "run_reconstruction", "reconstruction_layers",
            "comparison_rows", "default_markers", "reconstruct_updates"]
 
 RECON, ERROR, MISSED, LATENT, MOTIFS, HOT_PIXELS, REGIONS = (
     "recon", "error", "missed", "latent", "motifs", "hotpixels", "regions")
 DERIVED_KINDS = (RECON, ERROR, MISSED, LATENT, MOTIFS, HOT_PIXELS, REGIONS)
+#: One layer per image (not per marker), named by :func:`whole_title` and the image's tag.
+WHOLE_KINDS = (ERROR, LATENT, MOTIFS, HOT_PIXELS, REGIONS)
+#: Per-marker layers: ``"<raw layer> [model]"``, ``"<raw layer> [missed]"`` (the comparison's words).
+MARKER_SUFFIX = {RECON: "model", MISSED: "missed"}
 ERROR_OPACITY = 0.6
 #: The residual panels and layers show -MISSED_LIMIT … +MISSED_LIMIT noise SDs, the same for
 #: every marker: full colour is what the regions call unlikely by counting noise alone.
@@ -266,9 +270,19 @@ def comparison_rows(result: ReconstructResult, positions: list[int], *, base_nam
     return rows
 
 
+def whole_title(kind: str, unit: str = ERROR_UNIT_NAME) -> str:
+    """Name of a whole-image result layer, what it shows first (napari elides long names' middle)."""
+    titles = {ERROR: f"error ({unit})", LATENT: "latent map (RGB)", MOTIFS: "tissue motifs",
+              HOT_PIXELS: "hot pixels", REGIONS: "high-error regions"}
+    if kind not in titles:
+        raise ValueError(f"kind must be one of {', '.join(WHOLE_KINDS)}, got {kind!r}")
+    return titles[kind]
+
+
 def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], image_name: str,
                           colormaps: list, contrast: list, scale: tuple[float, float],
-                          translate: tuple[float, float], all_markers: bool = False) -> list[tuple]:
+                          translate: tuple[float, float], all_markers: bool = False,
+                          image_tag: str = "") -> list[tuple]:
     """napari layer data tuples for a reconstruction, placed exactly on the raw layers, all hidden.
 
     What the user looks at first is the comparison view (:func:`comparison_rows`); these
@@ -278,15 +292,20 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
     ----------
     result : ReconstructResult
     base_names : list of str
-        Per image channel, the raw layer's name; ``"<name> [recon]"`` / ``"<name> [missed]"``.
+        Per image channel, the raw layer's name; ``"<name> [model]"`` / ``"<name> [missed]"``.
     image_name : str
-        Names the whole-image layers ``<image>_error``, ``<image>_latent``, ``<image>_motifs``.
+        The image's name, in every layer's ``metadata["imc"]["source_image"]`` (how the widget
+        finds a run's layers again, whatever their names).
     colormaps, contrast : list
         Per image channel, the raw layer's display settings (reused by the recon layers).
     scale, translate : tuple of float
         The raw layers' (Y, X) scale and translate.
     all_markers : bool
         Also one recon and one residual layer per reconstructed channel.
+    image_tag : str
+        Follows the whole-image layers' titles (:func:`whole_title`), e.g. ``"error (noise SD)
+        · 003"``, when several images share the viewer (see
+        :func:`~napari_imc_vae._napari.layer_data.image_tags`); ``""``: the title alone.
 
     Returns
     -------
@@ -306,10 +325,13 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
         return m
 
     def whole(kind: str, **extra) -> dict:
-        m = meta(kind, **extra)
+        m = meta(kind, title=whole_title(kind, result.error_unit), **extra)
         for key in ("channel_index", "channel_name", "metal", "label"):
             m["imc"].pop(key)
         return m
+
+    def name(kind: str) -> str:
+        return tagged_name(whole_title(kind, result.error_unit), image_tag)
 
     common = {"scale": scale, "translate": translate, "visible": False, **layer_units()}
     limits = result.display_limits
@@ -317,19 +339,19 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
     if all_markers:
         for j, i in enumerate(result.channel_index):  # recon channel j is image channel i
             out.append((result.raw[j], {
-                **common, "name": f"{base_names[i]} [{RECON}]", "colormap": colormaps[i],
+                **common, "name": f"{base_names[i]} [{MARKER_SUFFIX[RECON]}]", "colormap": colormaps[i],
                 "contrast_limits": tuple(contrast[i]), "blending": "additive",
                 "metadata": meta(RECON, i, units="counts")}, "image"))
         for j, i in enumerate(result.channel_index):
             out.append((result.residual[j], {
-                **common, "name": f"{base_names[i]} [{MISSED}]", "colormap": MISSED_COLORMAP,
+                **common, "name": f"{base_names[i]} [{MARKER_SUFFIX[MISSED]}]", "colormap": MISSED_COLORMAP,
                 "contrast_limits": (-MISSED_LIMIT, MISSED_LIMIT),
                 "metadata": meta(MISSED, i, units=result.error_unit)}, "image"))
     s = float(result.stride)
     lat = result.latent
     lo, hi = limits.get("latent") or contrast_limits(lat.reshape(1, -1))
     latent = (lat, {
-        "name": f"{image_name}_{LATENT}", "scale": (1.0, s * scale[0], s * scale[1]),
+        "name": name(LATENT), "scale": (1.0, s * scale[0], s * scale[1]),
         "translate": (0.0, *translate), "colormap": "viridis", "contrast_limits": (lo, hi),
         "blending": "translucent", "visible": False,
         "metadata": whole(LATENT)}, "image")
@@ -338,15 +360,15 @@ def reconstruction_layers(result: ReconstructResult, *, base_names: list[str], i
     rgb[1].update(layer_units())  # 2-D once RGB: the units of the other layers
     out.append(rgb)
     out.append((result.motifs, {
-        **common, "name": f"{image_name}_{MOTIFS}", "opacity": 0.5,
+        **common, "name": name(MOTIFS), "opacity": 0.5,
         "metadata": whole(MOTIFS, k=result.k)}, "labels"))
     if result.hot_pixels is not None:
         out.append((result.hot_pixels, {
-            **common, "name": f"{image_name}_{HOT_PIXELS}", "opacity": 0.8,
+            **common, "name": name(HOT_PIXELS), "opacity": 0.8,
             "metadata": whole(HOT_PIXELS, units="channels replaced by the hot-pixel filter")}, "labels"))
-    out.append(_regions_layer(result.regions, f"{image_name}_{REGIONS}", common, whole(REGIONS)))
+    out.append(_regions_layer(result.regions, name(REGIONS), common, whole(REGIONS)))
     out.append((result.error, {
-        **common, "name": f"{image_name}_{ERROR}", "colormap": "magma",
+        **common, "name": name(ERROR), "colormap": "magma",
         "contrast_limits": limits.get("error") or (0.0, MISSED_LIMIT), "blending": "additive",
         "opacity": ERROR_OPACITY,
         "metadata": whole(ERROR, units=result.error_unit)}, "image"))

@@ -6,18 +6,23 @@ by default, the best and the worst explained marker as measured | model | missed
 a list picks other markers, a check box or "Back to my layout" returns to the user's own
 layout. The raw layers are never changed. Also added, hidden, on the raw layers:
 
-- ``<image>_error`` (per-pixel error in noise SDs, magma), ``<image>_regions`` (regions of
-  high error, also in the table below), ``<image>_hotpixels``;
-- ``<image>_latent``, the first three principal components of the latent map as one RGB
+- ``error (noise SD)`` (per-pixel error, magma), ``high-error regions`` (also in the table
+  below), ``hot pixels``;
+- ``latent map (RGB)``, the first three principal components of the latent map as one RGB
   layer on the stride grid (2-D, so napari adds no slider; the full map is in its metadata,
-  see :mod:`.latent_view`); ``<image>_motifs``, k-means clusters of the latent map as Labels;
-- on request, ``"<raw layer> [recon]"`` and ``"<raw layer> [missed]"`` for every marker the
+  see :mod:`.latent_view`); ``tissue motifs``, k-means clusters of the latent map as Labels;
+- on request, ``"<raw layer> [model]"`` and ``"<raw layer> [missed]"`` for every marker the
   model knows (image channels it does not know are left out, and the widget says which).
+
+With several images in the viewer the whole-image layers' names end in the image's short
+tag (``"error (noise SD) · 003"``, see :func:`.layer_data.image_tags`); earlier results are
+renamed when another image comes in, so the names stay unique and short.
 
 Below, the quality report of the model on that image (``result.report_text``). The form
 scrolls, so the dock fits a 1080p screen beside a canvas of most of its width.
 
-Running again replaces the layers of the same names; every layer's ``metadata["imc"]
+Running again replaces that image's result layers (found by ``metadata["imc"]``: kind,
+image and marker, not by name); every layer's ``metadata["imc"]
 ["provenance"]`` records model hash (or "unsaved"), normalization, training step, stride.
 """
 
@@ -36,19 +41,24 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_imc_vae._napari.cells_layer import CellsPanel
 from napari_imc_vae._napari.comparison_view import ComparePanel
-from napari_imc_vae._napari.layer_data import COLORMAPS, RAW
+from napari_imc_vae._napari.layer_data import COLORMAPS, NORMALIZED, RAW, image_tags, tagged_name
+from napari_imc_vae._napari.layer_feed import remove_layers
 from napari_imc_vae._napari.layers import LayerImage, imc_info
 from napari_imc_vae._napari.model_file import open_model_file
 from napari_imc_vae._napari.model_store import RunState, RunStatus, model_label, model_store
 from napari_imc_vae._napari.normalization_form import int_spin, labelled
 from napari_imc_vae._napari.picker import ImagePicker
 from napari_imc_vae._napari.reconstruct_task import (
+    DERIVED_KINDS,
+    REGIONS,
+    WHOLE_KINDS,
     ReconstructResult,
     comparison_rows,
     default_markers,
@@ -101,6 +111,10 @@ class ReconstructWidget(QWidget):
                                             "for every marker the model knows")
         self.options = labelled([self.k, self.stride, self.all_markers])
         self.cells = CellsPanel(napari_viewer)  # a Labels layer gets the per-cell table
+        # folded: most users have no segmentation, and the panel took a tall empty area
+        self.cells_fold = Fold("Cells (needs a segmentation mask)", self.cells,
+                               tip="Pick a segmentation (Labels layer) before Reconstruct: each cell gets "
+                                   "its row (error, motifs, markers) and can be coloured")
         self.compare = ComparePanel(napari_viewer)
         self.run_button = QPushButton("Reconstruct")
         self.run_button.clicked.connect(self.reconstruct)
@@ -122,7 +136,7 @@ class ReconstructWidget(QWidget):
         layout.addLayout(row)
         layout.addWidget(self.picker)
         layout.addWidget(self.options.native)
-        layout.addWidget(self.cells)
+        layout.addWidget(self.cells_fold)
         layout.addWidget(self.run_button)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.message)
@@ -250,8 +264,11 @@ class ReconstructWidget(QWidget):
             f"regions of high error, hot pixels." + (f" Note: {note}." if note else ""))
         # a result without a report (the reconstruction alone) shows the placeholder
         self.report.set_report(getattr(result, "report_text", "") or "")
+        points = next((layer for layer in layers if (imc_info(layer) or {}).get("kind") == REGIONS), None)
         self.regions.set_regions(result.regions, scale=tuple(source.layers[0].scale[-2:]),
-                                 translate=tuple(source.translate), layer_name=f"{source.name}_regions")
+                                 translate=tuple(source.translate), layer=points)
+        if getattr(result, "cells", None) is not None:
+            self.cells_fold.set_open(True)
         self.cells.show(result.cells)
         self.finished.emit(layers)
 
@@ -269,15 +286,15 @@ class ReconstructWidget(QWidget):
             colormaps = [layer.colormap for layer in source.layers]
             contrast = [tuple(layer.contrast_limits) for layer in source.layers]
         placement = {"scale": tuple(source.layers[0].scale[-2:]), "translate": source.translate}
+        tags = image_tags([*_images_in(self.viewer), source.name])
         tuples = reconstruction_layers(
             result, base_names=names, image_name=source.name, colormaps=colormaps, contrast=contrast,
-            all_markers=self.all_markers.value, **placement)
-        new_names = {kw["name"] for _, kw, _ in tuples}
-        for layer in list(self.viewer.layers):
-            info = imc_info(layer)
-            if layer.name in new_names and layer not in source.layers and (
-                    info is None or info.get("kind") != RAW):
-                self.viewer.layers.remove(layer)
+            all_markers=self.all_markers.value, image_tag=tags[source.name], **placement)
+        replaced = {_result_key(kwargs["metadata"]) for _, kwargs, _ in tuples}
+        stale = [layer for layer in self.viewer.layers
+                 if layer not in source.layers and _result_key(layer.metadata) in replaced]
+        remove_layers(self.viewer, stale)  # one batch: napari collects garbage after each lone removal
+        _retag(self.viewer, tags)  # earlier images' results: their tags may have changed
         layers = [Layer.create(data, kwargs, kind) for data, kwargs, kind in tuples]
         top = max(self.viewer.layers.index(layer) for layer in source.layers)
         n_markers = 2 * len(result.channel_index) if self.all_markers.value else 0
@@ -302,3 +319,66 @@ class ReconstructWidget(QWidget):
             items, default_markers(result),
             lambda picked: comparison_rows(result, picked, base_names=names, image_name=image_name,
                                            contrast=contrast, **placement))
+
+
+class Fold(QWidget):
+    """A section folded under a header button (closed at first): ``content`` shows when opened."""
+
+    def __init__(self, title: str, content: QWidget, *, tip: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.content = content
+        self.header = QToolButton()
+        self.header.setText(title)
+        self.header.setCheckable(True)
+        self.header.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.header.setAutoRaise(True)
+        self.header.setToolTip(tip)
+        self.header.toggled.connect(self._show)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.header)
+        layout.addWidget(content)
+        self._show(False)
+
+    @property
+    def is_open(self) -> bool:
+        return self.header.isChecked()
+
+    def set_open(self, on: bool) -> None:
+        """Unfold (True) or fold (False) the section, as a click on the header does."""
+        self.header.setChecked(bool(on))
+
+    def _show(self, on: bool) -> None:
+        self.header.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.content.setVisible(on)
+
+
+def _result_key(metadata) -> tuple | None:
+    """(kind, image, marker) of a result layer of this widget, else None (raw, user's layers)."""
+    info = metadata.get("imc") if isinstance(metadata, dict) else None
+    if not isinstance(info, dict) or info.get("kind") not in DERIVED_KINDS or "source_image" not in info:
+        return None
+    return (info["kind"], info["source_image"], info.get("channel_name"))
+
+
+def _images_in(viewer) -> list[str]:
+    """Names of the IMC images in ``viewer``: read (or normalized) ones and those results came from."""
+    names = []
+    for layer in viewer.layers:
+        info = imc_info(layer) or {}
+        if "source_image" in info:
+            names.append(str(info["source_image"]))
+        elif info.get("kind", RAW) in (RAW, NORMALIZED) and info.get("image"):
+            names.append(str(info["image"]))
+    return names
+
+
+def _retag(viewer, tags: dict[str, str]) -> None:
+    """Rename the whole-image result layers of the images in ``tags`` to their title and tag."""
+    for layer in viewer.layers:
+        info = imc_info(layer) or {}
+        if info.get("kind") in WHOLE_KINDS and info.get("source_image") in tags and info.get("title"):
+            name = tagged_name(info["title"], tags[info["source_image"]])
+            if layer.name != name:
+                layer.name = name

@@ -3,7 +3,7 @@
 Rows are :func:`napari_imc_vae.engine.regions.find_regions`'s regions (the same list the CLI
 writes to ``<image>_regions.csv``). Clicking a row centres the viewer's camera on the
 region, zooms so that it spans about 120 screen pixels, and shows and selects its point in
-the ``<image>_regions`` Points layer (hidden until then, so the markers do not clutter the view).
+the ``high-error regions`` Points layer (hidden until then, so the markers do not clutter the view).
 In napari's grid (the comparison view) every panel centres on the region and the Points
 layer stays hidden: shown, it would take a grid panel of its own.
 """
@@ -34,6 +34,7 @@ class RegionsTable(QTableWidget):
         self.scale = (1.0, 1.0)
         self.translate = (0.0, 0.0)
         self.layer_name: str | None = None
+        self.layer = None
         self.setHorizontalHeaderLabels(HEADERS)
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -45,11 +46,15 @@ class RegionsTable(QTableWidget):
         self.cellClicked.connect(lambda row, _column: self.go_to(row))
 
     def set_regions(self, regions: list[dict], *, scale=(1.0, 1.0), translate=(0.0, 0.0),
-                    layer_name: str | None = None) -> None:
-        """Show ``regions`` (world position = pixel × ``scale`` + ``translate``)."""
+                    layer=None, layer_name: str | None = None) -> None:
+        """Show ``regions`` (world position = pixel × ``scale`` + ``translate``).
+
+        ``layer`` (or, without it, the layer named ``layer_name``) is the Points layer of the
+        regions; the layer itself is kept, since result layers are renamed when images come in.
+        """
         self.regions = list(regions)
         self.scale, self.translate = tuple(map(float, scale)), tuple(map(float, translate))
-        self.layer_name = layer_name
+        self.layer, self.layer_name = layer, layer_name
         self.setRowCount(len(self.regions))
         for row, region in enumerate(self.regions):
             for column, key in enumerate(COLUMNS):
@@ -73,8 +78,10 @@ class RegionsTable(QTableWidget):
         camera = viewer_part(self.viewer, "camera")
         camera.center = (y, x)
         camera.zoom = _REGION_SCREEN_PX / extent  # zoom is screen pixels per world unit
-        if self.layer_name and self.layer_name in self.viewer.layers:
+        layer = self.layer
+        if layer is None and self.layer_name and self.layer_name in self.viewer.layers:
             layer = self.viewer.layers[self.layer_name]
+        if layer is not None and layer in self.viewer.layers:
             if not viewer_part(self.viewer, "grid").enabled:
                 layer.visible = True
             layer.selected_data = {row}
