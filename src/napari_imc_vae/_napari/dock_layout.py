@@ -16,8 +16,9 @@ from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
 DOCK_WIDTH = 400
 #: Widest a dock may be dragged (px): wider only steals the canvas's room.
 DOCK_MAX_WIDTH = 720
-#: The most a dock may ask for at its smallest (px): napari's default window is 651 px tall.
-DOCK_MIN_HEIGHT = 600
+#: The most a dock may ask for at its smallest (px): napari's default window is 630-651 px tall,
+#: of which the menu, the status bar and the dock's title and tabs take about 90.
+DOCK_MIN_HEIGHT = 540
 
 
 def scrolling(content: QWidget, min_height: int = 120) -> QScrollArea:

@@ -65,7 +65,7 @@ class LossPlot(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.canvas = pg.GraphicsLayoutWidget()
-        self.canvas.setMinimumHeight(160)  # the dock fits a 1080p screen (issue 17)
+        self.canvas.setMinimumHeight(120)  # the dock fits napari's default window (issue 17)
         self.plot = self.canvas.addPlot(row=0, col=0)
         self.plot.setLogMode(x=False, y=True)
         self.plot.showGrid(x=True, y=True, alpha=0.25)
