@@ -392,7 +392,10 @@ def load_model(path: str, device: str | None = None):
         raise CommandError(f"model file {path} is not a regular file (a pipe, device or socket); "
                            f"give the model file (.pt) written by 'train'")
     dev = resolve_device(device or "auto")  # unknown device: ValueError listing the available ones
-    return TrainedModel.load(path, map_location=dev), dev
+    trained = TrainedModel.load(path, map_location=dev)
+    for note in trained.notes:  # e.g. a file written before model files carried a content hash
+        print(f"{PROG}: note: {note}", file=sys.stderr)
+    return trained, dev
 
 
 def claim_output(output: str, inputs, *, what: str, is_folder: bool):
