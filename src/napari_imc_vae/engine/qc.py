@@ -64,6 +64,9 @@ def roi_marker_rows(app) -> list[dict]:
             error = float(r[finite].mean(dtype=np.float64)) if finite.any() else None
         summary = markers.get(name)
         carried = [r for r in app.regions if name in str(r.get("channels", "")).split(";")]
+        # isolated spikes (single high pixels, listed apart from the regions) count as single pixels
+        carried += [{"shape": "single pixel"} for s in getattr(app, "spikes", None) or []
+                    if name in str(s.get("channels", "")).split(";")]
         rows.append({"roi": image.name, "marker": name,
                      "explained": None if summary is None else summary.explained,
                      "has_signal": None if summary is None else bool(summary.has_signal),
