@@ -33,6 +33,10 @@ from napari_imc_vae.cli.cells import add_apply_arguments, apply_settings, apply_
 #: 2,048 (bench/bench_qc.py); the cohort's figures are the explained share and the calibrated
 #: error, which use every pixel.
 QUALITY_PATCHES = 2_048
+#: The heatmap's colour scale tops at this mean calibrated error (noise SDs) or the largest value:
+#: counting noise alone gives about 0.8 (the mean of |Z|), so a cohort the model explains stays
+#: dark-to-middle and 2 or more, a marker it clearly does not explain, is bright.
+HEATMAP_TOP = 2.0
 #: What ``qc`` writes for the cohort (besides each image's outputs).
 COHORT_FILES = ("qc_table.csv", "qc_heatmap.png", "qc_summary.json")
 _DONE_SUFFIX = "_qc.json"
@@ -151,6 +155,8 @@ def _gather(rows: list[dict], dist) -> list[dict]:
 
 
 def _write_cohort(out: Path, rows: list[dict], stems: list[str]) -> None:
+    import numpy as np
+
     from napari_imc_vae.engine.error_unit import ERROR_UNIT_NAME
     from napari_imc_vae.engine.qc import QC_COLUMNS, CohortSummary
     from napari_imc_vae.io.heatmap import write_heatmap_png
@@ -162,11 +168,13 @@ def _write_cohort(out: Path, rows: list[dict], stems: list[str]) -> None:
     summary = CohortSummary(rows)
     worst_rois, worst_markers = summary.worst()
     sentences = summary.sentences(ERROR_UNIT_NAME)
+    matrix = summary.matrix("mean_error")
     written = [write_csv(out / "qc_table.csv", rows, QC_COLUMNS),
-               write_heatmap_png(out / "qc_heatmap.png", summary.matrix("mean_error"), summary.rois,
+               write_heatmap_png(out / "qc_heatmap.png", matrix, summary.rois,
                                  summary.markers, title=summary.headline(ERROR_UNIT_NAME),
                                  unit=f"mean calibrated error ({ERROR_UNIT_NAME})",
-                                 highlight_rows=[n for n, _ in worst_rois], highlight_cols=[n for n, _ in worst_markers]),
+                                 highlight_rows=[n for n, _ in worst_rois], highlight_cols=[n for n, _ in worst_markers],
+                                 vmax=max(HEATMAP_TOP, float(np.nanmax(matrix, initial=0.0)))),
                write_json(out / "qc_summary.json", {"rois": summary.rois, "markers": summary.markers,
                                                      "worst_rois": worst_rois, "worst_markers": worst_markers,
                                                      "sentences": sentences})]

@@ -61,14 +61,15 @@ def _wrap(draw, text: str, font, width: int) -> list[str]:
 
 def write_heatmap_png(path: str | os.PathLike, values: np.ndarray, row_labels: Sequence[str],
                       col_labels: Sequence[str], *, title: str, unit: str,
-                      highlight_rows: Sequence[str] = (), highlight_cols: Sequence[str] = ()) -> Path:
+                      highlight_rows: Sequence[str] = (), highlight_cols: Sequence[str] = (),
+                      vmax: float | None = None) -> Path:
     """Write ``values`` (rows × columns) as a labelled heatmap PNG with a colour bar.
 
     Parameters
     ----------
     path : path-like
     values : ndarray of shape (R, M)
-        NaN cells are drawn grey. The colour scale runs from 0 to the largest finite value.
+        NaN cells are drawn grey. The colour scale runs from 0 to ``vmax``.
     row_labels, col_labels : sequence of str
     title : str
         Wrapped to the picture's width.
@@ -76,6 +77,9 @@ def write_heatmap_png(path: str | os.PathLike, values: np.ndarray, row_labels: S
         Label of the colour bar.
     highlight_rows, highlight_cols : sequence of str
         Labels drawn in red (the worst ones).
+    vmax : float, optional
+        Top of the colour scale; default the largest finite value. A fixed top in the values'
+        unit keeps a cohort where nothing is wrong from looking alarming.
     """
     from PIL import Image, ImageDraw
 
@@ -102,7 +106,8 @@ def write_heatmap_png(path: str | os.PathLike, values: np.ndarray, row_labels: S
         draw.text((10, 8 + 20 * i), line, fill="black", font=font)
 
     finite = values[np.isfinite(values)]
-    vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    if vmax is None or not vmax > 0:
+        vmax = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     colours = viridis(np.nan_to_num(values, nan=0.0) / vmax)
     show_numbers = cell_w >= 40 and cell_h >= 16
     for r in range(rows):
