@@ -53,7 +53,9 @@ def _grid_position(grid, index: int, layers: list) -> tuple[int, int]:
 
 
 def _panels(marker: str) -> list[str]:
-    return [f"{marker} · measured", f"{marker} · model", f"{marker} · missed ({ERROR_UNIT_NAME})"]
+    """The panels' names; the unit only where the name stays short enough for napari's layer list."""
+    missed = f"{marker} · missed ({ERROR_UNIT_NAME})"
+    return [f"{marker} · measured", f"{marker} · model", missed if len(missed) <= 28 else f"{marker} · missed"]
 
 
 @pytest.fixture
@@ -172,7 +174,7 @@ def test_residual_and_error_layers_are_the_engines_calibrated_maps(flow, qtbot):
     np.testing.assert_allclose(error.data, app.error_map, rtol=1e-5, atol=1e-5)
     for j in recon.compare.picked():
         name = PANEL[result.channel_index[j]]
-        missed = viewer.layers[f"{name} · missed ({ERROR_UNIT_NAME})"]
+        missed = viewer.layers[_panels(name)[2]]
         model_channel = app.channel_index.index(result.channel_index[j])
         np.testing.assert_allclose(missed.data, app.residual[model_channel], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(viewer.layers[f"{name} · model"].data, app.reconstruction.raw[model_channel],
@@ -192,3 +194,18 @@ def test_cells_section_is_folded_until_opened(make_napari_viewer):
     assert not recon.cells.row.isVisibleTo(fold)  # no empty row box before there are cells
     assert fold.sizeHint().height() > closed + 40
     assert closed <= 40
+
+
+def test_panel_names_fit_the_layer_list():
+    """napari elides the middle of a name longer than about 28 characters at its default width."""
+    from napari_imc_vae._napari.comparison_view import ComparisonRow
+
+    blank = np.zeros((2, 2), np.float32)
+
+    def titles(marker):
+        return ComparisonRow(marker=marker, measured=blank, model=blank, missed=blank, contrast=(0.0, 1.0),
+                             missed_limit=5.0, unit=ERROR_UNIT_NAME).titles()
+
+    assert titles("YBX1") == ("YBX1 · measured", "YBX1 · model", f"YBX1 · missed ({ERROR_UNIT_NAME})")
+    assert titles("Cytokeratin 5")[2] == "Cytokeratin 5 · missed"
+    assert all(len(t) <= 28 for m in (*PANEL, "Collagen type I") for t in titles(m))

@@ -32,7 +32,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QLabel, QListWidget, QListWidgetItem, QPushButton, \
     QVBoxLayout, QWidget
 
-from napari_imc_vae._napari.layer_data import layer_units
+from napari_imc_vae._napari.layer_data import LIST_NAME_CHARS, layer_units
 from napari_imc_vae.engine.error_unit import ERROR_UNIT_SENTENCE
 
 COMPARE_KIND = "compare"
@@ -107,9 +107,16 @@ class ComparisonRow:
     metadata: dict | None = None
 
     def titles(self) -> tuple[str, str, str]:
-        """Layer names, which napari also writes over each panel."""
-        return (f"{self.marker} · {MEASURED}", f"{self.marker} · {MODEL}",
-                f"{self.marker} · {MISSED} ({self.unit})")
+        """Layer names, which napari also writes over each panel.
+
+        The missed panel names its unit (``"CD45 · missed (noise SD)"``) unless that makes the
+        name too long for napari's layer list (:data:`LIST_NAME_CHARS`), which would cut it in
+        the middle: ``"Cytokeratin 5 · missed"`` (the unit is in the legend and the metadata).
+        """
+        missed = f"{self.marker} · {MISSED} ({self.unit})"
+        if len(missed) > LIST_NAME_CHARS:
+            missed = f"{self.marker} · {MISSED}"
+        return (f"{self.marker} · {MEASURED}", f"{self.marker} · {MODEL}", missed)
 
 
 class ComparisonView:

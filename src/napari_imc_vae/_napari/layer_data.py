@@ -34,6 +34,10 @@ COLORMAPS = ("cyan", "magenta", "yellow", "green", "red", "blue", "bop orange", 
 # With dozens of channels additively blended everything turns white: show the first few.
 MAX_VISIBLE = 8
 LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.5
+#: napari's layer list shows about this many characters of a name at its default width (1080p
+#: window), then elides the middle ("Cytokeratin 5 …sed (noise SD)"): names the plugin makes up
+#: stay within it where they can.
+LIST_NAME_CHARS = 28
 
 
 def contrast_limits(channel: np.ndarray) -> tuple[float, float]:
