@@ -107,7 +107,7 @@ class ReconstructWidget(QWidget):
         self.stride = int_spin(0, 0, 256, label="Stride, px (0: auto)",
                                tip="tile step in pixels; 0 = auto, half the patch")
         self.all_markers = CheckBox(text="Model and missed layers of every marker", label="",
-                                    tooltip="also add, hidden, '<marker> [recon]' and '<marker> [missed]' "
+                                    tooltip="also add, hidden, '<marker> [model]' and '<marker> [missed]' "
                                             "for every marker the model knows")
         self.options = labelled([self.k, self.stride, self.all_markers])
         self.cells = CellsPanel(napari_viewer)  # a Labels layer gets the per-cell table
