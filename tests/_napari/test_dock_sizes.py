@@ -23,8 +23,17 @@ def _open_all(viewer) -> dict:
     return widgets
 
 
-def _settle(qtbot) -> None:
-    qtbot.wait(300)  # layouts and the window's size settle over a few event loop turns
+def _settle(qtbot, viewer) -> None:
+    """Wait until the window's and the canvas's sizes stop changing (a few event-loop turns; more
+    on a busy machine)."""
+    window, canvas = viewer.window._qt_window, viewer.window._qt_viewer.canvas.native
+    last = None
+    for _ in range(25):
+        qtbot.wait(200)
+        now = (window.width(), window.height(), canvas.width())
+        if now == last:
+            return
+        last = now
 
 
 def test_three_docks_leave_the_canvas_60_percent_of_a_1080p_window(make_napari_viewer, qtbot):
@@ -32,7 +41,7 @@ def test_three_docks_leave_the_canvas_60_percent_of_a_1080p_window(make_napari_v
     widgets = _open_all(viewer)
     window = viewer.window._qt_window
     window.resize(1920, 1080)
-    _settle(qtbot)
+    _settle(qtbot, viewer)
     canvas = viewer.window._qt_viewer.canvas.native
     print(f"window {window.width()} × {window.height()}, canvas {canvas.width()} px "
           f"({canvas.width() / window.width():.0%}); Reconstruct asks for at least "
@@ -50,12 +59,12 @@ def test_three_docks_leave_the_canvas_60_percent_of_a_1080p_window(make_napari_v
 
 def test_own_docks_keep_napari_default_window_height(make_napari_viewer, qtbot):
     viewer = make_napari_viewer(show=True)
-    _settle(qtbot)
+    _settle(qtbot, viewer)
     before = viewer.window._qt_window.size()
     viewer.open_sample(PLUGIN, "synthetic_tissue")
     for i, name in enumerate(OWN):
         viewer.window.add_plugin_dock_widget(PLUGIN, name, tabify=i > 0)
-    _settle(qtbot)
+    _settle(qtbot, viewer)
     window = viewer.window._qt_window
     canvas = viewer.window._qt_viewer.canvas.native
     print(f"napari's default window {before.width()} × {before.height()}: now {window.width()} × "

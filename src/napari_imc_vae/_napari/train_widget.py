@@ -9,15 +9,13 @@ machine. Closing the widget or the viewer stops training (the model so far is ke
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import asdict
 
 from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt, QThreadPool, Signal
-from qtpy.QtGui import QMovie
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
@@ -41,6 +39,7 @@ from napari_imc_vae._napari.model_file import MODEL_FILTER, open_model_file
 from napari_imc_vae._napari.model_store import RunState, RunStatus, model_store
 from napari_imc_vae._napari.report_view import ReportView
 from napari_imc_vae._napari.train_form import TrainForm
+from napari_imc_vae._napari.train_progress import PROGRESS_INTERVAL_MS, RunShutdown, still_animations
 from napari_imc_vae._napari.train_task import (
     TrainJob,
     TrainOutcome,
@@ -55,55 +54,6 @@ from napari_imc_vae._napari.train_task import (
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.device import available_devices, format_cuda_memory
 from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION
-
-
-#: How long closing the viewer waits for a training run to stop (it stops within one step).
-SHUTDOWN_WAIT_MS = 60_000
-#: The progress line, bar and activity-dock progress are updated at most this often while training:
-#: each repaint of a widget composes the whole window with napari's OpenGL canvas, which costs
-#: the trainer CPU under software OpenGL (remote desktops, Xvfb).
-PROGRESS_INTERVAL_MS = 500
-
-
-def still_animations(window: QWidget) -> int:
-    """Stop the animated GIFs of ``window`` (napari's "in progress" indicator); returns how many.
-
-    The indicator repaints the whole window at the GIF's frame rate; under software OpenGL
-    (remote desktops, Xvfb) that cut training from 7.9 to 0.5 steps/s (docs/benchmarks.md). It
-    stays shown, still; the activity dock's progress bar still moves.
-    """
-    stopped = 0
-    for label in window.findChildren(QLabel):
-        movie = label.movie()
-        if movie is not None and movie.state() == QMovie.MovieState.Running:
-            movie.stop()
-            stopped += 1
-    return stopped
-
-
-class _Shutdown:
-    """Stops a run when the widget goes away; holds no reference to the widget itself."""
-
-    def __init__(self) -> None:
-        self.job: TrainJob | None = None
-        self.worker = None
-        self.closed = False  # a run still waiting for the estimate to end must not start then
-
-    def __call__(self, *_) -> None:
-        self.closed = True
-        if self.job is not None:
-            self.job.stop()
-        if self.worker is not None:
-            self.worker.quit()
-        # Wait for the run to end (within a step), or for a step-rate timing (seconds): a torch
-        # thread still running while Python exits aborts the process ("terminate called …").
-        QThreadPool.globalInstance().waitForDone(SHUTDOWN_WAIT_MS)
-        if self.worker is not None:
-            # napari leaves an aborted generator suspended, not closed, so the helper thread of
-            # train_task.stream_calls is not joined for us: it ends after its step (job.stop)
-            for thread in threading.enumerate():
-                if thread.name == "imc-vae-worker":
-                    thread.join(SHUTDOWN_WAIT_MS / 1000)
 
 
 class TrainWidget(QWidget):
@@ -145,7 +95,7 @@ class TrainWidget(QWidget):
         self._run_key = None  # the estimate's settings key of the run
         self.activity_updates = 0  # how many there were (the bench and the tests read it)
         self._device = None
-        self._shutdown = _Shutdown()
+        self._shutdown = RunShutdown()
         self.destroyed.connect(self._shutdown)
         QApplication.instance().aboutToQuit.connect(self._shutdown)  # the viewer's window closed
 
