@@ -38,9 +38,9 @@ PERM_PATCHES = 256
 
 #: Validation policy: about this many validations a run ...
 VALIDATIONS_PER_RUN = 10
-#: ... but no closer than this: a validation (2,048 patches, their measures and permutation
-#: accuracy) costs about 10 training steps of the default model, so a 60-step run validated
-#: 10 times took 1.5× as long (bench_cohort, docs/benchmarks.md); 50 keeps it near 20% at most ...
+#: ... but no closer than this: a validation (2,048 patches, their measures, permutation accuracy
+#: on 256) costs 3–5 training steps of the default model (5 and 40 channels), so 50 steps apart
+#: keep it under ~10% of a run (validating a 60-step run 10 times made it 1.5× slower) ...
 MIN_VALIDATION_INTERVAL = 50
 #: ... and at least one every this many steps (long runs keep a fine-grained curve).
 MAX_VALIDATION_INTERVAL = 200
