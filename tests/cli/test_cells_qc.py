@@ -177,7 +177,7 @@ def test_qc_writes_each_roi_the_table_heatmap_and_names_the_worst(model_file, qc
     assert hot[(QC_ROIS[-1], "Sm147_Laminin")] == 1 and sum(hot.values()) == 1  # the one put there
     assert all(float(r["mean_error"]) > 0 for r in rows)
     assert list(rows[0]) == ["roi", "marker", "explained", "has_signal", "mean_error", "hot_pixels",
-                             "regions_single_pixel", "regions_line", "regions_blob", "spikes", "pixels"]
+                             "regions_single_pixel", "regions_line", "regions_blob", "pixels"]
     assert all(int(r["pixels"]) == int(np.prod(read_imc(qc_folder / f"{r['roi']}.ome.tiff").shape[1:]))
                for r in rows[::5])
 

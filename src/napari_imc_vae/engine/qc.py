@@ -6,8 +6,8 @@ of its structure the model explains (the report's
 :class:`~napari_imc_vae.engine.marker_summary.MarkerSummary`), the mean calibrated error
 (mean absolute count residual, in noise SDs: about 0.8 where the counts vary as counting
 noise says), the pixels the hot-pixel filter replaced, and the regions of high error whose
-error that marker carries, by kind (single pixel, line, blob), and the isolated spikes it
-carries (:func:`~napari_imc_vae.engine.regions.find_spikes`). The rows of one image are
+error that marker carries, by kind (single pixel: the isolated spikes of
+:func:`~napari_imc_vae.engine.regions.find_spikes`; line; blob). The rows of one image are
 small and JSON-safe: the command line keeps them in a per-image file, which is also the
 mark that the image is done (a stopped run resumes from there), and
 :class:`CohortSummary` gathers them for the table and the heatmap a person reads first.
@@ -26,7 +26,7 @@ __all__ = ["QC_COLUMNS", "REGION_KINDS", "roi_marker_rows", "hot_pixels_per_chan
 REGION_KINDS = ("single pixel", "line", "blob")
 #: Columns of the cohort table, in this order.
 QC_COLUMNS = ("roi", "marker", "explained", "has_signal", "mean_error", "hot_pixels",
-              *(f"regions_{k.replace(' ', '_')}" for k in REGION_KINDS), "spikes", "pixels")
+              *(f"regions_{k.replace(' ', '_')}" for k in REGION_KINDS), "pixels")
 
 
 def hot_pixels_per_channel(data: np.ndarray, threshold: float | None) -> list[int]:
@@ -65,7 +65,6 @@ def roi_marker_rows(app) -> list[dict]:
             error = float(r[finite].mean(dtype=np.float64)) if finite.any() else None
         summary = markers.get(name)
         carried = [r for r in app.regions if name in str(r.get("channels", "")).split(";")]
-        spikes = [s for s in getattr(app, "spikes", None) or [] if name in str(s.get("channels", "")).split(";")]
         # isolated spikes (single high pixels, listed apart from the regions) count as single pixels
         carried += [{"shape": "single pixel"} for s in getattr(app, "spikes", None) or []
                     if name in str(s.get("channels", "")).split(";")]
@@ -74,7 +73,7 @@ def roi_marker_rows(app) -> list[dict]:
                      "has_signal": None if summary is None else bool(summary.has_signal),
                      "mean_error": error, "hot_pixels": hot[c],
                      **{f"regions_{k.replace(' ', '_')}": sum(r["shape"] == k for r in carried) for k in REGION_KINDS},
-                     "spikes": len(spikes), "pixels": int(image.shape[1] * image.shape[2])})
+                     "pixels": int(image.shape[1] * image.shape[2])})
     return rows
 
 
