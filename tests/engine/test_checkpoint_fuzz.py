@@ -58,7 +58,7 @@ def mutations(d: dict):
                 "optimizer_state", "format_version", HASH_KEY):
         yield f"del {key}", key, (key,), _DELETE
     for key in d:
-        optional = key in ("optimizer_state", "baseline", "motifs")
+        optional = key in ("optimizer_state", "baseline", "motifs", "rate_calibration")
         for bad in BAD_TYPES:
             if key == "format" or (bad is None and optional) or (bad == "abc" and key == "package_version"):
                 continue
@@ -156,6 +156,20 @@ def mutations(d: dict):
     yield "motif centres 0 rows", "motifs.centers", mot + ("centers",), torch.zeros(0, centers.shape[1])
     yield "motif seed -1", "motifs.seed", mot + ("seed",), -1
     yield "motif extra key", "motifs", mot + ("k",), 6
+    rate = ("rate_calibration",)
+    factors = d["rate_calibration"]["factors"]
+    yield "rate factor NaN", "rate_calibration.factors[0]", rate + ("factors", 0), math.nan
+    yield "rate factor Inf", "rate_calibration.factors[0]", rate + ("factors", 0), math.inf
+    yield "rate factor 0", "rate_calibration.factors[0]", rate + ("factors", 0), 0.0
+    yield "rate factor 3", "rate_calibration.factors[0]", rate + ("factors", 0), 3.0
+    yield "rate factor text", "rate_calibration.factors[0]", rate + ("factors", 0), "abc"
+    yield "rate factor True", "rate_calibration.factors[0]", rate + ("factors", 0), True
+    yield "rate factors short", "rate_calibration.factors", rate + ("factors",), factors[:-1]
+    yield "rate factors long", "rate_calibration.factors", rate + ("factors",), factors + [1.0]
+    yield "rate factors tensor", "rate_calibration.factors", rate + ("factors",), torch.ones(len(factors))
+    yield "rate factors missing", "rate_calibration", rate + ("factors",), _DELETE
+    yield "rate measured_on int", "rate_calibration.measured_on", rate + ("measured_on",), 3
+    yield "rate extra key", "rate_calibration", rate + ("bias",), [0.0] * len(factors)
 
 
 def _one_clean_line(rc: int, err: str, path, field: str, label: str) -> None:

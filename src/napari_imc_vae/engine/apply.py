@@ -274,7 +274,8 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
     rec = reconstruct_image(trained.model, data, trained.normalizer, stride=settings.stride,
                             batch_size=settings.batch_size, device=device, on_progress=tiles, out=out,
                             on_rows=None if grid is None else grid.add, outputs=settings.outputs,
-                            on_tiles=None if capture is None else capture.add, precision=settings.precision)
+                            on_tiles=None if capture is None else capture.add, precision=settings.precision,
+                            rate_factors=trained.rate_factors)
     check_cancel()
     report, quality = None, {"report": None, "reason": reason} if reason else {}
     if grid is not None:

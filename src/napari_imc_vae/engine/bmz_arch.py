@@ -11,7 +11,9 @@ D4 helpers the network calls are inference-only (a gather, no straight-through g
    the spec has no operation for (no arcsinh), from per-channel buffers in the weights;
 2. whole-tile reconstruction as the plugin does it (DESIGN §5): tiles of P px at stride P/2,
    reflected borders, Hann-window blending, the posterior mean (deterministic);
-3. back to counts: the inverse normalization, clipped at 0.
+3. back to counts: the inverse normalization times the model's per-channel rate factors
+   (engine.rate_calibration: the inverse of a mean in arcsinh units lies below the mean count),
+   clipped at 0.
 
 Inside this package the module is importable (the network comes from the engine) so that tests
 can compare it with the plugin's own reconstruction.
@@ -116,6 +118,7 @@ class ImcVaeZoo(nn.Module):
         self.register_buffer("norm_std", torch.ones(c))
         self.register_buffer("norm_clip_high", torch.full((c,), math.inf))
         self.register_buffer("norm_constant", torch.zeros(c, dtype=torch.bool))
+        self.register_buffer("rate_factor", torch.ones(c))  # 1: a model without rate calibration
         hann = torch.sin(math.pi * (torch.arange(p, dtype=torch.float64) + 0.5) / p) ** 2
         self.register_buffer("window", torch.outer(hann, hann).float(), persistent=False)
 
@@ -151,6 +154,7 @@ class ImcVaeZoo(nn.Module):
                             scaled)
         if self.use_arcsinh:
             y = torch.sinh(y) * self.cofactor
+        y = y * self.rate_factor.view(1, -1, 1, 1)
         return torch.clamp(y, min=0.0)  # counts are never negative
 
     # tiles ------------------------------------------------------------------------------------

@@ -346,6 +346,7 @@ def _rdf(trained, sample, model_name, authors, license, description, kwargs, nam
         "model_format_version": model_dict["format_version"],
         **{key: model_dict[key] for key in ("model_config", "critic_config", "train_config", "step",
                                             "channel_names", "channel_keys", "normalizer")},
+        **{key: model_dict[key] for key in ("rate_calibration",) if key in model_dict},
         "extras": FILES["extras"],
         # the model file's content hash without its optimizer state: the loader rebuilds that dict from
         # rdf, weights and extras and compares, so a changed part is found even where no sha256 reaches

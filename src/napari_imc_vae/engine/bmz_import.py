@@ -54,6 +54,8 @@ def package_state(trained) -> dict:
     state["norm_clip_high"] = torch.tensor([float("inf") if v is None else v for v in norm.clip_high],
                                            dtype=torch.float32)
     state["norm_constant"] = torch.tensor(norm.constant, dtype=torch.bool)
+    factors = trained.rate_factors
+    state["rate_factor"] = torch.tensor([1.0] * norm.n_channels if factors is None else factors, dtype=torch.float32)
     return state
 
 
@@ -168,6 +170,7 @@ def _model_dict(path: Path, rdf: dict, contents: dict[str, bytes], model_format:
         raise _error(path, f"{weights_name} or {extras_name} does not hold a dict of tensors")
     vae_state = {k[len(_VAE_PREFIX):]: v for k, v in state.items() if isinstance(k, str) and k.startswith(_VAE_PREFIX)}
     _check_buffers(path, state, ours.get("normalizer"), weights_name)
+    _check_rate_buffer(path, state, ours.get("rate_calibration"), weights_name)
     try:
         d = {"format": model_format, "format_version": ours["model_format_version"],
              "package_version": ours["package_version"],
@@ -175,7 +178,8 @@ def _model_dict(path: Path, rdf: dict, contents: dict[str, bytes], model_format:
              "state_dict": vae_state, "optimizer_state": None, "step": ours["step"],
              **{key: ours[key] for key in ("channel_names", "channel_keys", "normalizer")},
              "history": extras.get("history", []), "validation_history": extras.get("validation_history", []),
-             **{key: extras[key] for key in ("baseline", "motifs") if key in extras}}
+             **{key: extras[key] for key in ("baseline", "motifs") if key in extras},
+             **({} if ours.get("rate_calibration") is None else {"rate_calibration": ours["rate_calibration"]})}
     except KeyError as e:
         raise _error(path, f"config.{CONFIG_KEY} lacks {e.args[0]!r}") from None
     return d
@@ -190,6 +194,20 @@ def _check_buffers(path: Path, state: dict, normalizer, weights_name: str) -> No
                 not torch.allclose(stored.float(), torch.tensor(expected, dtype=torch.float32)):
             raise _error(path, f"the {buffer} in {weights_name} does not match config.{CONFIG_KEY}.normalizer: "
                                f"the package's parts disagree")
+
+
+def _check_rate_buffer(path: Path, state: dict, calibration, weights_name: str) -> None:
+    """The rate factors the zoo's users apply must be the ones this plugin applies (1 without calibration)."""
+    stored = state.get("rate_factor")
+    if stored is None and calibration is None:
+        return  # a package exported before rate calibration: factor 1 on both sides
+    factors = calibration.get("factors") if isinstance(calibration, dict) else None
+    expected = factors if isinstance(factors, list) else None
+    if not isinstance(stored, torch.Tensor) or expected is None or stored.shape != (len(expected),) or \
+            not all(isinstance(f, (int, float)) for f in expected) or \
+            not torch.allclose(stored.float(), torch.tensor(expected, dtype=torch.float32)):
+        raise _error(path, f"the rate_factor in {weights_name} does not match config.{CONFIG_KEY}.rate_calibration: "
+                           f"the package's parts disagree")
 
 
 def read_package(path: str | Path, model_format: str, error: type[ValueError] = PackageError) -> dict:

@@ -24,6 +24,7 @@ from napari_imc_vae.engine.baselines import PCABaseline
 from napari_imc_vae.engine.critic import CriticConfig
 from napari_imc_vae.engine.model import ModelConfig, PatchVAE
 from napari_imc_vae.engine.motifs import MotifModel
+from napari_imc_vae.engine.rate_calibration import RateCalibration
 from napari_imc_vae.engine.trainer import TrainConfig
 from napari_imc_vae.io import ImcImage
 from napari_imc_vae.io.atomic import atomic_write
@@ -69,6 +70,14 @@ class TrainedModel:
     motif_model: MotifModel | None = None
     #: What loading found that the user should know (a file without a content hash, say).
     notes: list[str] = field(default_factory=list)
+    #: Per-channel factors on the reconstruction in counts, measured at the end of training
+    #: (:mod:`~napari_imc_vae.engine.rate_calibration`); None in older files: factor 1.
+    rate_calibration: RateCalibration | None = None
+
+    @property
+    def rate_factors(self) -> list[float] | None:
+        """The factors :func:`~napari_imc_vae.engine.inference.reconstruct_image` applies (None: 1)."""
+        return None if self.rate_calibration is None else list(self.rate_calibration.factors)
 
     @property
     def channel_names(self) -> list[str]:
@@ -114,6 +123,7 @@ class TrainedModel:
             **({} if self.baseline is None else
                {"baseline": {**self.baseline.to_state(), "info": dict(self.baseline_info)}}),
             **({} if self.motif_model is None else {"motifs": self.motif_model.to_state()}),
+            **({} if self.rate_calibration is None else {"rate_calibration": self.rate_calibration.to_state()}),
         }
 
     @property
@@ -221,11 +231,19 @@ class TrainedModel:
         baseline, baseline_info = (None, {}) if d.get("baseline") is None else schema.check_baseline(
             d["baseline"], config.in_channels, config.patch_size, config.latent_dim)
         motif_model = None if d.get("motifs") is None else schema.check_motifs(d["motifs"], config.latent_dim)
+        rate_calibration = None
+        if d.get("rate_calibration") is not None:
+            rate_calibration = schema.check_rate_calibration(d["rate_calibration"], config.in_channels)
+        else:
+            notes.append(f"model file {source} has no rate calibration (saved before models carried one): its "
+                         f"reconstruction in counts is not corrected (factor 1) and tends to lie 10-30% below the "
+                         f"measured counts; resume its training for a few steps to add one")
         return cls(
             model, normalizer, critic_config, train_config, step=d.get("step", 0),
             optimizer_state=d.get("optimizer_state"), history=list(d.get("history", [])),
             validation_history=list(d.get("validation_history", [])), source_file=source, file_sha256=sha256,
             baseline=baseline, baseline_info=baseline_info, motif_model=motif_model, notes=notes,
+            rate_calibration=rate_calibration,
         )
 
 

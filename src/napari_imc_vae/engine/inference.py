@@ -45,8 +45,9 @@ class Reconstruction:
     normalized : ndarray of shape (C, Y, X), float32
         Reconstruction in normalized units.
     raw : ndarray of shape (C, Y, X), float32
-        Reconstruction mapped back to raw units by ``normalizer.inverse``, clipped at 0:
-        counts are never negative (the inverse of arcsinh maps below-background values
+        Reconstruction mapped back to raw units by ``normalizer.inverse``, times the model's
+        per-channel ``rate_factors`` (:mod:`~napari_imc_vae.engine.rate_calibration`), clipped
+        at 0: counts are never negative (the inverse of arcsinh maps below-background values
         of the model to negative numbers).
     error : ndarray of shape (Y, X), float32
         The calibrated per-pixel error in noise SDs
@@ -222,6 +223,7 @@ def reconstruct_image(
     outputs: tuple[str, ...] = OUTPUT_NAMES,
     on_tiles: Callable[[int, int, np.ndarray, np.ndarray], None] | None = None,
     precision: str = "fp32",
+    rate_factors=None,
 ) -> Reconstruction:
     """Reconstruct a whole image from overlapping, smoothly blended tiles.
 
@@ -269,6 +271,10 @@ def reconstruct_image(
         ``auto``: bf16 autocast on CUDA and on CPUs that run bf16 natively (AMX,
         AVX512-BF16), where it is about twice as fast and matches fp32 within ~1e-3 R²
         (tested); fp32 elsewhere. The outputs are float32 either way.
+    rate_factors : sequence of float, optional
+        One factor per channel on the reconstruction in counts (``TrainedModel.rate_factors``,
+        measured at the end of training: the inverse of the normalization alone lies below
+        the mean count). None: factor 1. ``normalized`` is not changed.
     outputs : tuple of str
         Which of :data:`OUTPUT_NAMES` to compute (``latent`` always is); the others are
         None, which saves their memory and time (the CLI writes no per-channel error).
@@ -359,7 +365,8 @@ def reconstruct_image(
                 y0, y1, rec = stitcher.add(i0, i1, recon)
                 if y1 > y0:
                     parts = rows.get_all(y0, y1)  # (normalized[, as read, replaced])
-                    _write_rows(outputs, normalizer, rec, parts[1] if len(parts) > 1 else parts[0], y0, y1)
+                    _write_rows(outputs, normalizer, rec, parts[1] if len(parts) > 1 else parts[0], y0, y1,
+                                rate_factors)
                     if outputs["hot_pixels"] is not None:
                         outputs["hot_pixels"][y0:y1] = 0 if len(parts) == 1 else parts[2].sum(axis=0)
                     if on_rows is not None:
@@ -426,13 +433,16 @@ def _pooling_inflation(image, raw, scale, dispersion) -> np.ndarray:
     return pooling_inflation(np.concatenate(parts_r, axis=1), np.concatenate(parts_mu, axis=1))
 
 
-def _write_rows(outputs: dict, normalizer, rec: np.ndarray, target: np.ndarray, y0: int, y1: int) -> None:
+def _write_rows(outputs: dict, normalizer, rec: np.ndarray, target: np.ndarray, y0: int, y1: int,
+                rate_factors=None) -> None:
     """Write finished rows ``[y0, y1)``: rec and target are (C, y1 - y0, X) in normalized units."""
+    from napari_imc_vae.engine.rate_calibration import apply_rate_factors
+
     if outputs["normalized"] is not None:
         outputs["normalized"][:, y0:y1] = rec
     if outputs["raw"] is not None:
-        raw = rec if normalizer is None else normalizer.inverse(rec)
-        outputs["raw"][:, y0:y1] = np.maximum(raw, 0.0)  # counts: never negative
+        raw = rec.copy() if normalizer is None else normalizer.inverse(rec)
+        outputs["raw"][:, y0:y1] = apply_rate_factors(raw, rate_factors)  # counts: never negative
     if outputs["channel_error"] is None:
         return
     sq = rec - target

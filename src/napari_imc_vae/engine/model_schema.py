@@ -27,7 +27,8 @@ from dataclasses import fields
 import torch
 
 __all__ = ["HASH_KEY", "LIMITS", "MAX_PARAMETERS", "SchemaError", "check_baseline", "check_config",
-           "check_histories", "check_motifs", "check_optimizer_state", "check_state_dict", "check_top_level",
+           "check_histories", "check_motifs", "check_optimizer_state", "check_rate_calibration", "check_state_dict",
+           "check_top_level",
            "check_version", "content_sha256", "expected_parameters", "stamp"]
 
 #: Where the content hash is stored in the file's dict.
@@ -52,7 +53,7 @@ MAX_NESTING = 32
 REQUIRED = ("format", "format_version", "package_version", "model_config", "critic_config", "train_config",
             "state_dict", "optimizer_state", "step", "channel_names", "channel_keys", "normalizer",
             "history", "validation_history")
-OPTIONAL = ("baseline", "motifs", HASH_KEY)
+OPTIONAL = ("baseline", "motifs", "rate_calibration", HASH_KEY)
 
 
 class SchemaError(ValueError):
@@ -459,3 +460,23 @@ def check_motifs(value, latent_dim: int):
     _dense("motifs.centers", centers, centers.shape, centers.dtype)
     seed = _int("motifs.seed", value.get("seed", 0), 0, MAX_SEED)
     return MotifModel(centers.detach().to("cpu", torch.float32).numpy().copy(), seed)
+
+
+def check_rate_calibration(value, in_channels: int):
+    """The per-channel rate factors: one finite number per channel within ``FACTOR_RANGE``.
+
+    Returns the :class:`~napari_imc_vae.engine.rate_calibration.RateCalibration`.
+    """
+    from napari_imc_vae.engine.rate_calibration import FACTOR_RANGE, RateCalibration
+
+    value = _dict("rate_calibration", value)
+    if not set(value) <= {"factors", "measured_on"} or "factors" not in value:
+        raise SchemaError("rate_calibration", f"must have the keys 'factors' and 'measured_on', "
+                                              f"got {sorted(map(str, value))}")
+    factors = value["factors"]
+    if not isinstance(factors, list) or len(factors) != in_channels:
+        raise SchemaError("rate_calibration.factors", f"must be a list of {in_channels} numbers (one per channel), "
+                                                      f"got {_show(factors)}")
+    low, high = FACTOR_RANGE
+    checked = tuple(_number(f"rate_calibration.factors[{i}]", f, low, high) for i, f in enumerate(factors))
+    return RateCalibration(checked, _text("rate_calibration.measured_on", value.get("measured_on", ""), empty=True))

@@ -18,6 +18,7 @@ from napari_imc_vae.engine.cohort import CohortOptions, ImageStream, build_sampl
 from napari_imc_vae.engine.defaults import BASELINE_FIT_PATCHES, DEFAULT_MOTIFS, TILE_BATCH
 from napari_imc_vae.engine.device import resolve_device
 from napari_imc_vae.engine.model import ModelConfig, PatchVAE
+from napari_imc_vae.engine.rate_calibration import measure_rate_calibration
 from napari_imc_vae.engine.trainer import Trainer, TrainConfig, TrainProgress
 from napari_imc_vae.io import ImcImage
 from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION, NormalizationParams
@@ -239,6 +240,9 @@ class TrainingRun:
         patches = self.sampler.training_patches(BASELINE_FIT_PATCHES)
         baseline, info = fit_training_baseline(patches, self.model.config.latent_dim, self.image_names)
         motif_model = fit_training_motifs(result.model, patches, seed=self.train_config.seed)
+        # the reconstruction in counts made unbiased in sum; measured again on every (resumed) run
+        rate_calibration = measure_rate_calibration(result.model, self.normalizer, patches,
+                                                    image_names=self.image_names, step=result.step)
         trained = TrainedModel(
             model=result.model,
             normalizer=self.normalizer,
@@ -251,6 +255,7 @@ class TrainingRun:
             baseline=baseline,
             baseline_info=info,
             motif_model=motif_model,
+            rate_calibration=rate_calibration,
         )
         return trained, result.stopped
 
@@ -301,6 +306,7 @@ def apply_model(
     return reconstruct_image(
         trained.model, data, trained.normalizer, stride=stride, batch_size=batch_size,
         device=dev, on_progress=on_progress, out=out, on_rows=on_rows, precision=precision,
+        rate_factors=trained.rate_factors,
     )
 
 
