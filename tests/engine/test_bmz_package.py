@@ -87,7 +87,9 @@ def test_package_forward_is_the_plugins_reconstruction(train_image, arch):
     crop = trained.match_channels(train_image).take(train_image.data)[:, :48, 8:48]
     with torch.no_grad():
         recon, latent = zoo(torch.from_numpy(np.ascontiguousarray(crop[None], dtype=np.float32)))
-    ours = reconstruct_image(trained.model, crop, trained.normalizer, outputs=("raw",))
+    ours = reconstruct_image(trained.model, crop, trained.normalizer, outputs=("raw",),
+                             rate_factors=trained.rate_factors)
+    assert trained.rate_factors is not None and any(f != 1.0 for f in trained.rate_factors)  # calibrated: the package too
     assert recon.shape == (1, *crop.shape) and latent.shape == (1, 4, 48 // kwargs["stride"], 40 // kwargs["stride"])
     np.testing.assert_allclose(recon[0].numpy(), ours.raw, rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(latent[0].numpy(), ours.latent, rtol=1e-4, atol=1e-4)
@@ -121,6 +123,7 @@ def test_package_loads_back_as_the_same_model(case, imc_testdata):
     assert a.model.state_dict().keys() == b.model.state_dict().keys()
     assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
     assert a.normalizer.to_dict() == b.normalizer.to_dict() and a.channel_keys == b.channel_keys
+    assert a.rate_factors == b.rate_factors and a.rate_factors is not None
     assert torch.equal(a.baseline.components, b.baseline.components)
     np.testing.assert_array_equal(a.motif_model.centers, b.motif_model.centers)
     assert (a.history, a.validation_history, a.step) == (b.history, b.validation_history, b.step)
@@ -269,6 +272,20 @@ def test_edited_normalizer_is_refused(case, tmp_path):
     bad = _rewrite(result.path, tmp_path / "edited.zip", rdf=shift_mean)
     with pytest.raises(ModelFileError, match=r"norm_mean in weights_state_dict\.pt does not match "
                                              r"config\.napari_imc_vae\.normalizer"):
+        TrainedModel.load(bad)
+
+
+def test_edited_rate_calibration_is_refused(case, tmp_path):
+    """The factors the package's forward applies (weights) and the plugin's (rdf) must agree."""
+    _, _, result = case
+
+    def scale_factor(rdf):
+        rdf["config"]["napari_imc_vae"]["rate_calibration"]["factors"][0] *= 0.9
+        return rdf
+
+    bad = _rewrite(result.path, tmp_path / "edited.zip", rdf=scale_factor)
+    with pytest.raises(ModelFileError, match=r"rate_factor in weights_state_dict\.pt does not match "
+                                             r"config\.napari_imc_vae\.rate_calibration"):
         TrainedModel.load(bad)
 
 
