@@ -110,7 +110,9 @@ def test_apply_model_shapes_and_units():
     rec = apply_model(trained, img, stride=2)
     assert rec.raw.shape == rec.normalized.shape == rec.channel_error.shape == (3, 11, 17)
     assert rec.error.shape == (11, 17) and rec.latent.shape[0] == 4
-    np.testing.assert_allclose(rec.raw, trained.normalizer.inverse(rec.normalized), rtol=1e-5, atol=1e-4)
+    factors = np.asarray(trained.rate_factors, dtype=np.float32)[:, None, None]  # the model's rate calibration
+    expected = np.maximum(trained.normalizer.inverse(rec.normalized) * factors, 0)
+    np.testing.assert_allclose(rec.raw, expected, rtol=1e-5, atol=1e-4)
     normalized = trained.normalizer(img.data)
     np.testing.assert_allclose(rec.error, ((rec.normalized - normalized) ** 2).mean(0), rtol=1e-4, atol=1e-5)
     # any image of at least 1×1 px reconstructs, even below the patch size
