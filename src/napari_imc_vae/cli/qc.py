@@ -84,9 +84,11 @@ def _barrier(dist) -> None:
 
 
 def _qc(args: argparse.Namespace, dist, device: str) -> int:
+    from napari_imc_vae.engine.memory import return_large_blocks
     from napari_imc_vae.engine.qc import roi_marker_rows
     from napari_imc_vae.io.output_guard import safe_stem
 
+    return_large_blocks()  # freed band-sized arrays leave the process: one image's memory at a time
     trained, _ = load_model(args.model, device)
     check_stride(args.stride, trained.model.config.patch_size)
     stems = [stem for stem, _ in output_stems(args.paths, args.acquisition)]  # clashing names: fail now

@@ -63,11 +63,12 @@ _MAX_SCALE, _MAX_DISPERSION = 50.0, 10.0
 _NOISE_BINS = 6
 
 
-def _as_float(x, name: str) -> np.ndarray:
+def _real_array(x, name: str) -> np.ndarray:
+    """``x`` as an array of real numbers, in its own dtype (converted to float64 later, piece by piece)."""
     arr = np.asarray(x)
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    return arr.astype(np.float64, copy=False)
+    return arr
 
 
 def _channel_column(values, name: str, default: float, n_channels: int, ndim: int, minimum: float) -> np.ndarray:
@@ -117,17 +118,24 @@ def count_residual(observed, predicted, dispersion=None, *, scale=None) -> np.nd
         If the shapes differ, ``dispersion`` is not one value >= 0 per channel or ``scale``
         not one value > 0 per channel.
     """
-    y, mu = _as_float(observed, "observed"), _as_float(predicted, "predicted")
-    if y.shape != mu.shape or y.ndim < 1:
-        raise ValueError(f"observed and predicted must have the same shape (C, ...), got {y.shape} and {mu.shape}")
-    a = _channel_column(dispersion, "dispersion", 0.0, y.shape[0], y.ndim, 0.0)
-    phi = _channel_column(scale, "scale", 1.0, y.shape[0], y.ndim, 1e-300)
-    finite = np.isfinite(y) & np.isfinite(mu)
-    y = np.where(finite, np.maximum(y, 0.0), 0.0)
-    mu = np.where(finite, np.maximum(mu, RATE_FLOOR), RATE_FLOOR)
-    r = np.sign(y - mu) * np.sqrt(_deviance(y / phi, mu / phi, a))
-    r[~finite] = np.nan
-    return r.astype(np.float32)
+    y_all, mu_all = _real_array(observed, "observed"), _real_array(predicted, "predicted")
+    if y_all.shape != mu_all.shape or y_all.ndim < 1:
+        raise ValueError(f"observed and predicted must have the same shape (C, ...), "
+                         f"got {y_all.shape} and {mu_all.shape}")
+    a_all = _channel_column(dispersion, "dispersion", 0.0, y_all.shape[0], y_all.ndim, 0.0)
+    phi_all = _channel_column(scale, "scale", 1.0, y_all.shape[0], y_all.ndim, 1e-300)
+    out = np.empty(y_all.shape, np.float32)
+    # one channel at a time: the float64 temporaries of the deviance (about ten of them) stay
+    # the size of one channel instead of the whole (C, ...) block (elementwise: same values)
+    for ch in range(y_all.shape[0]):
+        y, mu = y_all[ch].astype(np.float64, copy=False), mu_all[ch].astype(np.float64, copy=False)
+        a, phi = a_all[ch], phi_all[ch]
+        finite = np.isfinite(y) & np.isfinite(mu)
+        y = np.where(finite, np.maximum(y, 0.0), 0.0)
+        mu = np.where(finite, np.maximum(mu, RATE_FLOOR), RATE_FLOOR)
+        r = np.sign(y - mu) * np.sqrt(_deviance(y / phi, mu / phi, a))
+        out[ch] = np.where(finite, r, np.nan)
+    return out
 
 
 def _upper_tail_z(log_p: np.ndarray) -> np.ndarray:
@@ -278,7 +286,8 @@ def estimate_noise(observed, predicted, *, max_pixels: int = 200_000) -> tuple[n
     -------
     scale, dispersion : ndarray of shape (C,), float64
     """
-    y, mu = _as_float(observed, "observed"), _as_float(predicted, "predicted")
+    # float64 one channel's sample at a time, not the whole (C, ...) arrays
+    y, mu = _real_array(observed, "observed"), _real_array(predicted, "predicted")
     if y.shape != mu.shape or y.ndim < 1:
         raise ValueError(f"observed and predicted must have the same shape (C, ...), got {y.shape} and {mu.shape}")
     c = y.shape[0]
@@ -286,7 +295,7 @@ def estimate_noise(observed, predicted, *, max_pixels: int = 200_000) -> tuple[n
     step = max(1, y.shape[1] // max_pixels)
     scale, dispersion = np.ones(c), np.zeros(c)
     for ch in range(c):
-        yc, mc = y[ch, ::step], mu[ch, ::step]
+        yc, mc = y[ch, ::step].astype(np.float64), mu[ch, ::step].astype(np.float64)
         keep = np.isfinite(yc) & np.isfinite(mc) & (mc >= _NOISE_MIN_RATE)
         if keep.sum() < _NOISE_MIN_PIXELS:
             continue

@@ -93,19 +93,27 @@ def pooling_inflation(residual, rate) -> np.ndarray:
         sum is near normal even where one pixel's residual is not); 1 where fewer than 50
         pixels are that bright.
     """
-    r, mu = np.asarray(residual, dtype=np.float64), np.asarray(rate)
-    if r.ndim != 3 or r.shape != mu.shape:
-        raise ValueError(f"residual and rate must have the same shape (C, Y, X), got {r.shape} and {mu.shape}")
-    out = np.ones((len(POOL_WINDOWS), r.shape[0]))
-    bright = np.isfinite(r) & (mu >= _BRIGHT_RATE)
-    values, finite = _clipped(r)
-    for w, (rows, cols) in enumerate(POOL_WINDOWS):
-        z = _pooled(values, finite, rows, cols)
-        for c in range(r.shape[0]):
-            if bright[c].sum() >= _MIN_BRIGHT:
-                base = float(np.std(np.clip(r[c][bright[c]], -POOL_CLIP, POOL_CLIP)))
-                if base > 0:
-                    out[w, c] = max(1.0, _robust_sd(z[c][bright[c]]) / base)
+    r_all, mu = np.asarray(residual), np.asarray(rate)
+    if r_all.ndim != 3 or r_all.shape != mu.shape:
+        raise ValueError(f"residual and rate must have the same shape (C, Y, X), got {r_all.shape} and {mu.shape}")
+    out = np.ones((len(POOL_WINDOWS), r_all.shape[0]))
+    all_finite = bool(np.isfinite(r_all).all())  # the same branch of _pooled as on the whole stack
+    for c in range(r_all.shape[0]):  # one channel at a time: the window sums are per channel anyway
+        r = np.asarray(r_all[c : c + 1], dtype=np.float64)
+        bright = np.isfinite(r[0]) & (mu[c] >= _BRIGHT_RATE)
+        if bright.sum() < _MIN_BRIGHT:
+            continue
+        base = float(np.std(np.clip(r[0][bright], -POOL_CLIP, POOL_CLIP)))
+        if base <= 0:
+            continue
+        values, finite = _clipped(r)
+        if all_finite:
+            finite = None
+        elif finite is None:
+            finite = np.ones(r.shape, bool)
+        for w, (rows, cols) in enumerate(POOL_WINDOWS):
+            z = _pooled(values, finite, rows, cols)
+            out[w, c] = max(1.0, _robust_sd(z[0][bright]) / base)
     return out
 
 

@@ -52,9 +52,9 @@ def roi_marker_rows(app) -> list[dict]:
         Applied with ``residual`` among the outputs (the per-marker error) and regions on.
     """
     image, rec = app.image, app.reconstruction
-    data = image.data[np.asarray(app.channel_index)]
     threshold = app.provenance.get("normalization", {}).get("params", {}).get("hot_pixel_threshold")
-    hot = hot_pixels_per_channel(data, threshold)
+    # channel by channel: indexing all model channels at once would copy the whole image
+    hot = [hot_pixels_per_channel(image.data[i : i + 1], threshold)[0] for i in app.channel_index]
     markers = {m.name: m for m in getattr(app, "markers", None) or []}
     rows = []
     for c, name in enumerate(app.channel_names):
