@@ -86,8 +86,10 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from napari_imc_vae.engine.apply import apply_to_image
+    from napari_imc_vae.engine.memory import return_large_blocks
     from napari_imc_vae.io.atomic import StagedFolder
 
+    return_large_blocks()  # freed band-sized arrays leave the process (engine/memory.py)
     # what the CLI needs: no normalized reconstruction (time and memory); the per-channel count
     # residual names the channels of the regions
     settings = _settings(args, motifs=args.motifs, seed=args.seed,

@@ -85,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _cells(args: argparse.Namespace) -> int:
     from napari_imc_vae.engine.cells import cells_from_application
+    from napari_imc_vae.engine.memory import return_large_blocks
     from napari_imc_vae.io.cell_outputs import h5ad_available
     from napari_imc_vae.io.masks import check_mask_shape, mask_shape, match_masks, read_mask
 
+    return_large_blocks()  # freed band-sized arrays leave the process: one image's memory at a time
     trained, device = load_model(args.model, args.device)
     check_stride(args.stride, trained.model.config.patch_size)
     settings = apply_settings(args)
