@@ -126,7 +126,8 @@ def test_comparison_view_after_reconstruct(flow, qtbot):
 
     # picking another marker switches at once, to its three panels only
     other = next(j for j in range(len(PANEL)) if j not in picked)
-    recon.compare.pick([other])
+    with qtbot.waitSignal(recon.compare.shown, timeout=30_000):  # a layer per event-loop turn
+        recon.compare.pick([other])
     marker = PANEL[result.channel_index[other]]
     assert _visible(viewer) == _panels(marker) and tuple(grid.shape) == (1, 3)
     assert [name for name in (layer.name for layer in viewer.layers) if " · " in name] == _panels(marker)
@@ -139,7 +140,8 @@ def test_comparison_view_after_reconstruct(flow, qtbot):
     assert not now["grid"] and now["camera"] == mine["camera"]
     assert [name for name in now["order"] if name in mine["order"]] == mine["order"]
     # … and the comparison again when ticked
-    recon.compare.toggle.setChecked(True)
+    with qtbot.waitSignal(recon.compare.shown, timeout=30_000):
+        recon.compare.toggle.setChecked(True)
     assert _visible(viewer) == _panels(marker)
     assert_unchanged(raw, raw_before, _raw_state)
 
@@ -153,7 +155,8 @@ def test_toggle_off_before_reconstruct_then_on(flow, qtbot):
     assert {name: v for name, v in now["visible"].items() if name in mine["visible"]} == mine["visible"]
     assert not any(v for name, v in now["visible"].items() if name not in mine["visible"])
     assert not now["grid"]
-    recon.compare.toggle.setChecked(True)
+    with qtbot.waitSignal(recon.compare.shown, timeout=30_000):
+        recon.compare.toggle.setChecked(True)
     picked = [PANEL[recon.result.channel_index[j]] for j in recon.compare.picked()]
     assert _visible(viewer) == [name for m in picked for name in _panels(m)]
     # running again replaces the comparison and its layers, no duplicates

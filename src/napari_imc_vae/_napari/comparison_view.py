@@ -23,17 +23,14 @@ them on every napari the package allows (>= 0.5).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from napari.utils.colormaps import Colormap
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QLabel, QListWidget, QListWidgetItem, QPushButton, \
-    QVBoxLayout, QWidget
 
 from napari_imc_vae._napari.layer_data import LIST_NAME_CHARS, layer_units
-from napari_imc_vae.engine.error_unit import ERROR_UNIT_SENTENCE
+from napari_imc_vae._napari.quiet_scene import quiet_scene, redraw_scene
 
 COMPARE_KIND = "compare"
 MEASURED, MODEL, MISSED = "measured", "model", "missed"
@@ -43,11 +40,6 @@ MEASURED, MODEL, MISSED = "measured", "model", "missed"
 MISSED_COLORMAP = Colormap(colors=[[0.25, 0.55, 1.0, 1.0], [0.0, 0.0, 0.0, 1.0], [1.0, 0.3, 0.2, 1.0]],
                            controls=[0.0, 0.5, 1.0], name="blue-black-red")
 PANEL_COLORMAP = "gray"
-#: More rows than this make panels too small to read on a 1080p screen.
-MAX_ROWS = 3
-LEGEND = ("Red: more counts measured than the model predicts (signal it misses). "
-          "Blue: the model predicts counts that are not there. Black: as predicted.")
-
 #: napari 0.9 moved these; older releases have the old names (dotted path, old attribute).
 _MOVED = {"camera": ("scene.camera", "camera"), "grid": ("canvas.grid", "grid"),
           "scale_bar": ("canvas.overlays.scale_bar", "scale_bar"),
@@ -140,24 +132,58 @@ class ComparisonView:
     def show(self, rows: list[ComparisonRow]) -> list:
         """Replace the comparison layers by ``rows`` and show only them, one marker per grid row.
 
+        All at once (:meth:`show_steps` spreads the same work over event-loop turns).
+
         Returns
         -------
         list of napari layers
             Three per row: measured, model, missed.
         """
+        for step in self.show_steps(rows):
+            step()
+        return self.layers
+
+    def show_steps(self, rows: list[ComparisonRow]) -> Iterator[Callable[[], object]]:
+        """What :meth:`show` does, as small steps to run one per event-loop turn (see ``LayerFeed``).
+
+        Each step inserts one layer or changes many without a scene rebuild
+        (:func:`.quiet_scene.quiet_scene`); one step at the end rebuilds the scene once.
+
+        Raises
+        ------
+        ValueError
+            ``rows`` is empty (at once, not when the steps run).
+        """
         if not rows:
             raise ValueError("rows must name at least one marker, got none")
+        return self._show_steps(list(rows))
+
+    def _show_steps(self, rows: list[ComparisonRow]) -> Iterator[Callable[[], object]]:
+        yield self._begin
+        for row in rows:
+            made: list = []
+            # 3 layers, hidden until _arrange: a scene rebuild in between draws nothing half-done
+            yield lambda row=row, made=made: made.extend(_row_layers(row))
+            for k in range(3):
+                yield lambda made=made, k=k: self._insert(made[k])
+        yield lambda: self._arrange(len(rows))
+        yield lambda: redraw_scene(self.viewer)
+        yield self.viewer.reset_view
+        # the first frame of a new panel compiles its shaders (image, colour bar, title): with
+        # software OpenGL all panels at once froze the GUI 2-5 s; one panel per frame instead
+        for k in range(1, 3 * len(rows)):
+            yield lambda k=k: _set_visible(self.layers[k], True)
+
+    def _begin(self) -> None:
         if not self.active:
             self._saved = self._save_layout()
         self._remove_layers()
-        layers = []
-        for row in rows:
-            layers.extend(_row_layers(row))
-        for index, layer in enumerate(layers):  # at the bottom, in reading order: see _arrange
-            self.viewer.layers.insert(index, layer)
-        self.layers = layers
-        self._arrange(len(rows))
-        return layers
+
+    def _insert(self, layer) -> None:
+        """At the bottom, after the comparison layers already in: reading order, see :meth:`_arrange`."""
+        with quiet_scene(self.viewer):
+            self.viewer.layers.insert(len(self.layers), layer)
+        self.layers.append(layer)
 
     def restore(self) -> None:
         """Put the user's layout back: visibility, grid, camera, layer order, scale bar."""
@@ -167,19 +193,22 @@ class ComparisonView:
         present = [layer for layer in saved["order"] if layer in self.viewer.layers]
         ours = [layer for layer in self.layers if layer in self.viewer.layers]
         others = [layer for layer in self.viewer.layers if layer not in present and layer not in ours]
-        for layer in ours:
-            layer.visible = False
-        target = [*ours, *present, *others]
-        if list(self.viewer.layers) != target:
-            self.viewer.layers.move_multiple([self.viewer.layers.index(layer) for layer in target], 0)
-        for layer in present:
-            layer.visible = saved["visible"][id(layer)]
-        grid = viewer_part(self.viewer, "grid")
-        for key, value in saved["grid"].items():
-            setattr(grid, key, value)
-        viewer_part(self.viewer, "scale_bar").visible = saved["scale_bar"]
-        text = viewer_part(self.viewer, "text")
-        text.visible, text.text = saved["text"]
+        with quiet_scene(self.viewer):  # one scene rebuild, not one per layer shown
+            for layer in ours:
+                layer.visible = False
+            target = [*ours, *present, *others]
+            if list(self.viewer.layers) != target:
+                self.viewer.layers.move_multiple([self.viewer.layers.index(layer) for layer in target], 0)
+            for layer in present:
+                _set_visible(layer, saved["visible"][id(layer)])
+            grid = viewer_part(self.viewer, "grid")
+            for key, value in saved["grid"].items():
+                if getattr(grid, key) != value:
+                    setattr(grid, key, value)
+            viewer_part(self.viewer, "scale_bar").visible = saved["scale_bar"]
+            text = viewer_part(self.viewer, "text")
+            text.visible, text.text = saved["text"]
+        redraw_scene(self.viewer)
         camera = viewer_part(self.viewer, "camera")
         camera.center, camera.zoom = saved["camera"]
 
@@ -198,38 +227,44 @@ class ComparisonView:
         }
 
     def _remove_layers(self) -> None:
-        for layer in self.layers:
-            if layer in self.viewer.layers:
-                self.viewer.layers.remove(layer)
+        with quiet_scene(self.viewer):  # napari collects garbage (1-2 s) after each lone removal
+            for layer in self.layers:
+                if layer in self.viewer.layers:
+                    self.viewer.layers.remove(layer)
         self.layers = []
 
     def _arrange(self, n_rows: int) -> None:
-        """Only the comparison layers visible, in a grid of ``n_rows`` × 3 panels.
+        """Only the first comparison layer visible (the others follow), in a grid of ``n_rows`` × 3 panels.
 
         With stride 1 napari gives each layer its own panel in list order from the bottom;
         napari >= 0.9 skips hidden layers, older releases wrap them round the grid (hidden,
         so they draw nothing): the comparison layers at indices 0 … 3n-1 fill the grid in
         reading order on both.
         """
-        ours = {id(layer) for layer in self.layers}
-        for layer in self.viewer.layers:
-            layer.visible = id(layer) in ours
-        grid = viewer_part(self.viewer, "grid")
-        grid.stride = 1
-        grid.shape = (n_rows, 3)
-        if hasattr(grid, "spacing"):  # napari >= 0.6
-            grid.spacing = 0.04
-        grid.enabled = True
-        scale_bar = viewer_part(self.viewer, "scale_bar")
-        scale_bar.visible = True
-        if not hasattr(self.layers[0], "units"):  # napari < 0.6: the scale bar has the unit
-            scale_bar.unit = "um"
-        if not hasattr(self.layers[0], "name_overlay"):  # napari < 0.9: no titles over the panels
-            text = viewer_part(self.viewer, "text")
-            text.text = "   ·   ".join(("measured", "model", f"{MISSED} (red: more measured than "
-                                                          "predicted, blue: less)"))
-            text.visible = True
-        self.viewer.reset_view()
+        with quiet_scene(self.viewer):  # the scene is rebuilt once, by redraw_scene after this
+            for layer in self.viewer.layers:
+                _set_visible(layer, layer is self.layers[0])
+            grid = viewer_part(self.viewer, "grid")
+            grid.stride = 1
+            grid.shape = (n_rows, 3)
+            if hasattr(grid, "spacing"):  # napari >= 0.6
+                grid.spacing = 0.04
+            grid.enabled = True
+            scale_bar = viewer_part(self.viewer, "scale_bar")
+            scale_bar.visible = True
+            if not hasattr(self.layers[0], "units"):  # napari < 0.6: the scale bar has the unit
+                scale_bar.unit = "um"
+            if not hasattr(self.layers[0], "name_overlay"):  # napari < 0.9: no titles over the panels
+                text = viewer_part(self.viewer, "text")
+                text.text = "   ·   ".join(("measured", "model", f"{MISSED} (red: more measured than "
+                                                              "predicted, blue: less)"))
+                text.visible = True
+
+
+def _set_visible(layer, visible: bool) -> None:
+    """Show or hide ``layer`` only when that changes something (each change is an event napari acts on)."""
+    if bool(layer.visible) != visible:
+        layer.visible = visible
 
 
 def _row_layers(row: ComparisonRow) -> list:
@@ -238,7 +273,7 @@ def _row_layers(row: ComparisonRow) -> list:
 
     names = row.titles()
     common = {"scale": tuple(map(float, row.scale)), "translate": tuple(map(float, row.translate)),
-              "blending": "translucent", **layer_units()}
+              "blending": "translucent", "visible": False, **layer_units()}  # shown by _arrange
 
     def meta(panel: str) -> dict:
         info = dict(row.metadata or {})
@@ -264,108 +299,3 @@ def _row_layers(row: ComparisonRow) -> list:
     if hasattr(missed, "colorbar"):  # napari >= 0.6
         missed.colorbar.visible = True
     return layers
-
-
-class ComparePanel(QWidget):
-    """The Reconstruct widget's controls of the comparison view.
-
-    A check box turns the view on and off (before a reconstruction it only says what happens
-    after one); a list picks the markers, best explained first, and switches the view at
-    once; "Back to my layout" restores the user's layout; a legend says what the colours
-    and the unit mean.
-
-    Parameters
-    ----------
-    viewer : napari.viewer.Viewer
-    """
-
-    def __init__(self, viewer, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.view = ComparisonView(viewer)
-        self._make_rows: Callable[[list[int]], list[ComparisonRow]] | None = None
-        self.toggle = QCheckBox("Compare side by side: measured | model | missed")
-        self.toggle.setChecked(True)
-        self.toggle.setToolTip("On: after Reconstruct, only the picked markers are shown, three panels each. "
-                               "Off: your own layout.")
-        self.markers = QListWidget()
-        self.markers.setSelectionMode(QAbstractItemView.SelectionMode.MultiSelection)
-        self.markers.setWordWrap(True)
-        self.markers.setMaximumHeight(130)
-        self.markers.setToolTip(f"Click markers to compare (at most {MAX_ROWS} at once); best explained first")
-        self.back = QPushButton("Back to my layout")
-        self.back.setEnabled(False)
-        self.legend = QLabel(f"{LEGEND} {ERROR_UNIT_SENTENCE}")
-        self.legend.setWordWrap(True)
-        self.note = QLabel("")
-        self.note.setWordWrap(True)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        for widget in (self.toggle, self.markers, self.note, self.back, self.legend):
-            layout.addWidget(widget)
-        self.toggle.toggled.connect(self._toggled)
-        self.markers.itemSelectionChanged.connect(self.refresh)
-        self.back.clicked.connect(lambda: self.toggle.setChecked(False))
-
-    def set_markers(self, items: list[tuple[str, int, str]], picked: list[int],
-                    make_rows: Callable[[list[int]], list[ComparisonRow]]) -> None:
-        """List the markers of a new reconstruction, pick ``picked`` and show them when on.
-
-        Parameters
-        ----------
-        items : list of (text, key, tooltip)
-            In the order listed; ``key`` is what ``make_rows`` takes.
-        picked : list of int
-            Keys selected at first.
-        make_rows : callable
-            Keys → :class:`ComparisonRow` s (cheap: no statistics).
-        """
-        self._make_rows = make_rows
-        self.markers.blockSignals(True)
-        try:
-            self.markers.clear()
-            for text, key, tip in items:
-                item = QListWidgetItem(text)
-                item.setData(Qt.ItemDataRole.UserRole, key)
-                item.setToolTip(tip)
-                self.markers.addItem(item)
-                item.setSelected(key in picked)
-        finally:
-            self.markers.blockSignals(False)
-        self.refresh()
-
-    def picked(self) -> list[int]:
-        """Keys of the selected markers, in list order."""
-        return [self.markers.item(r).data(Qt.ItemDataRole.UserRole) for r in range(self.markers.count())
-                if self.markers.item(r).isSelected()]
-
-    def pick(self, keys: list[int]) -> None:
-        """Select exactly ``keys`` (the view follows at once)."""
-        self.markers.blockSignals(True)
-        try:
-            for r in range(self.markers.count()):
-                item = self.markers.item(r)
-                item.setSelected(item.data(Qt.ItemDataRole.UserRole) in keys)
-        finally:
-            self.markers.blockSignals(False)
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Show the picked markers when the view is on; the user's layout when nothing is picked."""
-        keys = self.picked()
-        self.note.setText("" if len(keys) <= MAX_ROWS else
-                          f"Showing the first {MAX_ROWS} of the {len(keys)} picked markers.")
-        if not self.toggle.isChecked() or self._make_rows is None:
-            return
-        if not keys:
-            self.view.restore()
-            self.note.setText("Pick a marker to compare.")
-        else:
-            self.view.show(self._make_rows(keys[:MAX_ROWS]))
-        self.back.setEnabled(self.view.active)
-
-    def _toggled(self, on: bool) -> None:
-        if on:
-            self.refresh()
-        else:
-            self.view.restore()
-            self.back.setEnabled(False)

@@ -28,6 +28,9 @@ image and marker, not by name); every layer's ``metadata["imc"]
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from functools import partial
+
 from magicgui.widgets import CheckBox
 from napari.layers import Layer
 from napari.qt.threading import create_worker
@@ -47,14 +50,15 @@ from qtpy.QtWidgets import (
 )
 
 from napari_imc_vae._napari.cells_layer import CellsPanel
-from napari_imc_vae._napari.comparison_view import ComparePanel
+from napari_imc_vae._napari.compare_panel import ComparePanel
 from napari_imc_vae._napari.layer_data import COLORMAPS, NORMALIZED, RAW, image_tags, tagged_name
-from napari_imc_vae._napari.layer_feed import remove_layers
+from napari_imc_vae._napari.layer_feed import LayerFeed
 from napari_imc_vae._napari.layers import LayerImage, imc_info
 from napari_imc_vae._napari.model_file import open_model_file
 from napari_imc_vae._napari.model_store import RunState, RunStatus, model_label, model_store
 from napari_imc_vae._napari.normalization_form import int_spin, labelled
 from napari_imc_vae._napari.picker import ImagePicker
+from napari_imc_vae._napari.quiet_scene import quiet_scene, redraw_scene
 from napari_imc_vae._napari.reconstruct_task import (
     DERIVED_KINDS,
     REGIONS,
@@ -92,6 +96,7 @@ class ReconstructWidget(QWidget):
         self.status = RunStatus()
         self.result: ReconstructResult | None = None
         self.worker = None
+        self._feed: LayerFeed | None = None
         self._pbar = None
         self.store = model_store(napari_viewer)
         self.store.changed.connect(self._show_model)
@@ -248,12 +253,58 @@ class ReconstructWidget(QWidget):
         self.finished.emit(None)
 
     def _on_returned(self, source: LayerImage, result: ReconstructResult, note: str | None = None) -> None:
+        """Add the result layers and open the comparison a step per event-loop turn; then ``finished``."""
         self._close_progress()
-        try:
-            layers = self._add_layers(source, result)
-        except Exception as e:  # noqa: BLE001 - a Qt slot must not raise; report instead
-            self._on_errored(e)
-            return
+        added: list = []
+        self._feed = LayerFeed(self._result_steps(source, result, note, added), self)
+        self._feed.finished.connect(lambda _results: self.finished.emit(added))
+        self._feed.failed.connect(self._on_errored)
+        self._feed.start()
+
+    def _result_steps(self, source: LayerImage, result: ReconstructResult, note: str | None,
+                      added: list) -> Iterator[Callable[[], object]]:
+        """Small steps (one layer each at most) that show ``result``; ``added`` gets the new layers.
+
+        napari rebuilds its scene after each layer change; these steps hold that back
+        (:func:`.quiet_scene.quiet_scene`) and rebuild once at the end.
+        """
+        names, colormaps, contrast = _display(source, result)
+        placement = {"scale": tuple(source.layers[0].scale[-2:]), "translate": source.translate}
+        tags = image_tags([*_images_in(self.viewer), source.name])
+        tuples = reconstruction_layers(
+            result, base_names=names, image_name=source.name, colormaps=colormaps, contrast=contrast,
+            all_markers=self.all_markers.value, image_tag=tags[source.name], **placement)
+        replaced = {_result_key(kwargs["metadata"]) for _, kwargs, _ in tuples}
+
+        def clear() -> None:  # an earlier run's layers of this image; earlier images' tags may change
+            stale = [layer for layer in self.viewer.layers
+                     if layer not in source.layers and _result_key(layer.metadata) in replaced]
+            with quiet_scene(self.viewer):
+                for layer in stale:
+                    self.viewer.layers.remove(layer)
+                _retag(self.viewer, tags)
+        yield clear
+        n_markers = 2 * len(result.channel_index) if self.all_markers.value else 0
+        for offset, layer_tuple in enumerate(tuples):
+            yield partial(self._insert, source, layer_tuple, offset if offset < n_markers else None, added)
+        yield lambda: self._list_markers(result, names, contrast, placement, source.name)
+        yield from self.compare.changes()
+        yield lambda: redraw_scene(self.viewer)  # the comparison off: the new layers still go in
+        yield lambda: self._show_result(source, result, note, added)
+
+    def _insert(self, source: LayerImage, layer_tuple: tuple, offset: int | None, added: list) -> None:
+        """Add one result layer: per marker (``offset``) right above the raw layers, else on top."""
+        layer = Layer.create(*layer_tuple)
+        with quiet_scene(self.viewer):
+            if offset is None:
+                self.viewer.layers.append(layer)
+            else:
+                top = max(self.viewer.layers.index(raw) for raw in source.layers)
+                self.viewer.layers.insert(top + 1 + offset, layer)
+        added.append(layer)
+
+    def _show_result(self, source: LayerImage, result: ReconstructResult, note: str | None,
+                     added: list) -> None:
         self.result = result
         self.status.state = RunState.DONE
         self.progress_bar.setRange(0, 1)
@@ -264,50 +315,16 @@ class ReconstructWidget(QWidget):
             f"regions of high error, hot pixels." + (f" Note: {note}." if note else ""))
         # a result without a report (the reconstruction alone) shows the placeholder
         self.report.set_report(getattr(result, "report_text", "") or "")
-        points = next((layer for layer in layers if (imc_info(layer) or {}).get("kind") == REGIONS), None)
+        points = next((layer for layer in added if (imc_info(layer) or {}).get("kind") == REGIONS), None)
         self.regions.set_regions(result.regions, scale=tuple(source.layers[0].scale[-2:]),
                                  translate=tuple(source.translate), layer=points)
         if getattr(result, "cells", None) is not None:
             self.cells_fold.set_open(True)
         self.cells.show(result.cells)
-        self.finished.emit(layers)
-
-    def _add_layers(self, source: LayerImage, result: ReconstructResult) -> list:
-        """Add the (hidden) result layers, replacing an earlier run's, and open the comparison."""
-        raw = result.image
-        if source.is_multichannel_layer:
-            names = list(raw.channel_names)
-            colormaps = [COLORMAPS[i % len(COLORMAPS)] for i in range(raw.n_channels)]
-            contrast = [(0.0, 1.0)] * raw.n_channels
-            for i, limits in zip(result.channel_index, result.display_limits["raw"]):
-                contrast[i] = limits
-        else:
-            names = [layer.name for layer in source.layers]
-            colormaps = [layer.colormap for layer in source.layers]
-            contrast = [tuple(layer.contrast_limits) for layer in source.layers]
-        placement = {"scale": tuple(source.layers[0].scale[-2:]), "translate": source.translate}
-        tags = image_tags([*_images_in(self.viewer), source.name])
-        tuples = reconstruction_layers(
-            result, base_names=names, image_name=source.name, colormaps=colormaps, contrast=contrast,
-            all_markers=self.all_markers.value, image_tag=tags[source.name], **placement)
-        replaced = {_result_key(kwargs["metadata"]) for _, kwargs, _ in tuples}
-        stale = [layer for layer in self.viewer.layers
-                 if layer not in source.layers and _result_key(layer.metadata) in replaced]
-        remove_layers(self.viewer, stale)  # one batch: napari collects garbage after each lone removal
-        _retag(self.viewer, tags)  # earlier images' results: their tags may have changed
-        layers = [Layer.create(data, kwargs, kind) for data, kwargs, kind in tuples]
-        top = max(self.viewer.layers.index(layer) for layer in source.layers)
-        n_markers = 2 * len(result.channel_index) if self.all_markers.value else 0
-        for offset, layer in enumerate(layers[:n_markers]):  # per marker: right above the raw layers
-            self.viewer.layers.insert(top + 1 + offset, layer)
-        for layer in layers[n_markers:]:
-            self.viewer.layers.append(layer)
-        self._list_markers(result, names, contrast, placement, source.name)
-        return layers
 
     def _list_markers(self, result: ReconstructResult, names: list[str], contrast: list, placement: dict,
                       image_name: str) -> None:
-        """Fill the comparison's marker list (best explained first) and show the default pick."""
+        """Fill the comparison's marker list (best explained first); the caller shows the pick."""
         items = []
         for j in result.ranking or range(len(result.channel_index)):
             name = names[result.channel_index[j]]
@@ -318,7 +335,7 @@ class ReconstructWidget(QWidget):
         self.compare.set_markers(
             items, default_markers(result),
             lambda picked: comparison_rows(result, picked, base_names=names, image_name=image_name,
-                                           contrast=contrast, **placement))
+                                           contrast=contrast, **placement), show=False)
 
 
 class Fold(QWidget):
@@ -382,3 +399,15 @@ def _retag(viewer, tags: dict[str, str]) -> None:
             name = tagged_name(info["title"], tags[info["source_image"]])
             if layer.name != name:
                 layer.name = name
+
+
+def _display(source: LayerImage, result: ReconstructResult) -> tuple[list, list, list]:
+    """Per image channel: the raw layer's name, colormap and contrast limits."""
+    raw = result.image
+    if not source.is_multichannel_layer:
+        return ([layer.name for layer in source.layers], [layer.colormap for layer in source.layers],
+                [tuple(layer.contrast_limits) for layer in source.layers])
+    contrast = [(0.0, 1.0)] * raw.n_channels
+    for i, limits in zip(result.channel_index, result.display_limits["raw"]):
+        contrast[i] = limits
+    return list(raw.channel_names), [COLORMAPS[i % len(COLORMAPS)] for i in range(raw.n_channels)], contrast
