@@ -207,10 +207,19 @@ def test_cancel_stops_between_batches(trained_on_two, imc_testdata):
 def test_the_error_map_shows_what_the_hot_pixel_filter_removed(trained_on_two, imc_testdata, tmp_path, capsys):
     """Error against the image as read: an injected hot pixel is an isolated spike, listed apart from the
     regions (areas) and marked as removed by the hot-pixel filter."""
+    from scipy import ndimage
+
     path, trained = trained_on_two
     clean = _read(imc_testdata, HELD_OUT)
     data = clean.data.copy()
-    y, x = 40, 50
+    # where the clean image's map is quiet: this small model predicts the held-out ROI's bright
+    # H3K27Ac 2.3 times too low, a misfit estimate_noise does not take as noise (more than 2 times),
+    # so the map shows it, and a hot pixel next to it would join its area
+    quiet_map = np.nan_to_num(apply_to_image(trained, clean, ApplySettings(motifs=0, quality=False)).error_map,
+                              nan=np.inf)
+    quiet = ndimage.maximum_filter(quiet_map, size=5) < 3.0
+    quiet[:8], quiet[-8:], quiet[:, :8], quiet[:, -8:] = False, False, False, False
+    y, x = min(zip(*np.nonzero(quiet)), key=lambda p: (p[0] - 40) ** 2 + (p[1] - 50) ** 2)
     data[1, y, x] = np.percentile(data[1], 99) * 4 + 200  # far above the filter's T = 50 counts
     image = ImcImage(data, clean.channel_names, metals=clean.metals, source="hot.ome.tiff")
     app = apply_to_image(trained, image)

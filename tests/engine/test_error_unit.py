@@ -73,6 +73,24 @@ def test_values_in_units_finer_than_one_ion_are_scaled(tissue_rate):
     assert np.std(count_residual(observed, rate)) > 1.4  # as whole ions they would look noisy
 
 
+def test_a_channel_the_model_hallucinates_or_misses_is_not_taken_as_noise(tissue_rate):
+    """The noise model is the data's, not the model's misfit: a channel the model predicts where the image has
+    almost nothing, or predicts 3 times too low, keeps counting noise, so the misfit shows in the residual
+    (fitted on the model's residuals alone: φ 6.8, a 10 and φ 17, medians -0.75 and 0.59)."""
+    rng = np.random.default_rng(5)
+    rate = tissue_rate[:3] + 5
+    observed = rng.poisson(rate).astype(np.float32)
+    observed[1] = rng.poisson(0.2, size=observed[1].shape)  # the image has almost nothing here
+    predicted = rate.copy()
+    predicted[2] = rate[2] / 3  # the model misses two thirds of the counts
+    scale, dispersion = estimate_noise(observed, predicted)
+    assert scale[0] < 1.2 and dispersion[0] < 0.02  # the channel it explains: counting noise
+    assert scale[1] == 1.0 and dispersion[1] == 0.0  # no bright pixels in the data: Poisson
+    assert scale[2] < 1.3 and dispersion[2] < 0.02  # the data's own pixel-to-pixel variability
+    r = count_residual(observed, predicted, dispersion, scale=scale)
+    assert np.median(r[1]) < -3 and np.median(r[2]) > 2 and np.mean(np.abs(r[0])) == pytest.approx(0.8, abs=0.08)
+
+
 def test_a_dead_area_in_tissue_stands_out_and_background_does_not():
     rng = np.random.default_rng(4)
     rate = np.zeros((5, 60, 60), np.float32)
