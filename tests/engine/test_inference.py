@@ -65,15 +65,22 @@ def test_latent_is_on_the_stride_grid(rng):
 
 
 def test_blurred_model_has_positive_error_equal_to_definition(rng):
-    from napari_imc_vae.engine.error_unit import count_residual, pixel_error
+    from napari_imc_vae.engine.error_unit import count_residual, dead_area_error, pixel_error
+    from napari_imc_vae.engine.multiscale_error import multiscale_error, pooling_inflation
 
     image = rng.poisson(8.0, size=(4, 20, 21)).astype(np.float32)
     rec = reconstruct_image(StandIn(4, blur=True), image)
     assert rec.error.min() > 0
     assert np.allclose(rec.channel_error, (rec.normalized - image) ** 2, rtol=1e-5, atol=1e-6)
-    assert rec.dispersion.shape == (4,)
-    np.testing.assert_allclose(rec.residual, count_residual(image, rec.raw, rec.dispersion), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(rec.error, pixel_error(rec.residual), rtol=1e-5, atol=1e-6)
+    assert rec.dispersion.shape == rec.noise_scale.shape == (4,)
+    residual = count_residual(image, rec.raw, rec.dispersion, scale=rec.noise_scale)
+    np.testing.assert_allclose(rec.residual, residual, rtol=1e-5, atol=1e-6)
+    # the map is the pixel error or, where larger, the excess pooled over small windows (a small
+    # image: the pooling inflation is measured on all of it); never below the pixel error
+    expected = multiscale_error(residual, dead_area_error(image, scale=rec.noise_scale),
+                                inflation=pooling_inflation(residual, rec.raw))
+    np.testing.assert_allclose(rec.error, expected, rtol=1e-5, atol=1e-6)
+    assert (rec.error >= pixel_error(residual) - 1e-6).all() and (rec.error > pixel_error(residual) + 0.1).any()
 
 
 def test_nan_pixels_are_zero_for_the_model_and_nan_in_error(rng):

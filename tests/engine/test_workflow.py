@@ -113,8 +113,17 @@ def test_apply_model_shapes_and_units():
     factors = np.asarray(trained.rate_factors, dtype=np.float32)[:, None, None]  # the model's rate calibration
     expected = np.maximum(trained.normalizer.inverse(rec.normalized) * factors, 0)
     np.testing.assert_allclose(rec.raw, expected, rtol=1e-5, atol=1e-4)
-    normalized = trained.normalizer(img.data)
-    np.testing.assert_allclose(rec.error, ((rec.normalized - normalized) ** 2).mean(0), rtol=1e-4, atol=1e-5)
+    # per channel, the squared error in normalized units; the map, in noise SDs of the counts as read
+    np.testing.assert_allclose(rec.channel_error, (rec.normalized - trained.normalizer(img.data)) ** 2,
+                               rtol=1e-4, atol=1e-5)
+    from napari_imc_vae.engine.error_unit import count_residual, dead_area_error
+    from napari_imc_vae.engine.multiscale_error import multiscale_error, pooling_inflation
+
+    residual = count_residual(img.data, rec.raw, rec.dispersion, scale=rec.noise_scale)
+    np.testing.assert_allclose(rec.residual, residual, rtol=1e-5, atol=1e-5)
+    expected = multiscale_error(residual, dead_area_error(img.data, scale=rec.noise_scale),
+                                inflation=pooling_inflation(residual, rec.raw))
+    np.testing.assert_allclose(rec.error, expected, rtol=1e-5, atol=1e-5)
     # any image of at least 1×1 px reconstructs, even below the patch size
     assert apply_model(trained, image(5, size=(1, 1))).raw.shape == (3, 1, 1)
 
