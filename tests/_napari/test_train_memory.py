@@ -124,6 +124,7 @@ def test_widget_shows_gpu_memory_only_while_training_on_cuda(make_napari_viewer)
     metrics = {"loss": 1.0, "mse": 0.5}
     widget._on_yielded(TrainUpdate([TrainProgress(10, 10, 100, metrics, device="cpu")]))
     assert not label.isVisibleTo(widget)
+    widget._shown_at = float("-inf")  # the progress is shown at most twice a second: as if 0.5 s had passed
     widget._on_yielded(TrainUpdate([TrainProgress(20, 20, 100, metrics, device="cuda:0",
                                                   gpu_memory=(1_500_000_000, 2_000_000_000, 80_000_000_000))]))
     assert label.isVisibleTo(widget)
