@@ -346,7 +346,7 @@ def cells_from_application(app, labels: np.ndarray, *, mask_name: str = "mask") 
 
 
 def _error_unit_name() -> str:
-    try:  # engine.error_unit is the one home of the unit's name (helper "error")
+    try:  # engine.error_unit is the one home of the unit's name
         from napari_imc_vae.engine.error_unit import ERROR_UNIT_NAME
     except ImportError:
         return "per-pixel error of reconstruction.error"
