@@ -29,9 +29,9 @@ from napari_imc_vae.cli._common import output_stems, positive_int, stream_all
 from napari_imc_vae.cli.cells import add_apply_arguments, apply_settings, apply_with_progress, write_image_outputs
 
 #: Patches of each ROI's quality report. The report's patches and their predictions are held
-#: while the image is reconstructed: 8,192 (reconstruct's) cost ~350 MB more at 1024² × 40 than
-#: 2,048 (bench/bench_qc.py); the cohort's figures are the explained share and the calibrated
-#: error, which use every pixel.
+#: while the image is reconstructed: fewer patches than reconstruct's 8,192 keep more headroom
+#: under a cohort's memory (bench/bench_qc.py); the cohort's figures are the explained share and
+#: the calibrated error, which use every pixel.
 QUALITY_PATCHES = 2_048
 #: The heatmap's colour scale tops at this mean calibrated error (noise SDs) or the largest value:
 #: counting noise alone gives about 0.8 (the mean of |Z|), so a cohort the model explains stays
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_apply_arguments(parser, motifs=False)
     parser.add_argument("--quality-patches", type=positive_int, default=QUALITY_PATCHES, metavar="N",
                         help=f"patches each ROI's quality report is measured on (default {QUALITY_PATCHES:,}; "
-                             "reconstruct uses 8,192): fewer keep a cohort of 1024² × 40 images within 1.5 GB, "
+                             "reconstruct uses 8,192): fewer use less memory and time per image, "
                              "see docs/benchmarks.md")
 
 
