@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,8 +28,8 @@ import torch
 from napari_imc_vae.engine.d4 import N_ELEMENTS, d4_apply, d4_permutations
 from napari_imc_vae.engine.data import GridSpec, gather_patches, split_images
 
-if TYPE_CHECKING:  # the cache is made by engine.cohort, which imports this module: no cycle at run time
-    from napari_imc_vae.engine.cohort import NormalizedCache
+# ``NormalizedCache`` in annotations is engine.cohort's; not imported, since cohort imports this module
+
 
 
 def _axis(extent: int, tile: int, p: int) -> tuple[int, int, int, int]:
