@@ -37,13 +37,13 @@ import torch
 
 from acceptance import cut_patches  # noqa: E402 (bench/ is on sys.path when run or tested)
 from napari_imc_vae.datasets import synthetic_feature_maps
-from napari_imc_vae.engine import metrics
-from napari_imc_vae.engine.baselines import PCABaseline
-from napari_imc_vae.engine.critic import CriticConfig, kl_per_dimension
-from napari_imc_vae.engine.inference import reconstruct_image
-from napari_imc_vae.engine.quality import Measures, gaussian_smooth
-from napari_imc_vae.engine.trainer import TrainConfig, TrainingError
-from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION, TrainingRun, apply_model
+from napari_imc_vae.engine.quality import metrics
+from napari_imc_vae.engine.quality.baselines import PCABaseline
+from napari_imc_vae.engine.model.critic import CriticConfig, kl_per_dimension
+from napari_imc_vae.engine.apply.inference import reconstruct_image
+from napari_imc_vae.engine.quality.evaluate import Measures, gaussian_smooth
+from napari_imc_vae.engine.training.trainer import TrainConfig, TrainingError
+from napari_imc_vae.engine.training.run import DEFAULT_NORMALIZATION, TrainingRun, apply_model
 from napari_imc_vae.io import ImcImage, read_imc
 from napari_imc_vae.preprocessing import NormalizationParams, Normalizer
 

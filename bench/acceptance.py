@@ -23,11 +23,11 @@ import numpy as np
 import torch
 
 from napari_imc_vae.datasets import synthetic_feature_maps
-from napari_imc_vae.engine import metrics
-from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.quality import evaluate
-from napari_imc_vae.engine.trainer import TrainConfig
-from napari_imc_vae.engine.workflow import TrainingRun, apply_model
+from napari_imc_vae.engine.quality import metrics
+from napari_imc_vae.engine.model.critic import CriticConfig
+from napari_imc_vae.engine.quality.evaluate import evaluate
+from napari_imc_vae.engine.training.trainer import TrainConfig
+from napari_imc_vae.engine.training.run import TrainingRun, apply_model
 from napari_imc_vae.io import ImcImage, read_imc
 from napari_imc_vae.preprocessing import NormalizationParams
 

@@ -9,7 +9,7 @@ ROIs, then inject artefacts of known kind into copies of the held-out ROI (place
 ``seed`` and the ROI's index) and score every pixel three ways:
 
 * model: ``apply_to_image(...).reconstruction.error``, the calibrated pixel error in noise SDs
-  (``engine/error_unit.py``) of the image as read (before the hot-pixel filter);
+  (``engine/apply/error_unit.py``) of the image as read (before the hot-pixel filter);
 * PCA-k: the model file's stored baseline (PCA with k = latent dims fitted on the model's training
   patches) run through ``reconstruct_image`` like the model (overlapping tiles at stride P/2,
   blended): the same filtered input, the same unit against the image as read;
@@ -49,19 +49,19 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # ablation's helpers, when imported by tests
 from ablation import _PCATiles, without_hot_pixel_filter  # noqa: E402
-from napari_imc_vae.engine.apply import ApplySettings, apply_to_image  # noqa: E402
+from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image  # noqa: E402
 from napari_imc_vae.engine.device import apply_thread_policy, describe_precision  # noqa: E402
-from napari_imc_vae.engine.error_unit import (  # noqa: E402
+from napari_imc_vae.engine.apply.error_unit import (  # noqa: E402
     REGION_THRESHOLD,
     count_residual,
     dead_area_error,
     estimate_noise,
 )
-from napari_imc_vae.engine.inference import reconstruct_image  # noqa: E402
-from napari_imc_vae.engine.multiscale_error import multiscale_error, pooling_inflation  # noqa: E402
-from napari_imc_vae.engine.regions import MIN_REGION_AREA  # noqa: E402
-from napari_imc_vae.engine.trainer import TrainConfig  # noqa: E402
-from napari_imc_vae.engine.workflow import TrainingRun, ordered_data  # noqa: E402
+from napari_imc_vae.engine.apply.inference import reconstruct_image  # noqa: E402
+from napari_imc_vae.engine.apply.multiscale_error import multiscale_error, pooling_inflation  # noqa: E402
+from napari_imc_vae.engine.apply.regions import MIN_REGION_AREA  # noqa: E402
+from napari_imc_vae.engine.training.trainer import TrainConfig  # noqa: E402
+from napari_imc_vae.engine.training.run import TrainingRun, ordered_data  # noqa: E402
 from napari_imc_vae.io import ImcImage, read_imc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -41,7 +41,7 @@ import sys, time, json, torch
 import napari_imc_vae  # its thread policy (passive OpenMP waiting) applies, as in the CLI
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.device import resolve_precision
-from napari_imc_vae.engine.tiling import TileGrid
+from napari_imc_vae.engine.apply.tiling import TileGrid
 trained = TrainedModel.load(sys.argv[1])
 model = trained.model.eval()
 size = int(sys.argv[2])
@@ -88,8 +88,8 @@ def _prepare(folder: str, size: int) -> tuple[str, str]:
     import tifffile
 
     from napari_imc_vae.datasets import synthetic_tissue
-    from napari_imc_vae.engine.trainer import TrainConfig
-    from napari_imc_vae.engine.workflow import TrainingRun
+    from napari_imc_vae.engine.training.trainer import TrainConfig
+    from napari_imc_vae.engine.training.run import TrainingRun
     from napari_imc_vae.io import read_imc
 
     tissue = synthetic_tissue(shape=(size, size), n_channels=CHANNELS, seed=0)

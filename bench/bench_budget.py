@@ -34,10 +34,10 @@ def main() -> None:
     busy = multiprocessing.Process(target=_spin, daemon=True) if args.busy else None
     if busy:
         busy.start()
-    from napari_imc_vae.engine.budget import plan_run, probe_step_rate
+    from napari_imc_vae.engine.training.budget import plan_run, probe_step_rate
     from napari_imc_vae.engine.device import compute_policy
-    from napari_imc_vae.engine.trainer import TrainConfig
-    from napari_imc_vae.engine.workflow import TrainingRun
+    from napari_imc_vae.engine.training.trainer import TrainConfig
+    from napari_imc_vae.engine.training.run import TrainingRun
     from napari_imc_vae.io import read_imc
 
     images = [read_imc(f) for f in sorted(DATA.glob("*.ome.tiff"))]

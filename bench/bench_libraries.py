@@ -45,7 +45,7 @@ def captured(x: torch.Tensor, mean: torch.Tensor, comps: torch.Tensor) -> float:
 def bench_pca(repeats: int) -> None:
     from sklearn.decomposition import PCA
 
-    from napari_imc_vae.engine.baselines import _OVERSAMPLE, _POWER_ITERATIONS, _exact_components, _randomized_components
+    from napari_imc_vae.engine.quality.baselines import _OVERSAMPLE, _POWER_ITERATIONS, _exact_components, _randomized_components
 
     gen = torch.Generator().manual_seed(0)
     for n, c, k in ((8192, 5, 16), (8192, 40, 16), (8192, 40, 64)):
@@ -94,8 +94,8 @@ def bench_neighbour_max(repeats: int) -> None:
 
 def own_smooth(x: np.ndarray, sigma: float = 1.0, dtype=torch.float64) -> np.ndarray:
     """The package's own NaN-aware separable convolution (torch), as it was before scipy replaced it."""
-    from napari_imc_vae.engine.smoothing import smoothing_radius
-    from napari_imc_vae.engine.tiling import reflect_index
+    from napari_imc_vae.engine.quality.smoothing import smoothing_radius
+    from napari_imc_vae.engine.apply.tiling import reflect_index
 
     t = torch.as_tensor(x).to(dtype)
     r = smoothing_radius(sigma)
@@ -118,7 +118,7 @@ def own_smooth(x: np.ndarray, sigma: float = 1.0, dtype=torch.float64) -> np.nda
 
 
 def bench_smoothing(repeats: int) -> None:
-    from napari_imc_vae.engine.smoothing import gaussian_smooth  # scipy.ndimage since issue 19
+    from napari_imc_vae.engine.quality.smoothing import gaussian_smooth  # scipy.ndimage since issue 19
 
     rng = np.random.default_rng(0)
     for name, shape in (("image 40x1000x1000", (40, 1000, 1000)), ("patches 8192x40x8x8", (8192, 40, 8, 8))):

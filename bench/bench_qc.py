@@ -54,8 +54,8 @@ def train_small(path: Path, size: int, channels: int, steps: int) -> None:
     import torch
 
     from napari_imc_vae.datasets import synthetic_tissue
-    from napari_imc_vae.engine.trainer import TrainConfig
-    from napari_imc_vae.engine.workflow import TrainingRun
+    from napari_imc_vae.engine.training.trainer import TrainConfig
+    from napari_imc_vae.engine.training.run import TrainingRun
 
     torch.manual_seed(0)
     crop = synthetic_tissue((min(size, 256), min(size, 256)), channels, seed=0)

@@ -30,7 +30,7 @@ import torch
 
 
 def _patches(n: int, channels: int, p: int, seed: int) -> np.ndarray:
-    from napari_imc_vae.engine.quality import gaussian_smooth
+    from napari_imc_vae.engine.quality.evaluate import gaussian_smooth
 
     rng = np.random.default_rng(seed)
     side = int(np.ceil(np.sqrt(n))) * p
@@ -62,9 +62,9 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from napari_imc_vae.engine.baselines import PCABaseline
-    from napari_imc_vae.engine.model import ModelConfig, PatchVAE
-    from napari_imc_vae.engine.quality import evaluate, gaussian_smooth
+    from napari_imc_vae.engine.quality.baselines import PCABaseline
+    from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
+    from napari_imc_vae.engine.quality.evaluate import evaluate, gaussian_smooth
 
     torch.manual_seed(0)
     model = PatchVAE(ModelConfig(in_channels=args.channels, patch_size=args.patch_size, width=args.width)).eval()

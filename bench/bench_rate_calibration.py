@@ -4,7 +4,7 @@ Usage: ``python bench/bench_rate_calibration.py MODEL.pt IMAGE [IMAGE ...]``
 
 For each image and channel, with the model's factors and with factor 1 (the same model): the sum
 of measured counts over the sum of predicted counts (1 = unbiased); the share of pixels with a
-positive signed residual and the mean signed residual (noise SDs, engine.error_unit.count_residual
+positive signed residual and the mean signed residual (noise SDs, engine.apply.error_unit.count_residual
 as the plugin computes it) in tissue (the channel smoothed with a Gaussian of σ = 2 px above its
 median) and in bright pixels (smoothed >= BRIGHT counts). In brackets the same figures for counts
 drawn at the calibrated rate with the plugin's own noise model: what an unbiased model shows (the
@@ -23,9 +23,9 @@ import torch
 from scipy import ndimage
 
 from napari_imc_vae.engine.checkpoint import TrainedModel
-from napari_imc_vae.engine.error_unit import count_residual
-from napari_imc_vae.engine.inference import reconstruct_image
-from napari_imc_vae.engine.workflow import ordered_data
+from napari_imc_vae.engine.apply.error_unit import count_residual
+from napari_imc_vae.engine.apply.inference import reconstruct_image
+from napari_imc_vae.engine.training.run import ordered_data
 from napari_imc_vae.io import read_imc
 
 #: counts (smoothed, σ = 2 px) from which a pixel of a channel is "bright"
@@ -41,7 +41,7 @@ def masks(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def simulated_counts(rate: np.ndarray, scale: np.ndarray, dispersion: np.ndarray) -> np.ndarray:
     """Counts drawn with mean ``rate`` and the plugin's noise model, variance φ·mu + a·mu²
-    (engine.error_unit): y = φ·Poisson(Gamma-mixed rate/φ), a gamma of shape 1/a (none when a = 0)."""
+    (engine.apply.error_unit): y = φ·Poisson(Gamma-mixed rate/φ), a gamma of shape 1/a (none when a = 0)."""
     rng = np.random.default_rng(0)
     m = rate.astype(np.float64) / scale[:, None, None]
     a = np.broadcast_to(dispersion[:, None, None], m.shape)

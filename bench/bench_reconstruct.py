@@ -55,7 +55,7 @@ class StandInMLP(nn.Module):
 def _model(kind: str):
     if kind == "mlp":
         return StandInMLP()
-    from napari_imc_vae.engine.model import ModelConfig, PatchVAE
+    from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
 
     return PatchVAE(ModelConfig(in_channels=CHANNELS))
 
@@ -82,7 +82,7 @@ def _write_input(path: str, size: int, seed: int = 0) -> None:
 
 
 def child(args) -> dict:
-    from napari_imc_vae.engine.inference import memmap_outputs, reconstruct_image
+    from napari_imc_vae.engine.apply.inference import memmap_outputs, reconstruct_image
     from napari_imc_vae.preprocessing import Normalizer
 
     torch.set_num_threads(args.threads)

@@ -38,11 +38,11 @@ def child(policy: str, seconds: float, channels: int, batch: int) -> dict:
         import napari_imc_vae  # noqa: F401 - before torch, as the CLI and napari import it
     import torch
 
-    from napari_imc_vae.engine.critic import CriticConfig
-    from napari_imc_vae.engine.data import PatchSampler
+    from napari_imc_vae.engine.model.critic import CriticConfig
+    from napari_imc_vae.engine.data.patches import PatchSampler
     from napari_imc_vae.engine.device import apply_thread_policy
-    from napari_imc_vae.engine.model import ModelConfig, PatchVAE
-    from napari_imc_vae.engine.trainer import TrainConfig, Trainer
+    from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
+    from napari_imc_vae.engine.training.trainer import TrainConfig, Trainer
 
     described = f"{torch.get_num_threads()} threads"
     if policy in ("one", "one-passive"):

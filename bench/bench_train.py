@@ -15,10 +15,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.data import PatchSampler
-from napari_imc_vae.engine.model import ModelConfig, PatchVAE
-from napari_imc_vae.engine.trainer import TrainConfig, Trainer
+from napari_imc_vae.engine.model.critic import CriticConfig
+from napari_imc_vae.engine.data.patches import PatchSampler
+from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
+from napari_imc_vae.engine.training.trainer import TrainConfig, Trainer
 
 
 def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:

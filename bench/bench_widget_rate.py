@@ -29,8 +29,8 @@ MODEL = {"patch_size": 8, "latent_dim": 16, "width": 256}
 def headless(seconds: float) -> tuple[int, str]:
     from napari_imc_vae._napari.train_task import TrainJob, TrainRequest, describe_device, training_updates
     from napari_imc_vae.datasets import synthetic_tissue
-    from napari_imc_vae.engine.critic import CriticConfig
-    from napari_imc_vae.engine.trainer import TrainConfig
+    from napari_imc_vae.engine.model.critic import CriticConfig
+    from napari_imc_vae.engine.training.trainer import TrainConfig
 
     request = TrainRequest(images=[synthetic_tissue()], normalization=None, model_config=dict(MODEL),
                            critic_config=CriticConfig(),

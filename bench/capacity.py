@@ -33,10 +33,10 @@ from scipy import ndimage
 from sklearn.decomposition import PCA
 
 from napari_imc_vae.datasets import synthetic_tissue_with_truth
-from napari_imc_vae.engine import metrics
-from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.trainer import TrainConfig
-from napari_imc_vae.engine.workflow import TrainingRun, apply_model
+from napari_imc_vae.engine.quality import metrics
+from napari_imc_vae.engine.model.critic import CriticConfig
+from napari_imc_vae.engine.training.trainer import TrainConfig
+from napari_imc_vae.engine.training.run import TrainingRun, apply_model
 from napari_imc_vae.io import ImcImage, read_imc
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imc-testdata" / "steinbock_img"

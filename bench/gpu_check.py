@@ -77,10 +77,10 @@ def training(args, device: torch.device, bf16_rate: float) -> list[dict]:
 
 def loop_reads(args, device: torch.device) -> list[dict]:
     """Trainer.fit reading the loss every step against every log_every (default) steps."""
-    from napari_imc_vae.engine.critic import CriticConfig
-    from napari_imc_vae.engine.data import PatchSampler
-    from napari_imc_vae.engine.model import ModelConfig, PatchVAE
-    from napari_imc_vae.engine.trainer import TrainConfig, Trainer
+    from napari_imc_vae.engine.model.critic import CriticConfig
+    from napari_imc_vae.engine.data.patches import PatchSampler
+    from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
+    from napari_imc_vae.engine.training.trainer import TrainConfig, Trainer
 
     steps = 30 if args.quick else 400
     images = [torch.randn(40, 256, 256).numpy()]
@@ -106,8 +106,8 @@ def loop_reads(args, device: torch.device) -> list[dict]:
 
 def reconstruction(args, device: torch.device) -> list[dict]:
     """The default 40-channel model over a whole image, stride 4, as ``reconstruct`` does."""
-    from napari_imc_vae.engine.inference import reconstruct_image
-    from napari_imc_vae.engine.model import ModelConfig, PatchVAE
+    from napari_imc_vae.engine.apply.inference import reconstruct_image
+    from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
     from napari_imc_vae.preprocessing import Normalizer
 
     size = 512 if args.quick else 4096
@@ -140,9 +140,9 @@ def reconstruction(args, device: torch.device) -> list[dict]:
 
 def quality(args, device: torch.device) -> dict:
     """Train in fp32 and in bf16 (same seed, same time), R² on a held-back ROI, whole image."""
-    from napari_imc_vae.engine import metrics
-    from napari_imc_vae.engine.trainer import TrainConfig
-    from napari_imc_vae.engine.workflow import TrainingRun, apply_model
+    from napari_imc_vae.engine.quality import metrics
+    from napari_imc_vae.engine.training.trainer import TrainConfig
+    from napari_imc_vae.engine.training.run import TrainingRun, apply_model
 
     files = sorted(IMC_TESTDATA.glob("*.ome.tiff")) if IMC_TESTDATA.is_dir() else []
     if files:

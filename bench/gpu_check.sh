@@ -56,7 +56,7 @@ echo "gpu_check: python $PY ($("$PY" -c 'import torch; print("torch", torch.__ve
 tests_rc=0
 if "$PY" -c "import pytest" 2>/dev/null; then
     echo "== CUDA tests (pytest -m cuda)"
-    timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/engine/test_cuda.py -rs \
+    timeout 120 "$PY" -m pytest -q -p no:cacheprovider -m cuda tests/engine/training/test_cuda.py -rs \
         2>&1 | tee "$OUT_DIR/cuda_tests.log" || tests_rc=$?
 else
     echo "gpu_check: no pytest for $PY: CUDA tests not run"; tests_rc=3

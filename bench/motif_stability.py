@@ -37,16 +37,16 @@ def _images(stems):
 
 
 def _train(images, steps: int, seed: int):
-    from napari_imc_vae.engine.trainer import TrainConfig
-    from napari_imc_vae.engine.workflow import TrainingRun
+    from napari_imc_vae.engine.training.trainer import TrainConfig
+    from napari_imc_vae.engine.training.run import TrainingRun
 
     trained, _ = TrainingRun(images, train_config=TrainConfig(steps=steps, seed=seed, device="cpu")).run()
     return trained
 
 
 def _motif_pixels(trained, image) -> np.ndarray:
-    from napari_imc_vae.engine.apply import ApplySettings, apply_to_image
-    from napari_imc_vae.engine.motifs import upsample_grid
+    from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image
+    from napari_imc_vae.engine.apply.motifs import upsample_grid
 
     app = apply_to_image(trained, image, ApplySettings(quality=False, regions=False, outputs=("latent",)))
     return upsample_grid(app.motifs, app.stride, image.shape[1:]).ravel()

@@ -48,8 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     from napari_imc_vae._napari.launch import wait_for
     from napari_imc_vae._napari.layer_data import layer_units
     from napari_imc_vae._napari.model_store import model_store
-    from napari_imc_vae.engine.trainer import TrainConfig
-    from napari_imc_vae.engine.workflow import TrainingRun
+    from napari_imc_vae.engine.training.trainer import TrainConfig
+    from napari_imc_vae.engine.training.run import TrainingRun
     from napari_imc_vae.io import read_imc
 
     trained, _ = TrainingRun([read_imc(args.path)], model_config={"latent_dim": 8, "width": 64, "depth": 1},

@@ -48,8 +48,8 @@ def extra_channel_case():
     Ki67; the model never saw H3K27Ac. Shared by the reconstruction tests with and without Qt.
     """
     from napari_imc_vae.datasets import synthetic_tissue
-    from napari_imc_vae.engine.trainer import TrainConfig
-    from napari_imc_vae.engine.workflow import TrainingRun
+    from napari_imc_vae.engine.training.trainer import TrainConfig
+    from napari_imc_vae.engine.training.run import TrainingRun
     from napari_imc_vae.io import ImcImage
 
     full = synthetic_tissue(shape=(32, 32), n_channels=5)

@@ -95,7 +95,7 @@ def test_the_cycle_finder_sees_a_cycle_hidden_in_a_function(tmp_path):
 
 def test_no_module_of_the_package_imports_itself_back():
     graph = import_graph()
-    assert len(graph) > 50 and "napari_imc_vae.engine.pool" in graph["napari_imc_vae.engine.cohort"]
+    assert len(graph) > 50 and "napari_imc_vae.engine.data.pool" in graph["napari_imc_vae.engine.data.cohort"]
     assert cycles(graph) == []
 
 

@@ -18,8 +18,8 @@ import ablation  # noqa: E402
 from ablation_figure import save_figure  # noqa: E402
 
 from napari_imc_vae.datasets import synthetic_tissue  # noqa: E402
-from napari_imc_vae.engine.critic import CriticConfig  # noqa: E402
-from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION  # noqa: E402
+from napari_imc_vae.engine.model.critic import CriticConfig  # noqa: E402
+from napari_imc_vae.engine.training.run import DEFAULT_NORMALIZATION  # noqa: E402
 from napari_imc_vae.io import ImcImage  # noqa: E402
 
 

@@ -16,7 +16,7 @@ sys.path.insert(0, str(BENCH))
 import capacity  # noqa: E402
 import capacity_summary  # noqa: E402
 
-from napari_imc_vae.engine import metrics  # noqa: E402
+from napari_imc_vae.engine.quality import metrics  # noqa: E402
 from napari_imc_vae.preprocessing import Normalizer  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_reconstruction_layers_are_the_models_channels_named_after_their_raw_layers(extra_channel_case):
     """Extra channels: the model's channels are no permutation of the image's, so no argsort."""
     from napari_imc_vae._napari.reconstruct_task import reconstruction_layers, run_reconstruction
-    from napari_imc_vae.engine.workflow import apply_model
+    from napari_imc_vae.engine.training.run import apply_model
 
     trained, image = extra_channel_case
     assert image.channel_names == ["DNA2", "H3K27Ac", "Histone H3", "DNA1", "Ki67"]

@@ -11,7 +11,7 @@ from napari_imc_vae._napari.model_store import RunState
 from napari_imc_vae._napari.train_form import EXACT_STEPS, MINUTES
 from napari_imc_vae._napari.train_task import TrainPlan, TrainUpdate
 from napari_imc_vae._napari.train_widget import TrainWidget
-from napari_imc_vae.engine.budget import DEFAULT_BUDGET, PRESETS
+from napari_imc_vae.engine.training.budget import DEFAULT_BUDGET, PRESETS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,8 +14,8 @@ from scipy import ndimage
 from napari_imc_vae._napari.cells_layer import NO_LABELS, cell_colours
 from napari_imc_vae._napari.model_store import model_store
 from napari_imc_vae._napari.reconstruct_widget import ReconstructWidget
-from napari_imc_vae.engine.trainer import TrainConfig
-from napari_imc_vae.engine.workflow import TrainingRun
+from napari_imc_vae.engine.training.trainer import TrainConfig
+from napari_imc_vae.engine.training.run import TrainingRun
 from napari_imc_vae.io import read_imc
 
 FILE = "steinbock_img/20210305_NE_mockData3_002.ome.tiff"

@@ -13,8 +13,8 @@ import pytest
 
 from napari_imc_vae._napari.comparison_view import MISSED_COLORMAP, viewer_part
 from napari_imc_vae._napari.reconstruct_task import MISSED_LIMIT, default_markers
-from napari_imc_vae.engine.apply import ApplySettings, apply_to_image
-from napari_imc_vae.engine.error_unit import ERROR_UNIT_NAME, REGION_THRESHOLD
+from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image
+from napari_imc_vae.engine.apply.error_unit import ERROR_UNIT_NAME, REGION_THRESHOLD
 from widget_checks import assert_unchanged
 
 FILE = "steinbock_img/20210305_NE_mockData5_003.ome.tiff"

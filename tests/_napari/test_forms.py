@@ -6,9 +6,9 @@ import pytest
 
 from napari_imc_vae._napari.normalization_form import NormalizationForm
 from napari_imc_vae._napari.train_form import TrainForm
-from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.model import ModelConfig
-from napari_imc_vae.engine.trainer import TrainConfig
+from napari_imc_vae.engine.model.critic import CriticConfig
+from napari_imc_vae.engine.model.vae import ModelConfig
+from napari_imc_vae.engine.training.trainer import TrainConfig
 from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION, NormalizationParams
 
 

@@ -8,10 +8,10 @@ from qtpy.QtCore import Qt
 
 from napari_imc_vae._napari.loss_plot import TERMS, LossPlot
 from napari_imc_vae._napari.report_view import NUMBERS_TOOLTIP, ReportView, numbers_blocks
-from napari_imc_vae.engine.apply import apply_to_image
-from napari_imc_vae.engine.summary import NUMBERS_HEADER, split_two_layers
-from napari_imc_vae.engine.trainer import TrainConfig
-from napari_imc_vae.engine.workflow import TrainingRun
+from napari_imc_vae.engine.apply.use_case import apply_to_image
+from napari_imc_vae.engine.quality.summary import NUMBERS_HEADER, split_two_layers
+from napari_imc_vae.engine.training.trainer import TrainConfig
+from napari_imc_vae.engine.training.run import TrainingRun
 from napari_imc_vae.io import read_imc
 
 JARGON = ("R²", "PCA", "KLD", "latent", "permutation")

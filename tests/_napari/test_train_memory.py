@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from napari_imc_vae._napari.train_task import TrainJob, TrainRequest, TrainUpdate, training_updates
-from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.trainer import TrainConfig, TrainProgress
+from napari_imc_vae.engine.model.critic import CriticConfig
+from napari_imc_vae.engine.training.trainer import TrainConfig, TrainProgress
 from napari_imc_vae.io import read_imc
 
 FILE = "steinbock_img/20210305_NE_mockData5_003.ome.tiff"

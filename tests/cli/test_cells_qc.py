@@ -15,8 +15,8 @@ import torch
 from scipy import ndimage
 
 from napari_imc_vae.cli import main
-from napari_imc_vae.engine.trainer import TrainConfig
-from napari_imc_vae.engine.workflow import TrainingRun
+from napari_imc_vae.engine.training.trainer import TrainConfig
+from napari_imc_vae.engine.training.run import TrainingRun
 from napari_imc_vae.io import read_imc
 from napari_imc_vae.io.outputs import OUTPUT_SUFFIXES
 
@@ -117,7 +117,7 @@ def test_cells_without_anndata_writes_the_csv_and_names_the_extra(model_file, co
                                                                   monkeypatch):
     import sys
 
-    from napari_imc_vae.engine.cells import measure_cells
+    from napari_imc_vae.engine.cells.table import measure_cells
     from napari_imc_vae.io.cell_outputs import write_cell_table
 
     monkeypatch.setitem(sys.modules, "anndata", None)  # as if the 'cells' extra were not installed

@@ -88,9 +88,9 @@ def test_train_options_reach_the_configs(ome_files, tmp_path, capsys):
 
 
 def test_help_defaults_match_the_engine():
-    from napari_imc_vae.engine.critic import CriticConfig
-    from napari_imc_vae.engine.model import ModelConfig
-    from napari_imc_vae.engine.trainer import TrainConfig
+    from napari_imc_vae.engine.model.critic import CriticConfig
+    from napari_imc_vae.engine.model.vae import ModelConfig
+    from napari_imc_vae.engine.training.trainer import TrainConfig
 
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]
@@ -106,7 +106,7 @@ def test_help_defaults_match_the_engine():
     # argparse itself defaults to None: the engine's dataclasses decide
     args = parser.parse_args(["train", "x.tiff", "-o", "m.pt"])
     assert all(getattr(args, d) is None for d in expected)
-    from napari_imc_vae.engine.budget import DEFAULT_BUDGET, PRESETS
+    from napari_imc_vae.engine.training.budget import DEFAULT_BUDGET, PRESETS
 
     assert f"default {DEFAULT_BUDGET}" in helps["budget"] and args.budget is None
     assert all(f"{name} ({minutes:g} min)" in helps["budget"] for name, minutes in PRESETS.items())
@@ -171,7 +171,7 @@ def test_reconstruct_writes_every_output(model_file, ome_files, tmp_path, capsys
     assert latent.shape == (4, -(-h // 2), -(-w // 2))  # one latent per stride-2 grid point
     # the raw-unit reconstruction is what apply_model gives
     from napari_imc_vae.engine.checkpoint import TrainedModel
-    from napari_imc_vae.engine.workflow import apply_model
+    from napari_imc_vae.engine.training.run import apply_model
 
     np.testing.assert_allclose(recon, apply_model(TrainedModel.load(model_file), original, stride=2).raw)
 

@@ -42,7 +42,7 @@ if mode == "save":
         real_save(obj, f, *a, **k)
     torch.save = slow_save
 elif mode == "cache":
-    from napari_imc_vae.engine.cohort import NormalizedCache
+    from napari_imc_vae.engine.data.cohort import NormalizedCache
     real_cache_save = NormalizedCache._save
     def slow_cache_save(self, file, stored):
         real_cache_save(self, file, stored)

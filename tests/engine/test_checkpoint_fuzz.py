@@ -24,8 +24,8 @@ ROI = "20210305_NE_mockData1_001"
 @pytest.fixture(scope="module")
 def real_model(imc_testdata, tmp_path_factory):
     """A 4-step model of one real steinbock ROI, saved: ``(path, its dict, the ROI's path)``."""
-    from napari_imc_vae.engine.trainer import TrainConfig
-    from napari_imc_vae.engine.workflow import TrainingRun
+    from napari_imc_vae.engine.training.trainer import TrainConfig
+    from napari_imc_vae.engine.training.run import TrainingRun
     from napari_imc_vae.io import read_imc
 
     torch.set_num_threads(1)

@@ -137,10 +137,10 @@ def test_cuda_keeps_bf16_autocast_whatever_the_cpu(cpu_with):
 
 
 def test_trainer_follows_the_capability(cpu_with):
-    from napari_imc_vae.engine.critic import CriticConfig
-    from napari_imc_vae.engine.data import PatchSampler
-    from napari_imc_vae.engine.model import ModelConfig, PatchVAE
-    from napari_imc_vae.engine.trainer import TrainConfig, Trainer
+    from napari_imc_vae.engine.model.critic import CriticConfig
+    from napari_imc_vae.engine.data.patches import PatchSampler
+    from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
+    from napari_imc_vae.engine.training.trainer import TrainConfig, Trainer
 
     sampler = PatchSampler([torch.randn(2, 16, 16).numpy()], 4, device="cpu")
 

@@ -15,7 +15,8 @@ HELPER = textwrap.dedent(
     """
     import json, os, sys
     import torch
-    from napari_imc_vae.engine import checkpoint, trainer
+    from napari_imc_vae.engine import checkpoint
+    from napari_imc_vae.engine.training import trainer
 
     OUT = os.environ["RANK_STATE_DIR"]
     rank = int(os.environ["RANK"])
@@ -24,7 +25,7 @@ HELPER = textwrap.dedent(
 
     def train_step(self, net, generator):  # records this rank's own loss; stops one rank
         terms = _step(self, net, generator)
-        if not fitting:  # the steps timed before training (engine.budget) are undone: not counted
+        if not fitting:  # the steps timed before training (engine.training.budget) are undone: not counted
             return terms
         losses.append(float(terms[0]))
         if rank == int(os.environ["STOP_RANK"]) and len(losses) == int(os.environ["STOP_AT"]):

@@ -39,7 +39,7 @@ def export_for_zoo(widget: QWidget, path: str | None = None) -> Path | None:
         The package, or None when there was nothing to export, the dialog was cancelled or
         the export failed (an error notification names why).
     """
-    from napari_imc_vae.engine.bmz_export import export_package
+    from napari_imc_vae.engine.bmz.export import export_package
     from napari_imc_vae.io.output_guard import check_output_apart
 
     if widget.trained is None:

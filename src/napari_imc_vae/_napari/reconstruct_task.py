@@ -1,6 +1,6 @@
 """The work behind the "Reconstruct" widget, as plain functions (numpy + engine, no Qt).
 
-:func:`run_reconstruction` is a thin caller of :func:`napari_imc_vae.engine.apply.apply_to_image`
+:func:`run_reconstruction` is a thin caller of :func:`napari_imc_vae.engine.apply.use_case.apply_to_image`
 (the same function, with the same settings, as ``napari-imc-vae reconstruct``, so the widget
 and the CLI give the same arrays, motifs and quality figures); :func:`reconstruction_layers`
 turns the result into napari layer data tuples that sit exactly on the raw layers, and
@@ -21,12 +21,12 @@ import numpy as np
 from napari_imc_vae._napari.latent_view import latent_pca_rgb, latent_rgb_layer
 from napari_imc_vae._napari.comparison_view import MISSED_COLORMAP, ComparisonRow
 from napari_imc_vae._napari.layer_data import channel_metadata, contrast_limits, layer_units, tagged_name
-from napari_imc_vae.engine.apply import ApplySettings, apply_to_image, provenance
-from napari_imc_vae.engine.cells import cells_from_application
+from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image, provenance
+from napari_imc_vae.engine.cells.table import cells_from_application
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.device import release_cuda_memory
-from napari_imc_vae.engine.error_unit import ERROR_UNIT_NAME, REGION_THRESHOLD
-from napari_imc_vae.engine.motifs import DEFAULT_MOTIFS, upsample_grid
+from napari_imc_vae.engine.apply.error_unit import ERROR_UNIT_NAME, REGION_THRESHOLD
+from napari_imc_vae.engine.apply.motifs import DEFAULT_MOTIFS, upsample_grid
 from napari_imc_vae.io import ImcImage
 
 __all__ = ["RECON", "ERROR", "MISSED", "LATENT", "MOTIFS", "HOT_PIXELS", "REGIONS", "DERIVED_KINDS",
@@ -133,7 +133,7 @@ def run_reconstruction(trained: TrainedModel, image: ImcImage, *, k: int = DEFAU
                        on_progress: Callable[[tuple[int, int]], None] | None = None,
                        cancel: Callable[[], bool] | None = None,
                        raw_limits: bool = False, labels: tuple | None = None) -> ReconstructResult:
-    """Apply ``trained`` to ``image`` (:func:`~napari_imc_vae.engine.apply.apply_to_image`).
+    """Apply ``trained`` to ``image`` (:func:`~napari_imc_vae.engine.apply.use_case.apply_to_image`).
 
     Parameters
     ----------

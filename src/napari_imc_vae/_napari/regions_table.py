@@ -1,6 +1,6 @@
 """The "look here" list of the Reconstruct widget: regions of high error, ranked; a click centres the view.
 
-Rows are :func:`napari_imc_vae.engine.regions.find_regions`'s regions (the same list the CLI
+Rows are :func:`napari_imc_vae.engine.apply.regions.find_regions`'s regions (the same list the CLI
 writes to ``<image>_regions.csv``). Clicking a row centres the viewer's camera on the
 region, zooms so that it spans about 120 screen pixels, and shows and selects its point in
 the ``high-error regions`` Points layer (hidden until then, so the markers do not clutter the view).

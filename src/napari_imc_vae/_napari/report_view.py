@@ -1,7 +1,7 @@
 """A read-only view of a report in two layers: plain sentences first, the numbers folded below.
 
 The reports are plain text (``ModelApplication.report_text()``, the training outcome's, the
-CLI's): a few plain sentences, then :data:`~napari_imc_vae.engine.summary.NUMBERS_HEADER` and
+CLI's): a few plain sentences, then :data:`~napari_imc_vae.engine.quality.summary.NUMBERS_HEADER` and
 the figures behind them (R², the comparison with PCA, sharpness …). The sentences are what a
 biologist reads; the numbers stay folded behind an arrow button until asked for. Both wrap to
 the dock's width: the numbers' tables (lines with columns) become HTML tables whose cells wrap,
@@ -17,7 +17,7 @@ import re
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget
 
-from napari_imc_vae.engine.summary import NUMBERS_HEADER, split_two_layers
+from napari_imc_vae.engine.quality.summary import NUMBERS_HEADER, split_two_layers
 
 __all__ = ["ReportView", "numbers_blocks", "numbers_html", "NUMBERS_TOOLTIP"]
 

@@ -21,10 +21,10 @@ from napari_imc_vae._napari.normalization_form import (
     labelled,
 )
 from napari_imc_vae._napari.train_task import validation_interval
-from napari_imc_vae.engine.budget import DEFAULT_BUDGET, PRESETS, parse_budget
-from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.model import ModelConfig
-from napari_imc_vae.engine.trainer import TrainConfig
+from napari_imc_vae.engine.training.budget import DEFAULT_BUDGET, PRESETS, parse_budget
+from napari_imc_vae.engine.model.critic import CriticConfig
+from napari_imc_vae.engine.model.vae import ModelConfig
+from napari_imc_vae.engine.training.trainer import TrainConfig
 from napari_imc_vae.preprocessing import NormalizationParams
 
 
@@ -52,7 +52,7 @@ class TrainForm(Container):
     ----------
     normalization_form : NormalizationForm
     budget : magicgui.widgets.ComboBox
-        How long to train: a preset of :data:`~napari_imc_vae.engine.budget.PRESETS`,
+        How long to train: a preset of :data:`~napari_imc_vae.engine.training.budget.PRESETS`,
         :data:`MINUTES` (the ``minutes`` box) or :data:`EXACT_STEPS` (the ``steps`` box); each
         box shows only for its choice. Setting ``steps`` chooses exact steps.
     minutes : magicgui.widgets.FloatSpinBox

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 
 # Imported here, on the main thread, not lazily in the worker: a first import holds the
 # GIL for ~100 ms, which would freeze the GUI while the worker starts.
-from napari_imc_vae.engine import metrics as _metrics  # noqa: F401 - see above
-from napari_imc_vae.engine import quality as _quality  # noqa: F401
-from napari_imc_vae.engine.budget import StepRate, probe_step_rate
+from napari_imc_vae.engine.quality import metrics as _metrics  # noqa: F401 - see above
+from napari_imc_vae.engine.quality import evaluate as _quality  # noqa: F401
+from napari_imc_vae.engine.training.budget import StepRate, probe_step_rate
 from napari_imc_vae.engine.checkpoint import TrainedModel
-from napari_imc_vae.engine.critic import CriticConfig
+from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.defaults import validation_interval
 from napari_imc_vae.engine.device import (
     apply_thread_policy,
@@ -32,7 +32,7 @@ from napari_imc_vae.engine.device import (
     resolve_device,
     resolve_precision,
 )
-from napari_imc_vae.engine.trainer import TrainConfig, TrainProgress
+from napari_imc_vae.engine.training.trainer import TrainConfig, TrainProgress
 from napari_imc_vae.engine.training.control import StopRequest
 from napari_imc_vae.engine.training.outcome import TrainOutcome, TrainPlan
 from napari_imc_vae.engine.training.settings import TrainSettings

@@ -53,7 +53,7 @@ from napari_imc_vae._napari.train_task import (
 )
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.device import available_devices, format_cuda_memory
-from napari_imc_vae.engine.workflow import DEFAULT_NORMALIZATION
+from napari_imc_vae.engine.training.run import DEFAULT_NORMALIZATION
 
 
 class TrainWidget(QWidget):

@@ -264,7 +264,7 @@ def stream_all(paths: list[str], acquisition: str | None, quiet: bool):
     """
     import functools
 
-    from napari_imc_vae.engine.cohort import ImageStream
+    from napari_imc_vae.engine.data.cohort import ImageStream
 
     printed: set[str] = set()
 

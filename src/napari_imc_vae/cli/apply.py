@@ -1,6 +1,6 @@
 """``napari-imc-vae reconstruct`` and ``quality``: apply a trained model to an image.
 
-Thin over :mod:`napari_imc_vae.engine.apply` (the Reconstruct widget calls the same
+Thin over :mod:`napari_imc_vae.engine.apply.use_case` (the Reconstruct widget calls the same
 functions with the same settings, so both give the same arrays and figures) and
 :func:`napari_imc_vae.io.outputs.write_model_outputs`.
 """
@@ -60,7 +60,7 @@ def add_quality(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace, **extra):
-    from napari_imc_vae.engine.apply import ApplySettings
+    from napari_imc_vae.engine.apply.use_case import ApplySettings
 
     return ApplySettings(stride=args.stride, batch_size=args.batch, device=args.device,
                          precision=args.precision, **extra)
@@ -85,7 +85,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
 def _reconstruct(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from napari_imc_vae.engine.apply import apply_to_image
+    from napari_imc_vae.engine.apply.use_case import apply_to_image
     from napari_imc_vae.engine.memory import return_large_blocks
     from napari_imc_vae.io.atomic import StagedFolder
 
@@ -134,7 +134,7 @@ def write_application(out, app, model: str) -> list:
 
 
 def run_quality(args: argparse.Namespace) -> int:
-    from napari_imc_vae.engine.apply import assess_image
+    from napari_imc_vae.engine.apply.use_case import assess_image
 
     trained, _, image = _prepare(args, "assessing")
     check_stride(args.stride, trained.model.config.patch_size)
@@ -145,7 +145,7 @@ def run_quality(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(quality, indent=2, allow_nan=False))
     else:
-        from napari_imc_vae.engine.summary import quality_text
+        from napari_imc_vae.engine.quality.summary import quality_text
 
         print(quality_text(report, "patches of this image",
                            f"{image.name}: patches of {quality['patch_size']} px at stride {quality['stride']}."))

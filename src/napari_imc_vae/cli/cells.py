@@ -2,7 +2,7 @@
 
 For each image: what ``reconstruct`` writes, plus ``<image>_cells.csv`` (and
 ``<image>_cells.h5ad`` when anndata is installed, ``pip install "napari-imc-vae[cells]"``),
-the table of :func:`napari_imc_vae.engine.cells.cells_from_application`. Masks are matched
+the table of :func:`napari_imc_vae.engine.cells.table.cells_from_application`. Masks are matched
 to images by file name (a steinbock ``masks/`` folder beside ``img/``) or given as one file
 for one image. Every image is checked against its mask (present, same height and width)
 before any work, so a bad pairing writes nothing. Images are read one at a time.
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def apply_settings(args: argparse.Namespace, motifs: int | None = None, device: str | None = None, **extra):
     """The settings of ``reconstruct``: no normalized reconstruction (time and memory), the
     per-channel count residual to name the channels of the regions."""
-    from napari_imc_vae.engine.apply import ApplySettings
+    from napari_imc_vae.engine.apply.use_case import ApplySettings
 
     return ApplySettings(stride=args.stride, batch_size=args.batch, device=device or args.device,
                          precision=args.precision, motifs=args.motifs if motifs is None else motifs,
@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cells(args: argparse.Namespace) -> int:
-    from napari_imc_vae.engine.cells import cells_from_application
+    from napari_imc_vae.engine.cells.table import cells_from_application
     from napari_imc_vae.engine.memory import return_large_blocks
     from napari_imc_vae.io.cell_outputs import h5ad_available
     from napari_imc_vae.io.masks import check_mask_shape, mask_shape, match_masks, read_mask
@@ -116,8 +116,8 @@ def _cells(args: argparse.Namespace) -> int:
 
 
 def apply_with_progress(trained, image, settings):
-    """:func:`~napari_imc_vae.engine.apply.apply_to_image` with a progress bar of its tiles."""
-    from napari_imc_vae.engine.apply import apply_to_image
+    """:func:`~napari_imc_vae.engine.apply.use_case.apply_to_image` with a progress bar of its tiles."""
+    from napari_imc_vae.engine.apply.use_case import apply_to_image
 
     bar = ProgressBar(image.name)
     try:

@@ -1,6 +1,6 @@
 """``napari-imc-vae export``: a model file → a BioImage Model Zoo package (zip).
 
-Thin over :func:`napari_imc_vae.engine.bmz_export.export_package` (the Train widget's *Export for
+Thin over :func:`napari_imc_vae.engine.bmz.export.export_package` (the Train widget's *Export for
 the BioImage Model Zoo…* calls the same function).
 """
 
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from napari_imc_vae.engine.bmz_export import export_package
+    from napari_imc_vae.engine.bmz.export import export_package
 
     trained, _ = load_model(args.model, "cpu")
     image = read_image(args.sample, args.acquisition, "exporting with")

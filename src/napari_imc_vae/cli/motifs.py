@@ -53,8 +53,8 @@ def _motifs(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from napari_imc_vae.engine.apply import ApplySettings, apply_to_image
-    from napari_imc_vae.engine.motifs import DEFAULT_MOTIFS, MOTIF_FIT_POINTS, MotifModel, upsample_grid
+    from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image
+    from napari_imc_vae.engine.apply.motifs import DEFAULT_MOTIFS, MOTIF_FIT_POINTS, MotifModel, upsample_grid
     from napari_imc_vae.io.atomic import StagedFolder
     from napari_imc_vae.io.output_guard import safe_stem
     from napari_imc_vae.io.outputs import write_csv, write_map_tiff

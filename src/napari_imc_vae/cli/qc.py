@@ -6,7 +6,7 @@ last and moved in with the rest: its presence means the image is done, so a stop
 started again skips finished images (same model file, same stride). Then:
 
 - ``qc_table.csv``: one row per ROI × marker (explained share, mean calibrated error, hot
-  pixels, regions of high error by kind; :data:`~napari_imc_vae.engine.qc.QC_COLUMNS`);
+  pixels, regions of high error by kind; :data:`~napari_imc_vae.engine.cells.qc.QC_COLUMNS`);
 - ``qc_heatmap.png``: the mean calibrated error of each ROI × marker, the worst ROIs and
   markers named in its title and in red, the picture to read first;
 - ``qc_summary.json``: the worst ROIs and markers and the printed sentences.
@@ -85,7 +85,7 @@ def _barrier(dist) -> None:
 
 def _qc(args: argparse.Namespace, dist, device: str) -> int:
     from napari_imc_vae.engine.memory import return_large_blocks
-    from napari_imc_vae.engine.qc import roi_marker_rows
+    from napari_imc_vae.engine.cells.qc import roi_marker_rows
     from napari_imc_vae.io.output_guard import safe_stem
 
     return_large_blocks()  # freed band-sized arrays leave the process: one image's memory at a time
@@ -159,8 +159,8 @@ def _gather(rows: list[dict], dist) -> list[dict]:
 def _write_cohort(out: Path, rows: list[dict], stems: list[str]) -> None:
     import numpy as np
 
-    from napari_imc_vae.engine.error_unit import ERROR_UNIT_NAME
-    from napari_imc_vae.engine.qc import QC_COLUMNS, CohortSummary
+    from napari_imc_vae.engine.apply.error_unit import ERROR_UNIT_NAME
+    from napari_imc_vae.engine.cells.qc import QC_COLUMNS, CohortSummary
     from napari_imc_vae.io.heatmap import write_heatmap_png
     from napari_imc_vae.io.output_guard import safe_stem
     from napari_imc_vae.io.outputs import write_csv, write_json

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, interrupt: InterruptGuard, main_rank: bool) -> int:
-    from napari_imc_vae.engine.trainer import TrainingError, TrainProgress
+    from napari_imc_vae.engine.training.trainer import TrainingError, TrainProgress
     from napari_imc_vae.engine.training import StopRequest, train_model
     from napari_imc_vae.io.atomic import check_output_file
 
@@ -177,7 +177,7 @@ def _train(args: argparse.Namespace, interrupt: InterruptGuard, main_rank: bool)
 
 def _budget_minutes(args: argparse.Namespace) -> float | None:
     """Minutes of the budget, or None when exact steps were asked for."""
-    from napari_imc_vae.engine.budget import DEFAULT_BUDGET, BudgetError, parse_budget
+    from napari_imc_vae.engine.training.budget import DEFAULT_BUDGET, BudgetError, parse_budget
 
     if args.budget is not None and (args.steps is not None or args.time_limit is not None):
         raise CommandError("give --budget, or --steps (with --time-limit), not both")

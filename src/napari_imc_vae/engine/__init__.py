@@ -1,7 +1,7 @@
 """The VAE engine: torch and numpy only (no napari, no Qt). Rooms: docs/architecture.md.
 
 Importing ``napari_imc_vae.engine`` loads nothing heavy: each name below is imported on first use,
-so that a numpy-only module (``engine.defaults``, ``engine.tiling``, ``engine.cohort``) does not
+so that a numpy-only module (``engine.defaults``, ``engine.apply.tiling``, ``engine.data.cohort``) does not
 pull in torch.
 
 Public API
@@ -13,7 +13,7 @@ apply_to_image, ApplySettings
     The applying use case (CLI ``reconstruct``/``quality`` and the Reconstruct widget).
 PatchVAE, ModelConfig
     The D4-invariant patch VAE (frame selector + MLP or conv encoder/decoder, linear bottleneck).
-CriticConfig (and ``engine.critic.critic``)
+CriticConfig (and ``engine.model.critic.critic``)
     MSE + cosine + gradient + free-bits KL + permutation consistency, each term reported.
 TrainConfig, Trainer, TrainProgress
     The training loop with callbacks and ``stop()``; DDP under ``torchrun``.
@@ -31,14 +31,15 @@ from importlib import import_module
 
 _EXPORTS = {
     "ChannelMismatchError": "checkpoint", "ModelFileError": "checkpoint", "TrainedModel": "checkpoint",
-    "CriticConfig": "critic",
+    "CriticConfig": "model.critic",
     "available_devices": "device", "resolve_device": "device",
-    "Reconstruction": "inference", "reconstruct_image": "inference",
-    "ModelConfig": "model", "PatchVAE": "model",
-    "QualityReport": "quality", "evaluate": "quality",
-    "TrainConfig": "trainer", "Trainer": "trainer", "TrainingError": "trainer", "TrainProgress": "trainer",
-    "DEFAULT_NORMALIZATION": "workflow", "TrainingRun": "workflow", "apply_model": "workflow",
-    "ApplySettings": "apply", "apply_to_image": "apply",
+    "Reconstruction": "apply.inference", "reconstruct_image": "apply.inference",
+    "ModelConfig": "model.vae", "PatchVAE": "model.vae",
+    "QualityReport": "quality.report", "evaluate": "quality.evaluate",
+    "TrainConfig": "training.trainer", "Trainer": "training.trainer", "TrainingError": "training.trainer",
+    "TrainProgress": "training.trainer",
+    "DEFAULT_NORMALIZATION": "training.run", "TrainingRun": "training.run", "apply_model": "training.run",
+    "ApplySettings": "apply.use_case", "apply_to_image": "apply.use_case",
     "StopRequest": "training", "TrainSettings": "training", "train_model": "training",
 }
 
@@ -46,7 +47,7 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-    # a name, not a submodule: submodules (engine.trainer, ...) are found by the import system
+    # a name, not a submodule: submodules (engine.training.trainer, ...) are found by the import system
     if name not in _EXPORTS:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -20,12 +20,12 @@ import torch
 
 from napari_imc_vae import __version__
 from napari_imc_vae.engine import model_schema as schema
-from napari_imc_vae.engine.baselines import PCABaseline
-from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.model import ModelConfig, PatchVAE
-from napari_imc_vae.engine.motifs import MotifModel
-from napari_imc_vae.engine.rate_calibration import RateCalibration
-from napari_imc_vae.engine.trainer import TrainConfig
+from napari_imc_vae.engine.quality.baselines import PCABaseline
+from napari_imc_vae.engine.model.critic import CriticConfig
+from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
+from napari_imc_vae.engine.apply.motifs import MotifModel
+from napari_imc_vae.engine.apply.rate_calibration import RateCalibration
+from napari_imc_vae.engine.training.trainer import TrainConfig
 from napari_imc_vae.io import ImcImage
 from napari_imc_vae.io.atomic import atomic_write
 from napari_imc_vae.preprocessing import ChannelMatch, ChannelMismatchError, Normalizer, match_channels
@@ -71,12 +71,12 @@ class TrainedModel:
     #: What loading found that the user should know (a file without a content hash, say).
     notes: list[str] = field(default_factory=list)
     #: Per-channel factors on the reconstruction in counts, measured at the end of training
-    #: (:mod:`~napari_imc_vae.engine.rate_calibration`); None in older files: factor 1.
+    #: (:mod:`~napari_imc_vae.engine.apply.rate_calibration`); None in older files: factor 1.
     rate_calibration: RateCalibration | None = None
 
     @property
     def rate_factors(self) -> list[float] | None:
-        """The factors :func:`~napari_imc_vae.engine.inference.reconstruct_image` applies (None: 1)."""
+        """The factors :func:`~napari_imc_vae.engine.apply.inference.reconstruct_image` applies (None: 1)."""
         return None if self.rate_calibration is None else list(self.rate_calibration.factors)
 
     @property
@@ -165,7 +165,7 @@ class TrainedModel:
         """
         path = Path(path)
         _check_path(path)
-        from napari_imc_vae.engine import bmz_import  # a BioImage Model Zoo package (zip + rdf.yaml)
+        from napari_imc_vae.engine.bmz import load as bmz_import  # a BioImage Model Zoo package (zip + rdf.yaml)
 
         if bmz_import.is_package(path):
             d = bmz_import.read_package(path, FORMAT, ModelFileError)

@@ -13,7 +13,7 @@ file's bytes, so a file stays loadable with ``torch.load(..., weights_only=True)
 loader also checks the zip records' CRC-32, which covers the bytes that hold the content.
 
 No scheduler state is stored: the learning rate is a function of the step and the train
-config (:func:`~napari_imc_vae.engine.trainer.lr_factor`), so ``step`` is all a resumed run needs.
+config (:func:`~napari_imc_vae.engine.training.trainer.lr_factor`), so ``step`` is all a resumed run needs.
 """
 
 from __future__ import annotations
@@ -412,7 +412,7 @@ def check_baseline(value, in_channels: int, patch_size: int, latent_dim: int):
 
     Returns ``(PCABaseline, info dict)``.
     """
-    from napari_imc_vae.engine.baselines import PCABaseline
+    from napari_imc_vae.engine.quality.baselines import PCABaseline
 
     value = _dict("baseline", value)
     try:
@@ -443,9 +443,9 @@ def check_motifs(value, latent_dim: int):
     """The stored motif centres: a finite (k, latent_dim) float tensor, 1 <= k <= MAX_MOTIFS.
 
     NaN centres would put every tile in motif 1 without a word; they are refused here.
-    Returns the :class:`~napari_imc_vae.engine.motifs.MotifModel`.
+    Returns the :class:`~napari_imc_vae.engine.apply.motifs.MotifModel`.
     """
-    from napari_imc_vae.engine.motifs import MotifModel
+    from napari_imc_vae.engine.apply.motifs import MotifModel
 
     value = _dict("motifs", value)
     if not set(value) <= {"centers", "seed"} or "centers" not in value:
@@ -465,9 +465,9 @@ def check_motifs(value, latent_dim: int):
 def check_rate_calibration(value, in_channels: int):
     """The per-channel rate factors: one finite number per channel within ``FACTOR_RANGE``.
 
-    Returns the :class:`~napari_imc_vae.engine.rate_calibration.RateCalibration`.
+    Returns the :class:`~napari_imc_vae.engine.apply.rate_calibration.RateCalibration`.
     """
-    from napari_imc_vae.engine.rate_calibration import FACTOR_RANGE, RateCalibration
+    from napari_imc_vae.engine.apply.rate_calibration import FACTOR_RANGE, RateCalibration
 
     value = _dict("rate_calibration", value)
     if not set(value) <= {"factors", "measured_on"} or "factors" not in value:

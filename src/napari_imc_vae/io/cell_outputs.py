@@ -28,7 +28,7 @@ def h5ad_available() -> bool:
 
 
 def write_cell_table(outdir: str | os.PathLike, table, *, h5ad: bool | None = None) -> list[Path]:
-    """Write ``table`` (:class:`~napari_imc_vae.engine.cells.CellTable`) into ``outdir``.
+    """Write ``table`` (:class:`~napari_imc_vae.engine.cells.table.CellTable`) into ``outdir``.
 
     Parameters
     ----------

@@ -106,7 +106,7 @@ def write_model_outputs(outdir: str | os.PathLike, stem: str, *, recon_raw: np.n
 
     - ``_recon.ome.tiff``: the reconstruction (C, Y, X) in raw units, channels named;
     - ``_error.tiff``: per-pixel error (Y, X) in noise SDs (see
-      :mod:`napari_imc_vae.engine.error_unit`): how far the counts as read (before the
+      :mod:`napari_imc_vae.engine.apply.error_unit`): how far the counts as read (before the
       hot-pixel filter) lie from the reconstruction, worst channel, calibrated;
     - ``_hotpixels.tiff``: in how many channels the hot-pixel filter replaced each pixel
       (uint8, 0 = none), when given;

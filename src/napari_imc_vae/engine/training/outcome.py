@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.trainer import TrainConfig
+from napari_imc_vae.engine.model.critic import CriticConfig
+from napari_imc_vae.engine.training.trainer import TrainConfig
 
 #: Validation measures the summary shows, in this order.
 _VALIDATION_KEYS = ("r2", "sharpness_ratio", "diversity_ratio", "active_units", "perm_accuracy")
@@ -83,7 +83,7 @@ class TrainOutcome:
 
     trained: object | None  # engine.checkpoint.TrainedModel
     stopped: bool
-    report: object | None = None  # engine.report.QualityReport
+    report: object | None = None  # engine.quality.report.QualityReport
     report_error: str | None = None
     seconds: float = 0.0
     plan: TrainPlan | None = None
@@ -110,15 +110,15 @@ class TrainOutcome:
     def report_text(self) -> str:
         """The quality report, plain sentences first then the numbers, or why there is none."""
         report = self.report
-        if report is not None:  # plain sentences, then the numbers (engine.summary)
-            from napari_imc_vae.engine.summary import quality_text
+        if report is not None:  # plain sentences, then the numbers (engine.quality.summary)
+            from napari_imc_vae.engine.quality.summary import quality_text
 
             return quality_text(report, "held-out patches the model did not train on")
         lines = [f"No quality report: {self.report_error or 'no held-out patches (image too small)'}"]
         history = self.trained.validation_history if self.trained is not None else []
         val = history[-1] if history else None
-        if val:  # figures with ML names go behind the fold (engine.summary's second layer)
-            from napari_imc_vae.engine.summary import two_layer_text
+        if val:  # figures with ML names go behind the fold (engine.quality.summary's second layer)
+            from napari_imc_vae.engine.quality.summary import two_layer_text
 
             return two_layer_text(lines, "Last validation: " + ", ".join(
                 f"{k} {val[k]:.3f}" for k in _VALIDATION_KEYS if k in val))

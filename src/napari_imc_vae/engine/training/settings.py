@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from types import MappingProxyType
 
-from napari_imc_vae.engine.critic import CriticConfig
-from napari_imc_vae.engine.model import ModelConfig
-from napari_imc_vae.engine.trainer import TrainConfig
+from napari_imc_vae.engine.model.critic import CriticConfig
+from napari_imc_vae.engine.model.vae import ModelConfig
+from napari_imc_vae.engine.training.trainer import TrainConfig
 from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION, NormalizationParams
 
 #: TrainConfig fields that belong to this run and this machine: never taken from a resumed model.
@@ -45,11 +45,11 @@ class TrainSettings:
     Attributes
     ----------
     model : mapping
-        :class:`~napari_imc_vae.engine.model.ModelConfig` fields other than ``in_channels``.
+        :class:`~napari_imc_vae.engine.model.vae.ModelConfig` fields other than ``in_channels``.
     critic : mapping
-        :class:`~napari_imc_vae.engine.critic.CriticConfig` fields.
+        :class:`~napari_imc_vae.engine.model.critic.CriticConfig` fields.
     train : mapping
-        :class:`~napari_imc_vae.engine.trainer.TrainConfig` fields; ``val_every`` only to
+        :class:`~napari_imc_vae.engine.training.trainer.TrainConfig` fields; ``val_every`` only to
         override the validation policy.
     normalization : NormalizationParams or None
         None: the default (a new model) or the model's own (resuming).

@@ -12,14 +12,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 
 from napari_imc_vae.engine.checkpoint import TrainedModel
-from napari_imc_vae.engine.cohort import CohortOptions
+from napari_imc_vae.engine.data.cohort import CohortOptions
 from napari_imc_vae.engine.defaults import validation_interval
 from napari_imc_vae.engine.device import compute_policy, release_cuda_memory, resolve_device, resolve_precision, to_cpu
 from napari_imc_vae.engine.training.control import StopRequest
 from napari_imc_vae.engine.training.outcome import TrainOutcome, TrainPlan
 from napari_imc_vae.engine.training.settings import TrainSettings, merge_settings
-from napari_imc_vae.engine.trainer import TrainProgress
-from napari_imc_vae.engine.workflow import TrainingRun
+from napari_imc_vae.engine.training.trainer import TrainProgress
+from napari_imc_vae.engine.training.run import TrainingRun
 from napari_imc_vae.io import ImcImage
 
 
@@ -49,7 +49,7 @@ def train_model(
     on_progress : callable, optional
         Called with one :class:`TrainPlan` after the data are ready and a few steps were timed
         (also under ``estimate_only``), then with a
-        :class:`~napari_imc_vae.engine.trainer.TrainProgress` every ``log_every`` steps. It runs
+        :class:`~napari_imc_vae.engine.training.trainer.TrainProgress` every ``log_every`` steps. It runs
         in the training thread; an exception it raises ends the run (``KeyboardInterrupt`` too).
     stop : StopRequest, optional
         The caller's: once set, the run ends after the current step and the model so far is
@@ -112,7 +112,7 @@ def train_model(
 
 def _plan(run: TrainingRun, settings: TrainSettings, merged, compute: str, resume, *, stopped: bool) -> TrainPlan:
     """Time a few steps (not when already stopped) and fix the run's steps and validation interval."""
-    from napari_imc_vae.engine.budget import plan_run
+    from napari_imc_vae.engine.training.budget import plan_run
 
     config = merged.train
     if stopped:
@@ -138,7 +138,7 @@ def _report(run: TrainingRun, trained: TrainedModel):
     Returns ``(report, None)``, or ``(None, why)``: images too small to hold out patches, or the
     report failed (the model is still good).
     """
-    from napari_imc_vae.engine.quality import evaluate
+    from napari_imc_vae.engine.quality.evaluate import evaluate
 
     val = run.sampler.validation_patches(run.train_config.max_val_patches)
     if val.shape[0] == 0:
