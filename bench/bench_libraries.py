@@ -10,7 +10,7 @@
 - NaN-aware Gaussian smoothing: the package's own separable convolution (kept here as
   :func:`own_smooth`) vs ``smoothing.gaussian_smooth``, which is ``scipy.ndimage.gaussian_filter``
   as a normalized convolution since this benchmark;
-- the CLI's progress bar: ``cli._common.ProgressBar.update`` vs ``tqdm.update``, per call.
+- the CLI's progress bar: ``cli._progress.ProgressBar.update`` vs ``tqdm.update``, per call.
 
 Prints one line per comparison (best of ``--repeats``); figures go to docs/benchmarks.md by hand.
 """
@@ -138,7 +138,7 @@ def bench_progress(updates: int = 100_000) -> None:
 
     from tqdm import tqdm
 
-    from napari_imc_vae.cli._common import ProgressBar
+    from napari_imc_vae.cli._progress import ProgressBar
 
     sink = io.StringIO()
     with contextlib.redirect_stderr(sink):

@@ -118,7 +118,7 @@ def test_console_script_help_runs_in_a_subprocess():
 
 def test_diagnose_and_train_share_the_default_normalization(imc_testdata, capsys):
     from napari_imc_vae.cli import build_parser
-    from napari_imc_vae.cli._common import normalization_from_args
+    from napari_imc_vae.cli._arguments import normalization_from_args
     from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION
 
     path = imc_testdata / "steinbock_img" / "20210305_NE_mockData1_001.ome.tiff"
@@ -137,7 +137,7 @@ def test_diagnose_and_train_share_the_default_normalization(imc_testdata, capsys
 @pytest.mark.parametrize("command", ["diagnose", "train"])
 def test_every_normalization_step_accepts_off(imc_testdata, command, capsys):
     from napari_imc_vae.cli import build_parser
-    from napari_imc_vae.cli._common import normalization_from_args
+    from napari_imc_vae.cli._arguments import normalization_from_args
 
     path = imc_testdata / "steinbock_img" / "20210305_NE_mockData1_001.ome.tiff"
     off = ["--hot-pixel", "off", "--arcsinh", "off", "--clip", "off", "--zscore", "off"]

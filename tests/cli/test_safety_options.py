@@ -15,7 +15,7 @@ import tifffile
 from imc_variants import steinbock_roi
 
 from napari_imc_vae.cli import main
-from napari_imc_vae.cli._common import MAX_SEED, seed_arg
+from napari_imc_vae.cli._arguments import MAX_SEED, seed_arg
 
 TINY = ["--patch", "4", "--latent", "4", "--width", "16", "--depth", "1", "--batch", "16", "--device", "cpu",
         "--steps", "5"]

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from napari_imc_vae.cli import apply, cells, diagnose, export, motifs, qc, train
-from napari_imc_vae.cli._common import PROG, CommandError, terminate_as_interrupt
+from napari_imc_vae.cli._errors import PROG, CommandError
+from napari_imc_vae.cli._signals import terminate_as_interrupt
 
 
 @dataclass(frozen=True)

@@ -11,18 +11,11 @@ import argparse
 import json
 import sys
 
-from napari_imc_vae.cli._common import (
-    PROG,
-    CommandError,
-    ProgressBar,
-    check_stride,
-    claim_output,
-    load_model,
-    nonnegative_int,
-    positive_int,
-    read_image,
-    seed_arg,
-)
+from napari_imc_vae.cli._arguments import check_stride, nonnegative_int, positive_int, seed_arg
+from napari_imc_vae.cli._errors import PROG, CommandError
+from napari_imc_vae.cli._inputs import load_model, read_image
+from napari_imc_vae.cli._outputs import claim_output
+from napari_imc_vae.cli._progress import ProgressBar
 from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS, TILE_BATCH  # plain numbers: --help loads no torch
 
 

@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_imc_vae.cli._common import PROG, CommandError, ProgressBar, check_stride, claim_output, load_model
-from napari_imc_vae.cli._common import output_stems, stream_all
+from napari_imc_vae.cli._arguments import check_stride
+from napari_imc_vae.cli._errors import PROG, CommandError
+from napari_imc_vae.cli._inputs import load_model, stream_all
+from napari_imc_vae.cli._outputs import claim_output, output_stems
+from napari_imc_vae.cli._progress import ProgressBar
 from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS, TILE_BATCH  # plain numbers: --help loads no torch
 
 

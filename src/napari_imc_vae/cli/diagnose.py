@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from napari_imc_vae.cli._common import add_normalization_arguments, normalization_from_args, read_image, stream_all
+from napari_imc_vae.cli._arguments import add_normalization_arguments, normalization_from_args
+from napari_imc_vae.cli._inputs import read_image, stream_all
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

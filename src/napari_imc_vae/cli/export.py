@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_imc_vae.cli._common import PROG, CommandError, claim_output, load_model, read_image
+from napari_imc_vae.cli._errors import PROG, CommandError
+from napari_imc_vae.cli._inputs import load_model, read_image
+from napari_imc_vae.cli._outputs import claim_output
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

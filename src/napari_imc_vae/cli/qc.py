@@ -24,8 +24,10 @@ import json
 import sys
 from pathlib import Path
 
-from napari_imc_vae.cli._common import PROG, CommandError, check_stride, claim_output, image_targets, load_model
-from napari_imc_vae.cli._common import output_stems, positive_int, stream_all
+from napari_imc_vae.cli._arguments import check_stride, positive_int
+from napari_imc_vae.cli._errors import PROG, CommandError
+from napari_imc_vae.cli._inputs import image_targets, load_model, stream_all
+from napari_imc_vae.cli._outputs import claim_output, output_stems
 from napari_imc_vae.cli.cells import add_apply_arguments, apply_settings, apply_with_progress, write_image_outputs
 
 #: Patches of each ROI's quality report. The report's patches and their predictions are held

@@ -10,23 +10,21 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_imc_vae.cli._common import (
-    PROG,
-    CommandError,
-    InterruptGuard,
-    ProgressBar,
+from napari_imc_vae.cli._arguments import (
     add_normalization_arguments,
     budget_arg,
-    claim_output,
-    load_model,
     nonnegative_float,
     normalization_from_args,
     normalization_given,
     positive_float,
     positive_int,
     seed_arg,
-    stream_all,
 )
+from napari_imc_vae.cli._errors import PROG, CommandError
+from napari_imc_vae.cli._inputs import load_model, stream_all
+from napari_imc_vae.cli._outputs import claim_output
+from napari_imc_vae.cli._progress import ProgressBar
+from napari_imc_vae.cli._signals import InterruptGuard
 from napari_imc_vae.engine.defaults import BUDGET_PRESETS, DEFAULT_BUDGET
 
 

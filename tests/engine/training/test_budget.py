@@ -132,7 +132,7 @@ def test_cli_exact_steps_get_an_estimate_too(imc_testdata, tmp_path, capsys):
 
 def test_cli_refuses_an_unknown_budget_as_a_usage_error(imc_testdata, tmp_path, capsys):
     model = tmp_path / "m.pt"
-    with pytest.raises(SystemExit) as exit_:  # argparse's own check of --budget (cli._common.budget_arg)
+    with pytest.raises(SystemExit) as exit_:  # argparse's own check of --budget (cli._arguments.budget_arg)
         main(["train", str(imc_testdata / "steinbock_img"), "-o", str(model), "--budget", "fast", *TINY])
     assert exit_.value.code == 2 and not model.exists()
     assert "--budget: expected quick, standard, thorough or a number of minutes, got 'fast'" in capsys.readouterr().err
