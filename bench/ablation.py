@@ -37,7 +37,7 @@ import torch
 
 from acceptance import cut_patches  # noqa: E402 (bench/ is on sys.path when run or tested)
 from napari_imc_vae.datasets import synthetic_feature_maps
-from napari_imc_vae.engine.quality import metrics
+from napari_imc_vae.engine.quality.measures import active_units, permutation_accuracy, reconstruction_measures
 from napari_imc_vae.engine.quality.baselines import PCABaseline
 from napari_imc_vae.engine.model.critic import CriticConfig, kl_per_dimension
 from napari_imc_vae.engine.apply.inference import reconstruct_image
@@ -156,7 +156,7 @@ def prepare_split(train: list[ImcImage], held: ImcImage, params: NormalizationPa
 
 def _measure(split: SplitData, rec: np.ndarray, **extra) -> dict:
     row = asdict(Measures.measure(split.x_val, rec))
-    row.update(smooth_r2=metrics.r2(split.x_val_smooth, rec), **extra)
+    row.update(smooth_r2=reconstruction_measures(split.x_val_smooth, rec)["r2"], **extra)
     return {k: v for k, v in row.items() if v is not None}
 
 
@@ -192,8 +192,8 @@ def run_setting(setting: Setting, train: list[ImcImage], split: SplitData, data:
         to_eval = without_hot_pixel_filter(split.reference)
         rec_eval = patches_through(lambda im: to_eval(trained.normalizer.inverse(im)), rec_eval)
         split.images[setting.key] = to_eval(whole.raw)
-    accuracy, used, left_out = metrics.permutation_accuracy(model, x_in)
-    return _measure(split, rec_eval, active_units=metrics.active_units(mu_t),
+    accuracy, used, left_out = permutation_accuracy(model, x_in)
+    return _measure(split, rec_eval, active_units=active_units(mu_t),
                     kld_raw=float(kl_per_dimension(mu_t, logvar_t).sum(dim=1).mean()),
                     perm_accuracy=accuracy, perm_left_out=left_out, perm_used=used,
                     train_s=round(seconds, 1), steps=trained.step)
@@ -203,7 +203,7 @@ def run_pca(split: SplitData, patch: int) -> dict:
     rec = split.pca.reconstruct(split.x_val)
     tiles = _PCATiles(split.pca, patch)
     split.images[PCA_KEY] = reconstruct_image(tiles, np.nan_to_num(split.target_image)).normalized
-    return _measure(split, rec, active_units=metrics.active_units(split.pca.encode(split.x_val)))
+    return _measure(split, rec, active_units=active_units(split.pca.encode(split.x_val)))
 
 
 # -- the datasets ---------------------------------------------------------------------------------

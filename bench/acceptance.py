@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from napari_imc_vae.datasets import synthetic_feature_maps
-from napari_imc_vae.engine.quality import metrics
+from napari_imc_vae.engine.quality.measures import reconstruction_measures
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.quality.evaluate import evaluate
 from napari_imc_vae.engine.training.trainer import TrainConfig
@@ -63,7 +63,7 @@ def run_one(train: list[ImcImage], held: ImcImage, *, seed: int, minutes: float,
     train_patches = run.sampler.training_patches(20000).cpu().numpy()
     report = evaluate(trained.model, val, train_patches)
     # whole-image figures: the stitched reconstruction against the image, PCA stitched the same way
-    whole_r2 = metrics.r2(target[None], recon.normalized[None])
+    whole_r2 = reconstruction_measures(target[None], recon.normalized[None])["r2"]
     return {
         "held": held.name, "seed": seed, "steps": trained.step, "train_s": round(seconds, 1),
         "patches_per_s": round(trained.step * args.batch / seconds),

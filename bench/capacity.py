@@ -33,7 +33,7 @@ from scipy import ndimage
 from sklearn.decomposition import PCA
 
 from napari_imc_vae.datasets import synthetic_tissue_with_truth
-from napari_imc_vae.engine.quality import metrics
+from napari_imc_vae.engine.quality.measures import active_units, reconstruction_measures
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.training.trainer import TrainConfig
 from napari_imc_vae.engine.training.run import TrainingRun, apply_model
@@ -102,8 +102,9 @@ def pooled_r2(target: np.ndarray, recon: np.ndarray) -> float:
 def measures(target: np.ndarray, recon: np.ndarray, patch: int) -> dict:
     """R² (independent numpy), sharpness and diversity (the product's definitions) on the whole image."""
     tp, rp = cut_patches(target, patch, patch), cut_patches(recon, patch, patch)
-    return {"r2": pooled_r2(target, recon), "sharpness": metrics.sharpness_ratio(target[None], recon[None]),
-            "diversity": metrics.diversity_ratio(tp, rp)}
+    return {"r2": pooled_r2(target, recon),
+            "sharpness": reconstruction_measures(target[None], recon[None])["sharpness_ratio"],
+            "diversity": reconstruction_measures(tp, rp)["diversity_ratio"]}
 
 
 # -- filters, tuned against the truth of the training images -------------------------------------
@@ -195,7 +196,7 @@ def run_one(setting: dict, train, held, truth) -> dict:
            "kl_nats": float(np.mean([h["kld_loss"] for h in trained.history[-50:]])),
            "model": measures(target, recon, patch), "pca": measures(target, linear, patch)}
     mu = applied.latent  # (D, ny, nx) on the tile grid
-    row["model"]["active_units"] = metrics.active_units(torch.from_numpy(mu.reshape(len(mu), -1).T.copy()))
+    row["model"]["active_units"] = active_units(torch.from_numpy(mu.reshape(len(mu), -1).T.copy()))
     if truth is not None:
         truth, train_pairs = truth
         clean = trained.normalizer(truth)

@@ -140,7 +140,7 @@ def reconstruction(args, device: torch.device) -> list[dict]:
 
 def quality(args, device: torch.device) -> dict:
     """Train in fp32 and in bf16 (same seed, same time), R² on a held-back ROI, whole image."""
-    from napari_imc_vae.engine.quality import metrics
+    from napari_imc_vae.engine.quality.measures import reconstruction_measures
     from napari_imc_vae.engine.training.trainer import TrainConfig
     from napari_imc_vae.engine.training.run import TrainingRun, apply_model
 
@@ -163,7 +163,8 @@ def quality(args, device: torch.device) -> dict:
         trained, _ = run.run()
         rec = apply_model(trained, held, device=str(device))
         target = trained.normalizer(held)
-        out[precision] = {"steps": trained.step, "whole_image_r2": float(metrics.r2(target[None], rec.normalized[None]))}
+        whole_r2 = reconstruction_measures(target[None], rec.normalized[None])["r2"]
+        out[precision] = {"steps": trained.step, "whole_image_r2": float(whole_r2)}
         print(f"  quality {precision}: {trained.step} steps, held-out R² {out[precision]['whole_image_r2']:.4f}",
               flush=True)
     out["r2_difference_bf16_minus_fp32"] = out["bf16"]["whole_image_r2"] - out["fp32"]["whole_image_r2"]

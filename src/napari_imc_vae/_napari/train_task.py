@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 # Imported here, on the main thread, not lazily in the worker: a first import holds the
 # GIL for ~100 ms, which would freeze the GUI while the worker starts.
-from napari_imc_vae.engine.quality import metrics as _metrics  # noqa: F401 - see above
+from napari_imc_vae.engine.quality import measures as _measures  # noqa: F401 - see above
 from napari_imc_vae.engine.quality import evaluate as _quality  # noqa: F401
 from napari_imc_vae.engine.training.budget import StepRate, probe_step_rate
 from napari_imc_vae.engine.checkpoint import TrainedModel

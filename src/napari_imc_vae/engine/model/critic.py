@@ -63,7 +63,8 @@ def cosine_term(recon: torch.Tensor, target: torch.Tensor, valid: torch.Tensor |
     """The critic's cosine term: 1 − cosine similarity of the C-channel vector of each pixel.
 
     A differentiable 0-d tensor on one batch (logged as ``"cosine_loss"``); the quality
-    report's measure of the same name is :func:`napari_imc_vae.engine.quality.metrics.cosine_loss`.
+    report's measure of the same name is ``cosine_loss`` of
+    :func:`napari_imc_vae.engine.quality.measures.reconstruction_measures`.
 
     Averaged over pixels whose channels are all valid (all pixels when ``valid`` is None) and
     whose true vector is not ~0 (an all-zero pixel has no direction). Returns 0 when no pixel

@@ -22,10 +22,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from napari_imc_vae.engine.quality import metrics
 from napari_imc_vae.engine.quality.baselines import PCABaseline
 from napari_imc_vae.engine.defaults import PERM_PATCHES  # re-exported: the patches permutation accuracy uses
-from napari_imc_vae.engine.quality.measures import PredictionSums, StreamSums, finite_patches, sharpness_between
+from napari_imc_vae.engine.quality.measures import (
+    PredictionSums,
+    StreamSums,
+    active_units,
+    evenly_spaced,
+    finite_patches,
+    permutation_accuracy,
+    sharpness_between,
+)
 from napari_imc_vae.engine.quality.report import SMOOTH_DATA, THRESHOLDS, Measures, QualityReport
 from napari_imc_vae.engine.quality.smoothing import GridPatches, gaussian_smooth, smoothing_radius
 
@@ -168,18 +175,17 @@ def evaluate(model, val_patches, train_patches=None, *, baseline: PCABaseline | 
                 pca.update(pca_rec, data, xb, smooth, sb)
                 mean.update(None, data, xb, smooth, sb)
                 zs.append(z)
-        sub = perm_patches is not None and n > perm_patches
-        pick = torch.from_numpy(np.linspace(0, n - 1, perm_patches).round().astype(np.int64)) if sub else None
+        pick = evenly_spaced(n, perm_patches)
         perm_x = (x if kept is None else x[kept]) if pick is None else x[pick if kept is None else kept[pick]]
-        acc, used, left = metrics.permutation_accuracy(model, perm_x, batch_size=max(1, batch_size // 8))
+        acc, used, left = permutation_accuracy(model, perm_x, batch_size=max(1, batch_size // 8))
     finally:
         model.train(was_training)
-    au = metrics.active_units(torch.cat(mus))
+    au = active_units(torch.cat(mus))
     model_m, model_s = fit.measures(Measures, data, smooth, active_units=au, active_fraction=au / d,
                                     perm_accuracy=acc, perm_used=used, perm_left_out=left)
     pca_m = pca_s = mean_m = mean_s = None
     if baseline is not None:
-        pca_au = metrics.active_units(torch.cat(zs)) if baseline.k else 0
+        pca_au = active_units(torch.cat(zs)) if baseline.k else 0
         pca_m, pca_s = pca.measures(Measures, data, smooth, active_units=pca_au,
                                     active_fraction=pca_au / max(baseline.k, 1))
         mean_m, mean_s = mean.measures(Measures, data, smooth)

@@ -1,29 +1,38 @@
-"""The DESIGN §4 measures accumulated in one pass over chunks of patches.
+"""The DESIGN §4 measures, each written once: validation and the quality report both use them.
 
-:mod:`napari_imc_vae.engine.quality.metrics` computes each measure from whole arrays in float64,
-NaN-aware; the quality report instead feeds chunks of patches once and keeps running sums:
-float32 arithmetic on each chunk, float64 accumulators across chunks. The chunks must be
-finite (the report leaves out patches touching NaN/Inf pixels before they come here);
-a non-finite prediction makes its measures NaN rather than silently dropping values.
+The reconstruction measures (R², mse, sharpness ratio, diversity ratio, cosine loss) are
+accumulated in one pass over chunks of patches: float32 arithmetic on each chunk, float64
+accumulators across chunks, so no float64 copy of a large set is made. Patches touching a
+NaN/Inf value are left out before they come here (:func:`finite_patches`; callers report how
+many); a non-finite prediction makes its measures NaN rather than silently dropping values.
+:func:`reconstruction_measures` does all of that for a pair of arrays; the quality report
+(:mod:`~napari_imc_vae.engine.quality.evaluate`) feeds the same sums chunk by chunk, with its
+baselines and a smoothed target beside the model.
 
 Per stream (a target or a prediction) :class:`StreamSums` holds the per-element moments over
 patches (count, mean and centred sum of squares, merged chunk by chunk with Chan et al.'s
 pairwise formula, so no large sums of squares are subtracted), the per-channel gradient
 energy and nothing else; per (target, prediction) pair :class:`PairSums` holds the squared
-error and the cosine sums. :func:`pair_measures` turns them into the five numbers of
-:func:`metrics.reconstruction_measures`, equal to them to ~1e-6 on normalized data.
+error and the cosine sums. :func:`pair_measures` turns them into the five numbers.
+
+The measures of the model itself: :func:`active_units` (of the latent means) and
+:func:`permutation_accuracy` (of the orientation predictions).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-__all__ = ["COSINE_EPS", "ConstantPairSums", "ConstantStream", "PairSums", "PredictionSums", "StreamSums",
-           "finite_patches", "gradient_energy", "pair_measures", "sharpness_between"]
+from napari_imc_vae.engine.model.d4 import N_ELEMENTS, d4_orbit, d4_table
 
-#: A true per-pixel channel vector with a smaller norm has no direction (as in ``metrics.cosine_loss``).
+__all__ = ["COSINE_EPS", "ConstantPairSums", "ConstantStream", "PairSums", "PredictionSums", "StreamSums",
+           "active_units", "evenly_spaced", "finite_patches", "gradient_energy", "pair_measures",
+           "permutation_accuracy", "reconstruction_measures", "sharpness_between"]
+
+#: A true per-pixel channel vector with a smaller norm has no direction: the cosine loss leaves it out.
 COSINE_EPS = 1e-3
 
 
@@ -166,7 +175,15 @@ def sharpness_between(target: StreamSums, prediction: StreamSums) -> float:
 
 
 def pair_measures(target: StreamSums, prediction: StreamSums, pair: PairSums) -> dict[str, float]:
-    """R², mse, sharpness ratio, diversity ratio and cosine loss, as ``metrics.reconstruction_measures``."""
+    """R², mse, sharpness ratio, diversity ratio and cosine loss from the running sums.
+
+    R² is ``1 − SSE / SST`` pooled over channels, SST about each channel's mean over all patches
+    and pixels (the channel-mean predictor scores 0). Sharpness ratio: median over channels with a
+    gradient of ``Σ‖∇x̂‖² / Σ‖∇x‖²`` (finite differences within patches). Diversity ratio:
+    ``Σ Var_n(x̂) / Σ Var_n(x)`` over channels and pixels. Cosine loss: mean ``1 − cos`` of the
+    per-pixel channel vectors over pixels whose true vector has norm > :data:`COSINE_EPS`.
+    Each is NaN where undefined (no variance, no gradient, no pixel with a direction).
+    """
     sst = target.sst()
     sse = pair.total_sse(target, prediction)
     sse = sse if math.isfinite(sse) else math.nan
@@ -212,3 +229,133 @@ class PredictionSums:
         """``(make(**measures, **extra), make(**smooth_measures))`` against the target and the smoothed one."""
         return (make(**pair_measures(x, self.stream, self.data), **extra),
                 make(**pair_measures(s, self.stream, self.smooth)))
+
+
+def reconstruction_measures(x, x_hat, *, chunk: int = 512) -> dict[str, float]:
+    """R², mse, sharpness ratio, diversity ratio and cosine loss of ``x_hat`` against ``x``.
+
+    The rule of the quality report: patches of ``x`` touching a NaN/Inf value are left out
+    (``int((~finite_patches(x)).sum())`` of them); a non-finite reconstruction of a measured
+    patch makes the measures NaN. One pass over chunks (:func:`pair_measures` defines each).
+
+    Parameters
+    ----------
+    x, x_hat : array or Tensor of shape (N, C, P, P)
+        Patches and their reconstructions in normalized units (a whole image as ``image[None]``).
+    chunk : int
+        Patches per chunk: float32 arithmetic within one, float64 sums across them.
+
+    Returns
+    -------
+    dict of str to float
+        ``r2``, ``mse``, ``sharpness_ratio``, ``diversity_ratio``, ``cosine_loss``; all NaN
+        when no patch is left.
+
+    Raises
+    ------
+    ValueError
+        If ``x`` is not 4-D or ``x_hat`` has another shape.
+    """
+    x, x_hat = torch.as_tensor(x).detach(), torch.as_tensor(x_hat).detach()
+    if x.ndim != 4:
+        raise ValueError(f"x must have shape (N, C, P, P), got shape {tuple(x.shape)}")
+    if x_hat.shape != x.shape:
+        raise ValueError(f"x_hat must have the shape of x {tuple(x.shape)}, got {tuple(x_hat.shape)}")
+    keep = finite_patches(x)
+    if not bool(keep.all()):
+        x, x_hat = x[keep], x_hat[keep.to(x_hat.device)]
+    if len(x) == 0:
+        return dict.fromkeys(("r2", "mse", "sharpness_ratio", "diversity_ratio", "cosine_loss"), math.nan)
+    target, prediction, pair = StreamSums(), StreamSums(), PairSums()
+    for b0 in range(0, len(x), chunk):
+        t = x[b0 : b0 + chunk].to("cpu", torch.float32)
+        p = x_hat[b0 : b0 + chunk].to("cpu", torch.float32)
+        target.update(t)
+        prediction.update(p)
+        pair.update(t, p, target.norm, prediction.norm)
+    return pair_measures(target, prediction, pair)
+
+
+def active_units(mu, threshold: float = 0.01) -> int:
+    """Latent dimensions whose variance of ``mu`` across patches exceeds ``threshold``.
+
+    Burda et al. (2016): an inactive unit carries no information about the input,
+    the sign of posterior collapse.
+
+    Parameters
+    ----------
+    mu : array of shape (N, D)
+    threshold : float
+
+    Returns
+    -------
+    int
+    """
+    mu = torch.as_tensor(mu).detach().to("cpu", torch.float64)
+    if mu.ndim != 2:
+        raise ValueError(f"mu must have shape (N, D), got shape {tuple(mu.shape)}")
+    if mu.shape[0] < 2:
+        return 0
+    return int((mu.var(dim=0, correction=0) > threshold).sum())
+
+
+def evenly_spaced(n: int, most: int | None) -> torch.Tensor | None:
+    """Indices of ``most`` of ``n`` items spread evenly, first and last included; None: take all.
+
+    The patches permutation accuracy uses (8 orientation predictions a patch cost more than
+    every other measure), the same in validation and in the report.
+    """
+    if most is None or n <= most:
+        return None
+    return torch.from_numpy(np.linspace(0, n - 1, most).round().astype(np.int64))
+
+
+@torch.no_grad()
+def permutation_accuracy(model, x, *, batch_size: int = 256, tol: float = 1e-6) -> tuple[float, int, int]:
+    """How consistently the model's permuter predicts the orientation of rotated/flipped views.
+
+    For a patch ``x`` with prediction ``p = pred(x)``, view ``g_k x`` should be
+    predicted as ``g_k ∘ g_p`` (``D4_COMPOSE[k, p]``). The accuracy is the
+    fraction of the 7 non-identity views that are; the identity view agrees by
+    construction and is not counted. A patch that some non-identity element
+    leaves unchanged (max abs difference < ``tol``: empty background, uniform
+    areas, symmetric patterns) has no defined orientation and is left out.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Has ``predict_orientation(x) -> LongTensor (B,)``; run in eval mode.
+    x : array of shape (N, C, P, P)
+        Patches in normalized units; NaN is read as 0, as the model sees it.
+
+    Returns
+    -------
+    accuracy : float
+        NaN when every patch was left out.
+    n_used, n_left_out : int
+    """
+    x = torch.nan_to_num(torch.as_tensor(x).detach().to(torch.float32))
+    if x.ndim != 4 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(f"x must have shape (N, C, P, P), got shape {tuple(x.shape)}")
+    p = next(model.parameters(), None)
+    device = p.device if p is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    compose = d4_table("compose", device)
+    correct = used = left_out = 0
+    try:
+        for b0 in range(0, len(x), batch_size):
+            xb = x[b0 : b0 + batch_size].to(device)
+            views = d4_orbit(xb)  # (B, 8, C, P, P); view k = g_k x
+            diff = (views[:, 1:] - xb[:, None]).abs().flatten(2).amax(dim=2)  # (B, 7)
+            symmetric = (diff < tol).any(dim=1)  # (B,)
+            pred = model.predict_orientation(views.flatten(0, 1)).view(-1, N_ELEMENTS)  # (B, 8)
+            expected = compose[:, pred[:, 0]].T  # (B, 8): D4_COMPOSE[k, pred(x)]
+            hits = (pred[:, 1:] == expected[:, 1:])[~symmetric]
+            correct += int(hits.sum())
+            used += int((~symmetric).sum())
+            left_out += int(symmetric.sum())
+    finally:
+        model.train(was_training)
+    acc = correct / (used * (N_ELEMENTS - 1)) if used else math.nan
+    return acc, used, left_out

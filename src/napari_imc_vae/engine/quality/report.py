@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from napari_imc_vae.engine.quality import metrics
+from napari_imc_vae.engine.quality.measures import reconstruction_measures
 
 __all__ = ["Measures", "QualityReport", "THRESHOLDS", "SMOOTH_DATA", "NO_BETTER_THAN_MEAN", "WORSE_THAN_CONSTANT"]
 
@@ -45,8 +45,9 @@ class Measures:
 
     @classmethod
     def measure(cls, x, x_hat, **extra) -> "Measures":
-        """From whole arrays (``metrics.reconstruction_measures``: float64, NaN-aware)."""
-        return cls(**metrics.reconstruction_measures(x, x_hat), **extra)
+        """From whole arrays (:func:`~napari_imc_vae.engine.quality.measures.reconstruction_measures`:
+        patches touching NaN/Inf left out, as in the report)."""
+        return cls(**reconstruction_measures(x, x_hat), **extra)
 
 
 _EMPTY = {f.name: None for f in fields(Measures)}

@@ -21,7 +21,7 @@ from torch import nn
 
 from napari_imc_vae.engine.model.critic import CriticConfig, base_logits_from_views, critic, permutation_consistency
 from napari_imc_vae.engine.data.patches import PatchSampler
-from napari_imc_vae.engine.defaults import MAX_VAL_PATCHES, MAX_VALIDATION_INTERVAL, PERM_PATCHES
+from napari_imc_vae.engine.defaults import MAX_VAL_PATCHES, MAX_VALIDATION_INTERVAL
 from napari_imc_vae.engine.device import (
     DistributedContext,
     cuda_memory,
@@ -31,6 +31,7 @@ from napari_imc_vae.engine.device import (
     wrap_distributed,
 )
 from napari_imc_vae.engine.model.vae import PatchVAE
+from napari_imc_vae.engine.training.validation import validate_model
 
 
 class TrainingError(RuntimeError):
@@ -240,44 +241,13 @@ class Trainer:
         return torch.stack([*(v.detach().float() for v in vars(terms).values()), grad_norm.float()])
 
     # validation ------------------------------------------------------------------------------------
-    @torch.no_grad()
     def validate(self) -> dict[str, float] | None:
-        """Critic terms and the quality measures of DESIGN §4 on the validation patches."""
-        from napari_imc_vae.engine.quality import metrics as m
+        """Critic terms and the quality measures of DESIGN §4 on the validation patches.
 
-        patches = self.sampler.validation_patches(self.config.max_val_patches)
-        if patches.shape[0] == 0:
-            return None
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            x = torch.nan_to_num(patches, nan=0.0, posinf=0.0, neginf=0.0)
-            recon, mu, logvar = [], [], []
-            for chunk in x.split(1024):
-                with self._autocast():
-                    out = self.model(chunk, sample=False)
-                recon.append(out.recon.float())
-                mu.append(out.mu.float())
-                logvar.append(out.logvar.float())
-            recon_t, mu_t, logvar_t = torch.cat(recon), torch.cat(mu), torch.cat(logvar)
-            terms = critic(recon_t, patches, mu_t, logvar_t, self.critic_config,
-                           all_finite=self.sampler.all_finite).as_floats()
-            # on evenly spaced PERM_PATCHES, as the report: 8 predictions a patch cost more than the rest
-            pick = torch.linspace(0, len(x) - 1, min(len(x), PERM_PATCHES), device=x.device).round().long()
-            accuracy, _, left_out = m.permutation_accuracy(self.model, x[pick])
-            result = {f"val_{k}": v for k, v in terms.items()}
-            measures = m.reconstruction_measures(patches, recon_t)  # one float64 copy, not three
-            result.update(
-                r2=float(measures["r2"]),
-                sharpness_ratio=float(measures["sharpness_ratio"]),
-                diversity_ratio=float(measures["diversity_ratio"]),
-                active_units=float(m.active_units(mu_t)),
-                perm_accuracy=float(accuracy),
-                perm_left_out=float(left_out),
-            )
-            return result
-        finally:
-            self.model.train(was_training)
+        See :func:`~napari_imc_vae.engine.training.validation.validate_model`.
+        """
+        return validate_model(self.model, self.sampler, self.critic_config,
+                              max_patches=self.config.max_val_patches, autocast=self._autocast)
 
     def _out_of_time(self, tick: float) -> bool:
         limit = self.config.time_limit_s
