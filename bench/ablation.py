@@ -40,10 +40,10 @@ from napari_imc_vae.datasets import synthetic_feature_maps
 from napari_imc_vae.engine.quality.measures import active_units, permutation_accuracy, reconstruction_measures
 from napari_imc_vae.engine.quality.baselines import PCABaseline
 from napari_imc_vae.engine.model.critic import CriticConfig, kl_per_dimension
-from napari_imc_vae.engine.apply.inference import reconstruct_image
+from napari_imc_vae.engine.apply.inference import apply_model, reconstruct_image
 from napari_imc_vae.engine.quality.evaluate import Measures, gaussian_smooth
 from napari_imc_vae.engine.training.trainer import TrainConfig, TrainingError
-from napari_imc_vae.engine.training.run import DEFAULT_NORMALIZATION, TrainingRun, apply_model
+from napari_imc_vae.engine.training.run import DEFAULT_NORMALIZATION, TrainingRun
 from napari_imc_vae.io import ImcImage, read_imc
 from napari_imc_vae.preprocessing import NormalizationParams, Normalizer
 

@@ -27,7 +27,8 @@ from napari_imc_vae.engine.quality.measures import reconstruction_measures
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.quality.evaluate import evaluate
 from napari_imc_vae.engine.training.trainer import TrainConfig
-from napari_imc_vae.engine.training.run import TrainingRun, apply_model
+from napari_imc_vae.engine.apply.inference import apply_model
+from napari_imc_vae.engine.training.run import TrainingRun
 from napari_imc_vae.io import ImcImage, read_imc
 from napari_imc_vae.preprocessing import NormalizationParams
 

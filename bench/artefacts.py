@@ -55,13 +55,13 @@ from napari_imc_vae.engine.apply.error_unit import (  # noqa: E402
     REGION_THRESHOLD,
     count_residual,
     dead_area_error,
-    estimate_noise,
 )
-from napari_imc_vae.engine.apply.inference import reconstruct_image  # noqa: E402
+from napari_imc_vae.engine.apply.inference import ordered_data, reconstruct_image  # noqa: E402
+from napari_imc_vae.engine.apply.noise_model import estimate_noise  # noqa: E402
 from napari_imc_vae.engine.apply.multiscale_error import multiscale_error, pooling_inflation  # noqa: E402
 from napari_imc_vae.engine.apply.regions import MIN_REGION_AREA  # noqa: E402
 from napari_imc_vae.engine.training.trainer import TrainConfig  # noqa: E402
-from napari_imc_vae.engine.training.run import TrainingRun, ordered_data  # noqa: E402
+from napari_imc_vae.engine.training.run import TrainingRun  # noqa: E402
 from napari_imc_vae.io import ImcImage, read_imc  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ from scipy import ndimage
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.apply.error_unit import count_residual
 from napari_imc_vae.engine.apply.inference import reconstruct_image
-from napari_imc_vae.engine.training.run import ordered_data
+from napari_imc_vae.engine.apply.inference import ordered_data
 from napari_imc_vae.io import read_imc
 
 #: counts (smoothed, σ = 2 px) from which a pixel of a channel is "bright"

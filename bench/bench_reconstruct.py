@@ -82,7 +82,8 @@ def _write_input(path: str, size: int, seed: int = 0) -> None:
 
 
 def child(args) -> dict:
-    from napari_imc_vae.engine.apply.inference import memmap_outputs, reconstruct_image
+    from napari_imc_vae.engine.apply.inference import reconstruct_image
+    from napari_imc_vae.engine.apply.reconstruction_outputs import memmap_outputs
     from napari_imc_vae.preprocessing import Normalizer
 
     torch.set_num_threads(args.threads)

@@ -36,7 +36,8 @@ from napari_imc_vae.datasets import synthetic_tissue_with_truth
 from napari_imc_vae.engine.quality.measures import active_units, reconstruction_measures
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.training.trainer import TrainConfig
-from napari_imc_vae.engine.training.run import TrainingRun, apply_model
+from napari_imc_vae.engine.apply.inference import apply_model
+from napari_imc_vae.engine.training.run import TrainingRun
 from napari_imc_vae.io import ImcImage, read_imc
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imc-testdata" / "steinbock_img"

@@ -142,7 +142,8 @@ def quality(args, device: torch.device) -> dict:
     """Train in fp32 and in bf16 (same seed, same time), R² on a held-back ROI, whole image."""
     from napari_imc_vae.engine.quality.measures import reconstruction_measures
     from napari_imc_vae.engine.training.trainer import TrainConfig
-    from napari_imc_vae.engine.training.run import TrainingRun, apply_model
+    from napari_imc_vae.engine.apply.inference import apply_model
+    from napari_imc_vae.engine.training.run import TrainingRun
 
     files = sorted(IMC_TESTDATA.glob("*.ome.tiff")) if IMC_TESTDATA.is_dir() else []
     if files:

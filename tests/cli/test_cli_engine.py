@@ -171,7 +171,7 @@ def test_reconstruct_writes_every_output(model_file, ome_files, tmp_path, capsys
     assert latent.shape == (4, -(-h // 2), -(-w // 2))  # one latent per stride-2 grid point
     # the raw-unit reconstruction is what apply_model gives
     from napari_imc_vae.engine.checkpoint import TrainedModel
-    from napari_imc_vae.engine.training.run import apply_model
+    from napari_imc_vae.engine.apply.inference import apply_model
 
     np.testing.assert_allclose(recon, apply_model(TrainedModel.load(model_file), original, stride=2).raw)
 

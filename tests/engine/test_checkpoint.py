@@ -14,7 +14,8 @@ from napari_imc_vae.engine import checkpoint
 from napari_imc_vae.engine import model_schema as schema
 from napari_imc_vae.engine.checkpoint import ChannelMismatchError, ModelFileError, TrainedModel
 from napari_imc_vae.engine.training.trainer import TrainConfig
-from napari_imc_vae.engine.training.run import TrainingRun, apply_model
+from napari_imc_vae.engine.apply.inference import apply_model
+from napari_imc_vae.engine.training.run import TrainingRun
 from napari_imc_vae.io import ImcImage
 
 METALS = ["Ag107", "Pr141", "Sm147", "Eu153"]

@@ -38,7 +38,7 @@ _EXPORTS = {
     "QualityReport": "quality.report", "evaluate": "quality.evaluate",
     "TrainConfig": "training.trainer", "Trainer": "training.trainer", "TrainingError": "training.trainer",
     "TrainProgress": "training.trainer",
-    "DEFAULT_NORMALIZATION": "training.run", "TrainingRun": "training.run", "apply_model": "training.run",
+    "DEFAULT_NORMALIZATION": "training.run", "TrainingRun": "training.run", "apply_model": "apply.inference",
     "ApplySettings": "apply.use_case", "apply_to_image": "apply.use_case",
     "StopRequest": "training", "TrainSettings": "training", "train_model": "training",
 }

@@ -410,7 +410,7 @@ def test_the_raw_reconstruction_has_no_negative_counts(trained_on_two, imc_testd
 def test_the_error_map_by_bands_of_rows_is_the_whole_image_map(trained_on_two, imc_testdata, monkeypatch):
     """The pooled error needs rows beyond each band: bands of a few rows give the same map, and the
     inflation measured on sampled bands (a large image) stays close to the whole image's."""
-    from napari_imc_vae.engine.apply import inference
+    from napari_imc_vae.engine.apply import multiscale_error, reconstruction_outputs
 
     _, trained = trained_on_two
     image = _read(imc_testdata, HELD_OUT)
@@ -419,7 +419,7 @@ def test_the_error_map_by_bands_of_rows_is_the_whole_image_map(trained_on_two, i
     image = ImcImage(data, image.channel_names, metals=image.metals, source="blob.ome.tiff")
     settings = ApplySettings(motifs=0, quality=False)
     whole = apply_to_image(trained, image, settings)
-    monkeypatch.setattr(inference, "_RESIDUAL_BLOCK", 5 * 91 * 4)  # bands of 4 rows (5 channels, 91 columns)
+    monkeypatch.setattr(reconstruction_outputs, "_RESIDUAL_BLOCK", 5 * 91 * 4)  # bands of 4 rows (5 channels, 91 columns)
     banded = apply_to_image(trained, image, settings)
     np.testing.assert_allclose(banded.error_map, whole.error_map, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(banded.residual, whole.residual)
@@ -427,7 +427,7 @@ def test_the_error_map_by_bands_of_rows_is_the_whole_image_map(trained_on_two, i
     tall = ImcImage(np.concatenate([data, data[:, ::-1]], axis=1), image.channel_names, metals=image.metals,
                     source="tall.ome.tiff")  # 162 rows
     whole = apply_to_image(trained, tall, settings)
-    monkeypatch.setattr(inference, "_INFLATION_PIXELS", 8 * 12 * 91)  # 8 bands of 12 rows, NaN rows between
+    monkeypatch.setattr(multiscale_error, "_INFLATION_PIXELS", 8 * 12 * 91)  # 8 bands of 12 rows, NaN rows between
     sampled = apply_to_image(trained, tall, settings)
     assert not np.array_equal(sampled.error_map, whole.error_map)  # measured on the bands only
     assert np.nanmax(np.abs(sampled.error_map - whole.error_map)) < 1.0

@@ -12,10 +12,10 @@ from napari_imc_vae.engine.apply.error_unit import (
     REGION_THRESHOLD,
     count_residual,
     dead_area_error,
-    estimate_noise,
     pixel_error,
 )
 from napari_imc_vae.engine.apply.multiscale_error import POOL_WINDOWS, multiscale_error, pooling_inflation
+from napari_imc_vae.engine.apply.noise_model import estimate_noise
 from napari_imc_vae.engine.apply.regions import find_regions, find_spikes
 
 

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_imc_vae.engine.apply import inference
-from napari_imc_vae.engine.apply.inference import Reconstruction, memmap_outputs, reconstruct_image
+from napari_imc_vae.engine.apply.inference import Reconstruction, reconstruct_image
+from napari_imc_vae.engine.apply.normalized_rows import normalized_rows
+from napari_imc_vae.engine.apply.reconstruction_outputs import memmap_outputs
 from napari_imc_vae.engine.apply.tiling import TileGrid
 
 
@@ -168,7 +170,7 @@ def test_on_rows_passes_the_normalized_input_once_in_order(rng, monkeypatch):
     assert len(seen) > 3 and [start for start, _ in seen] == list(np.cumsum([0] + [r.shape[1] for _, r in seen[:-1]]))
     np.testing.assert_array_equal(np.concatenate([r for _, r in seen], axis=1), norm(raw))
     # and the same rows on demand, without the reconstruction
-    rows = inference.normalized_rows(raw, norm)
+    rows = normalized_rows(raw, norm)
     np.testing.assert_array_equal(np.concatenate([rows(0, 17), rows(17, 30), rows(30, 45)], axis=1), norm(raw))
 
 

@@ -11,10 +11,9 @@ import pytest
 import torch
 
 from napari_imc_vae.engine.checkpoint import ModelFileError, TrainedModel
-from napari_imc_vae.engine.apply.inference import reconstruct_image
+from napari_imc_vae.engine.apply.inference import apply_model, ordered_data, reconstruct_image
 from napari_imc_vae.engine.model_schema import stamp
 from napari_imc_vae.engine.apply.rate_calibration import FACTOR_RANGE, measure_rate_calibration
-from napari_imc_vae.engine.training.run import apply_model, ordered_data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

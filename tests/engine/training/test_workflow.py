@@ -10,7 +10,8 @@ from napari_imc_vae.engine.checkpoint import ChannelMismatchError, TrainedModel
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.data.patches import PatchSizeError
 from napari_imc_vae.engine.training.trainer import TrainConfig
-from napari_imc_vae.engine.training.run import DEFAULT_NORMALIZATION, TrainingRun, apply_model
+from napari_imc_vae.engine.apply.inference import apply_model
+from napari_imc_vae.engine.training.run import DEFAULT_NORMALIZATION, TrainingRun
 from napari_imc_vae.io import ImcImage
 
 NAMES = ["CD3", "CD8", "Ki67"]

@@ -1,19 +1,15 @@
 """The one error unit users see: how far the measured counts lie from the model's prediction,
 in standard deviations of IMC's counting noise.
 
-An IMC pixel is a count of ions; its noise grows with the count. Measured on the real
-test ROIs against a trained model, the variance of a pixel is about ``φ·mu + a·mu²``: a
-scale ``φ`` of 2–3 (IMC's values are not whole ions: the detector's pulse heights vary)
-and an overdispersion ``a`` of 0.1–0.4 in bright channels (the model's ordinary misfit
-and biological variation grow with the signal). A squared error in normalized units
+An IMC pixel is a count of ions; its noise grows with the count, with a variance of about
+``φ·mu + a·mu²`` (the noise model, fitted per channel on the image itself:
+:mod:`~napari_imc_vae.engine.apply.noise_model`). A squared error in normalized units
 cannot say whether a difference is noise or not; a likelihood of the counts at the
 reconstructed rate can. Per channel, :func:`count_residual` is the signed *deviance
 residual* of the measured value ``y`` against the predicted rate ``mu`` (clamped at
 :data:`RATE_FLOOR` counts) under ``y/φ ~ NB(mu/φ, a)``, a negative binomial of that
 variance: about normal, mean 0 and sd 1 when the values vary as the noise says (Pierce &
-Schafer 1986), and not exploding where the model predicts no counts at all. ``φ`` and
-``a`` are estimated per channel on the image itself (:func:`estimate_noise`, median rules
-that artefacts covering less than half the tissue do not move).
+Schafer 1986), and not exploding where the model predicts no counts at all.
 
 Per pixel, :func:`pixel_error` keeps the worst channel (so a one-channel artefact among 40
 channels is not averaged away) and calibrates it for the number of channels: the value
@@ -36,8 +32,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_imc_vae.engine.apply.noise_model import nb_deviance, real_array
+
 __all__ = ["ERROR_UNIT_NAME", "ERROR_UNIT_SENTENCE", "REGION_THRESHOLD", "RATE_FLOOR", "count_residual",
-           "pixel_error", "estimate_noise", "dead_area_error", "describe_unit", "DEAD_MIN_AREA"]
+           "pixel_error", "dead_area_error", "describe_unit", "DEAD_MIN_AREA"]
 
 #: Short label for layer names, column headers and colour bars.
 ERROR_UNIT_NAME = "noise SD"
@@ -56,23 +54,6 @@ ERROR_UNIT_SENTENCE = (
 #: An area where every channel reads 0 is a dead-area candidate from this many pixels on.
 DEAD_MIN_AREA = 4
 
-_MEDIAN_CHI2_1 = 0.454936  # median of a chi-square with 1 degree of freedom: of Z² for Z ~ N(0, 1)
-_NOISE_MIN_RATE = 3.0  # counts: above it the deviance is close to normal
-_NOISE_MIN_PIXELS = 50
-_MAX_SCALE, _MAX_DISPERSION = 50.0, 10.0
-_NOISE_BINS = 6
-# a channel whose bright pixels the model predicts more than this many times too high or too low in
-# sum is not fitted at all there: its residuals are the model's misfit (see estimate_noise)
-_MAX_BIAS = 2.0
-
-
-def _real_array(x, name: str) -> np.ndarray:
-    """``x`` as an array of real numbers, in its own dtype (converted to float64 later, piece by piece)."""
-    arr = np.asarray(x)
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    return arr
-
 
 def _channel_column(values, name: str, default: float, n_channels: int, ndim: int, minimum: float) -> np.ndarray:
     v = np.full(n_channels, default) if values is None else np.asarray(values, dtype=np.float64).ravel()
@@ -80,17 +61,6 @@ def _channel_column(values, name: str, default: float, n_channels: int, ndim: in
         raise ValueError(f"{name} must be {n_channels} finite values {'>' if minimum > 0 else '>='} 0 "
                          f"(one per channel), got {values!r}")
     return v.reshape((n_channels,) + (1,) * (ndim - 1))
-
-
-def _deviance(y: np.ndarray, mu: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """Unit deviance of count ``y`` at rate ``mu`` (> 0) under NB(mu, a); a = 0 is Poisson."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ylog = np.where(y > 0, y * np.log(np.where(y > 0, y, 1.0) / mu), 0.0)
-        poisson = ylog - (y - mu)
-        safe_a = np.where(a > 0, a, 1.0)
-        nb = ylog - (y + 1.0 / safe_a) * (np.log1p(safe_a * y) - np.log1p(safe_a * mu))
-        d = 2.0 * np.where(a > 0, nb, poisson)
-    return np.maximum(d, 0.0)
 
 
 def count_residual(observed, predicted, dispersion=None, *, scale=None) -> np.ndarray:
@@ -121,7 +91,7 @@ def count_residual(observed, predicted, dispersion=None, *, scale=None) -> np.nd
         If the shapes differ, ``dispersion`` is not one value >= 0 per channel or ``scale``
         not one value > 0 per channel.
     """
-    y_all, mu_all = _real_array(observed, "observed"), _real_array(predicted, "predicted")
+    y_all, mu_all = real_array(observed, "observed"), real_array(predicted, "predicted")
     if y_all.shape != mu_all.shape or y_all.ndim < 1:
         raise ValueError(f"observed and predicted must have the same shape (C, ...), "
                          f"got {y_all.shape} and {mu_all.shape}")
@@ -136,7 +106,7 @@ def count_residual(observed, predicted, dispersion=None, *, scale=None) -> np.nd
         finite = np.isfinite(y) & np.isfinite(mu)
         y = np.where(finite, np.maximum(y, 0.0), 0.0)
         mu = np.where(finite, np.maximum(mu, RATE_FLOOR), RATE_FLOOR)
-        r = np.sign(y - mu) * np.sqrt(_deviance(y / phi, mu / phi, a))
+        r = np.sign(y - mu) * np.sqrt(nb_deviance(y / phi, mu / phi, a))
         out[ch] = np.where(finite, r, np.nan)
     return out
 
@@ -220,8 +190,8 @@ def dead_area_error(observed, *, scale=None) -> np.ndarray:
     observed : array of shape (C, Y, X)
         Measured values (a np.memmap is read one channel at a time, and at the candidates).
     scale : array of shape (C,), optional
-        ``φ`` per channel (:func:`estimate_noise`): a rate of ``λ`` reads 0 with probability
-        ``exp(−λ/φ)``.
+        ``φ`` per channel (:func:`~napari_imc_vae.engine.apply.noise_model.estimate_noise`): a rate
+        of ``λ`` reads 0 with probability ``exp(−λ/φ)``.
 
     Returns
     -------
@@ -264,134 +234,6 @@ def dead_area_error(observed, *, scale=None) -> np.ndarray:
         e = float(_z_of_probability(-np.sum(rates / phi)))
         out[box][area] = e
     return out
-
-
-def estimate_noise(observed, predicted, *, max_pixels: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel scale ``φ`` and overdispersion ``a`` that make the image's bulk read as noise.
-
-    Per channel, on the pixels predicted at :data:`_NOISE_MIN_RATE` counts or more whose
-    left and right neighbours also read that many on average (:func:`_neighbour_level`): in six
-    bins of rate, the median squared difference over 0.455 (the median of ``Z²``) estimates
-    the variance at the bin's median rate; a straight line ``variance / rate = φ + a·rate``
-    through the bins gives ``φ`` and ``a`` (``a`` >= 0, ``φ`` >= 1: never quieter than
-    counting). A common factor then sets the median squared residual of all those pixels
-    to 0.455 exactly. Medians: artefacts and structure the model misses, on less than half
-    of those pixels, do not move the estimate. ``φ = 1, a = 0`` (Poisson) where fewer than
-    50 pixels are that bright.
-
-    Both guard against a model that hallucinates or misses a channel, whose residuals are its
-    misfit and would be taken as noise (the misfit would vanish from the map). Pixels the model
-    predicts bright where the image is dim are left out, so a channel the model predicts where
-    the image has (almost) nothing is Poisson. Where the kept pixels' measured sum is more than
-    :data:`_MAX_BIAS` times above or below their predicted sum, the model's fit is bounded by
-    the data's own, model-free variability (:func:`_local_variance_line`): the line of the two
-    with the smaller variance at the pixels' median rate is kept.
-
-    Parameters
-    ----------
-    observed, predicted : array of shape (C, ...)
-        Measured values and the predicted rate (as :func:`count_residual`).
-    max_pixels : int
-        Pixels per channel it is estimated on at most (evenly spaced sample).
-
-    Returns
-    -------
-    scale, dispersion : ndarray of shape (C,), float64
-    """
-    # float64 one channel's sample at a time, not the whole (C, ...) arrays
-    y, mu = _real_array(observed, "observed"), _real_array(predicted, "predicted")
-    if y.shape != mu.shape or y.ndim < 1:
-        raise ValueError(f"observed and predicted must have the same shape (C, ...), got {y.shape} and {mu.shape}")
-    c = y.shape[0]
-    planes, y, mu = y, y.reshape(c, -1), mu.reshape(c, -1)
-    step = max(1, y.shape[1] // max_pixels)
-    scale, dispersion = np.ones(c), np.zeros(c)
-    for ch in range(c):
-        yc, mc = y[ch, ::step].astype(np.float64), mu[ch, ::step].astype(np.float64)
-        level = _neighbour_level(planes[ch])[::step] if planes.ndim > 1 else yc
-        # bright in the prediction AND in the data: pixels where the model predicts counts the image
-        # does not have are its misfit, not a sample of the noise
-        keep = np.isfinite(yc) & np.isfinite(mc) & (mc >= _NOISE_MIN_RATE) & (level >= _NOISE_MIN_RATE)
-        if keep.sum() < _NOISE_MIN_PIXELS:
-            continue
-        yc, mc = np.maximum(yc[keep], 0.0), mc[keep]
-        phi, a = _fit_variance(yc, mc)
-        bias = float(np.sum(yc) / np.sum(mc))
-        if not _MAX_BIAS ** -1 <= bias <= _MAX_BIAS:
-            phi_data, a_data = _local_variance_line(planes[ch], level, max_pixels)
-            rate = float(np.median(mc))
-            if phi * rate + a * rate**2 > phi_data * rate + a_data * rate**2:
-                phi, a = phi_data, a_data  # the residuals are the model's misfit, not noise
-        scale[ch], dispersion[ch] = phi, a
-    return scale, dispersion
-
-
-def _neighbour_level(plane) -> np.ndarray:
-    """The mean of each value's left and right neighbours (counts below 0 as 0; NaN at the ends of
-    rows), flattened: a model-free local level along the last axis, which holds whole rows of an
-    image also when only some rows are passed."""
-    rows = np.maximum(np.asarray(plane, dtype=np.float64).reshape(-1, np.shape(plane)[-1]), 0.0)
-    level = np.full(rows.shape, np.nan)
-    level[:, 1:-1] = (rows[:, :-2] + rows[:, 2:]) / 2.0
-    return level.ravel()
-
-
-def _local_variance_line(plane, level: np.ndarray, max_pixels: int) -> tuple[float, float]:
-    """(φ, a) of one channel's own pixel-to-pixel variability, without the model: each value
-    against its neighbour level (:func:`_neighbour_level`, flattened and sampled like ``level``);
-    (1, 0) where fewer than 50 pixels' neighbours read 3 counts or more. Fine structure adds to
-    it, so it bounds the noise from above."""
-    flat = np.asarray(plane).reshape(-1)
-    values = np.maximum(flat[:: max(1, flat.size // max_pixels)].astype(np.float64), 0.0)
-    diff = values - level
-    keep = np.isfinite(level) & np.isfinite(diff) & (level >= _NOISE_MIN_RATE)
-    if keep.sum() < _NOISE_MIN_PIXELS:
-        return 1.0, 0.0
-    # y − (left + right) / 2 varies 1.5 times as much as y where the three share one rate
-    return _variance_line(level[keep], diff[keep] ** 2 / 1.5)
-
-
-def _fit_variance(y: np.ndarray, mu: np.ndarray) -> tuple[float, float]:
-    """(φ, a) of one channel's bright pixels (see :func:`estimate_noise`)."""
-    phi, a = _variance_line(mu, (y - mu) ** 2)
-
-    def median_sq(k: float) -> float:
-        return float(np.median(_deviance(y / (k * phi), mu / (k * phi), np.full_like(mu, k * a))))
-
-    if median_sq(1.0) <= _MEDIAN_CHI2_1:  # the fit explains the residuals: keep it, no lower
-        lo, hi = 1.0 / max(phi, 1.0), 1.0
-    else:
-        lo, hi = 1.0, 64.0
-    if median_sq(hi) > _MEDIAN_CHI2_1:
-        return min(hi * phi, _MAX_SCALE), min(hi * a, _MAX_DISPERSION)
-    for _ in range(30):  # the median squared deviance falls as the factor grows
-        mid = np.sqrt(lo * hi)
-        lo, hi = (mid, hi) if median_sq(mid) > _MEDIAN_CHI2_1 else (lo, mid)
-    return min(hi * phi, _MAX_SCALE), min(hi * a, _MAX_DISPERSION)
-
-
-def _variance_line(rate: np.ndarray, squared: np.ndarray) -> tuple[float, float]:
-    """(φ, a) of the line ``variance / rate = φ + a·rate`` through six bins of ``rate``, each bin's
-    variance the median of ``squared`` over 0.455 (the median of ``Z²``); ``a`` >= 0, ``φ`` >= 1."""
-    edges = np.quantile(rate, np.linspace(0.0, 1.0, _NOISE_BINS + 1))
-    m, v = [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        inside = (rate >= lo) & (rate <= hi)
-        if inside.sum() >= _NOISE_MIN_PIXELS // _NOISE_BINS:
-            m.append(float(np.median(rate[inside])))
-            v.append(float(np.median(squared[inside])) / _MEDIAN_CHI2_1)
-    m, ratio = np.asarray(m), np.asarray(v) / np.asarray(m)
-    # v/m = φ + a·m: a straight line through the bins; a >= 0, φ >= 1 (never quieter than counting)
-    if len(m) >= 2 and np.ptp(m) > 0.05 * m.mean():
-        a, phi = np.polyfit(m, ratio, 1)
-    else:
-        a, phi = 0.0, float(ratio.mean())
-    if a < 0:
-        a, phi = 0.0, float(ratio.mean())
-    if phi < 1:
-        phi = 1.0
-        a = max(0.0, float(np.sum((ratio - 1.0) * m) / np.sum(m * m)))
-    return min(phi, _MAX_SCALE), min(a, _MAX_DISPERSION)
 
 
 def describe_unit(dispersion=None, channel_names=None, scale=None) -> dict:

@@ -1,36 +1,46 @@
-"""Whole-image reconstruction from overlapping tiles, streamed in bands (DESIGN §5).
+"""Whole-image reconstruction from overlapping tiles, streamed in bands (DESIGN §5):
+:func:`reconstruct_image` (any model and normalizer) and :func:`apply_model` (a trained model,
+the image's channels put in the model's order).
 
 The image is processed in horizontal bands of tile rows: only one band of raw
-input is read and normalized at a time, its tiles go to the device in batches,
-and :class:`~napari_imc_vae.engine.apply.tiling.BandStitcher` returns the image rows
-no later tile touches, which are written to the outputs straight away. Memory
-therefore stays bounded by a band whatever the image height; pass np.memmaps as
-``out`` to keep the (C, Y, X) outputs on disk too (see :func:`memmap_outputs`).
+input is read and normalized at a time (:mod:`~napari_imc_vae.engine.apply.normalized_rows`),
+its tiles go to the device in batches, and
+:class:`~napari_imc_vae.engine.apply.tiling.BandStitcher` returns the image rows no later tile
+touches, which are written to the outputs straight away
+(:mod:`~napari_imc_vae.engine.apply.reconstruction_outputs`, which also holds the second,
+calibrated pass: noise model, count residual, error map). Memory therefore stays bounded by a
+band whatever the image height; pass np.memmaps as ``out`` to keep the (C, Y, X) outputs on
+disk too (see :func:`~napari_imc_vae.engine.apply.reconstruction_outputs.memmap_outputs`).
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from napari_imc_vae.engine.defaults import TILE_BATCH
+from napari_imc_vae.engine.apply.normalized_rows import NormalizedRows
+from napari_imc_vae.engine.apply.reconstruction_outputs import (
+    OUTPUT_DTYPES,
+    OUTPUT_NAMES,
+    output_shapes,
+    provided_out,
+    write_calibrated,
+    write_rows,
+)
 from napari_imc_vae.engine.apply.tiling import BandStitcher, TileGrid
+from napari_imc_vae.engine.defaults import TILE_BATCH
 
-__all__ = ["Reconstruction", "reconstruct_image", "memmap_outputs", "normalized_rows", "OUTPUT_NAMES"]
+if TYPE_CHECKING:
+    from napari_imc_vae.engine.checkpoint import TrainedModel
+    from napari_imc_vae.io import ImcImage
 
-OUTPUT_NAMES = ("normalized", "raw", "error", "residual", "channel_error", "latent", "hot_pixels")
-# elements of a (C, rows, X) block the calibrated residual is computed on at a time (~32 MB of float64)
-_RESIDUAL_BLOCK = 4_000_000
-# pixels per channel the pooled error's inflation (spatially correlated misfit) is measured on at most
-_INFLATION_PIXELS = 400_000
-# rows read beyond a band on each side before normalizing, so a 3×3 neighbourhood step
-# (the hot-pixel filter) sees the same neighbours as on the whole image
-_NORMALIZER_HALO = 1
+__all__ = ["Reconstruction", "reconstruct_image", "apply_model", "ordered_data", "OUTPUT_NAMES"]
+
 # tiles per band at least: large enough to amortise Python overhead, small enough (~40 MB
 # of float32 tiles at 40 channels, 8×8) to keep memory bounded
 _MIN_BAND_TILES = 4096
@@ -66,7 +76,7 @@ class Reconstruction:
         not finite.
     noise_scale, dispersion : ndarray of shape (C,), float64
         The noise model per channel, variance ``noise_scale·rate + dispersion·rate²``,
-        estimated on this image (:func:`~napari_imc_vae.engine.apply.error_unit.estimate_noise`);
+        estimated on this image (:func:`~napari_imc_vae.engine.apply.noise_model.estimate_noise`);
         None when neither ``error`` nor ``residual`` was computed.
     hot_pixels : ndarray of shape (Y, X), uint8
         In how many channels the hot-pixel filter replaced the pixel (0: none).
@@ -96,99 +106,9 @@ class Reconstruction:
         return self.stride, self.stride
 
 
-_DTYPES = {"hot_pixels": np.uint8}
-
-
-def _output_shapes(image_shape, grid: TileGrid, latent_dim: int) -> dict[str, tuple[int, ...]]:
-    c, y, x = image_shape
-    return {"normalized": (c, y, x), "raw": (c, y, x), "error": (y, x), "residual": (c, y, x),
-            "channel_error": (c, y, x),
-            "latent": (latent_dim, *grid.n_tiles), "hot_pixels": (y, x)}
-
-
-def memmap_outputs(directory, image_shape, model, *, stride: int | None = None) -> dict[str, np.memmap]:
-    """Float32 np.memmaps in ``directory`` for every output, to pass as ``out``.
-
-    Parameters
-    ----------
-    directory : path-like
-        Existing folder; files are named ``<output>.f32``.
-    image_shape : tuple of int
-        ``(C, Y, X)`` of the image to reconstruct.
-    model : nn.Module
-        Supplies ``config.patch_size`` and ``config.latent_dim``.
-
-    Returns
-    -------
-    dict of str to np.memmap
-    """
-    grid = TileGrid.create(image_shape[1:], model.config.patch_size, stride)
-    shapes = _output_shapes(image_shape, grid, model.config.latent_dim)
-    return {name: np.lib.format.open_memmap(os.path.join(directory, f"{name}.npy"), mode="w+",
-                                            dtype=_DTYPES.get(name, np.float32), shape=shape)
-            for name, shape in shapes.items()}
-
-
-def _get_out(out, name: str):
-    if out is None:
-        return None
-    return out.get(name) if isinstance(out, Mapping) else getattr(out, name, None)
-
-
 def _model_device(model: torch.nn.Module) -> torch.device:
     p = next(model.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
-
-
-class _NormalizedRows:
-    """Normalized image rows on demand, reusing the rows the previous band already had.
-
-    With ``as_read``, :meth:`get` also gives the rows normalized without the hot-pixel
-    filter and where it replaced pixels (:meth:`Normalizer.normalize_as_read`).
-    """
-
-    def __init__(self, image, normalizer, as_read: bool = False) -> None:
-        self.image, self.normalizer = image, normalizer
-        self.as_read = bool(as_read) and hasattr(normalizer, "normalize_as_read")
-        self.start, self.block = 0, None
-
-    def _compute(self, lo: int, hi: int) -> tuple[np.ndarray, ...]:
-        n = self.image.shape[1]
-        a, b = max(lo - _NORMALIZER_HALO, 0), min(hi + _NORMALIZER_HALO, n)
-        raw = np.asarray(self.image[:, a:b], dtype=np.float32)
-        if self.as_read:
-            parts = self.normalizer.normalize_as_read(raw)
-        else:
-            parts = (raw if self.normalizer is None else np.asarray(self.normalizer(raw), dtype=np.float32),)
-        return tuple(part[:, lo - a : hi - a] for part in parts)
-
-    def get_all(self, lo: int, hi: int) -> tuple[np.ndarray, ...]:
-        """Rows ``[lo, hi)``: (normalized,) or, with ``as_read``, (normalized, as read, replaced)."""
-        blk = self.block
-        if blk is not None and self.start <= lo and hi <= self.start + blk[0].shape[1]:
-            return tuple(part[:, lo - self.start : hi - self.start] for part in blk)
-        if blk is not None and self.start <= lo < self.start + blk[0].shape[1]:
-            end = self.start + blk[0].shape[1]
-            blk = tuple(np.concatenate([old[:, lo - self.start :], new], axis=1)
-                        for old, new in zip(blk, self._compute(end, hi)))
-        else:
-            blk = self._compute(lo, hi)
-        self.start, self.block = lo, blk
-        return blk
-
-    def get(self, lo: int, hi: int) -> np.ndarray:
-        """Normalized rows ``[lo, hi)`` as a (C, hi - lo, X) float32 array."""
-        return self.get_all(lo, hi)[0]
-
-
-def normalized_rows(image, normalizer) -> Callable[[int, int], np.ndarray]:
-    """``rows(lo, hi)``: rows ``[lo, hi)`` of ``normalizer(image)`` as (C, hi - lo, X) float32.
-
-    Reads and normalizes only those rows (and one more on each side for the hot-pixel
-    filter); asking for increasing, overlapping ranges reuses the rows asked for before.
-    Equal to the same rows of ``normalizer(image)`` on the whole image.
-    """
-    return _NormalizedRows(image, normalizer).get
 
 
 def _check_args(model, image, batch_size):
@@ -313,12 +233,12 @@ def reconstruct_image(
     calibrated = "error" in outputs or "residual" in outputs
     outputs = {name: None for name in OUTPUT_NAMES
                if name not in outputs and name != "latent" and not (name == "raw" and calibrated)}
-    for name, oshape in _output_shapes(shape, grid, cfg.latent_dim).items():
+    for name, oshape in output_shapes(shape, grid, cfg.latent_dim).items():
         if name in outputs:
             continue
-        arr = _get_out(out, name) if name != "raw" or keep_raw else None
+        arr = provided_out(out, name) if name != "raw" or keep_raw else None
         if arr is None:
-            arr = np.empty(oshape, dtype=_DTYPES.get(name, np.float32))
+            arr = np.empty(oshape, dtype=OUTPUT_DTYPES.get(name, np.float32))
         elif tuple(arr.shape) != oshape:
             raise ValueError(f"out[{name!r}] must have shape {oshape}, got {tuple(arr.shape)}")
         outputs[name] = arr
@@ -333,7 +253,7 @@ def reconstruct_image(
     ny, nx = grid.n_tiles
     band = max(1, math.ceil(max(batch_size, _MIN_BAND_TILES) / nx))
     stitcher = BandStitcher(grid, c)
-    rows = _NormalizedRows(image, normalizer, as_read=True)
+    rows = NormalizedRows(image, normalizer, as_read=True)
     cols = grid.source_index(0, grid.padded_shape[1], 1)
     done, total = 0, grid.total
     try:
@@ -365,8 +285,8 @@ def reconstruct_image(
                 y0, y1, rec = stitcher.add(i0, i1, recon)
                 if y1 > y0:
                     parts = rows.get_all(y0, y1)  # (normalized[, as read, replaced])
-                    _write_rows(outputs, normalizer, rec, parts[1] if len(parts) > 1 else parts[0], y0, y1,
-                                rate_factors)
+                    write_rows(outputs, normalizer, rec, parts[1] if len(parts) > 1 else parts[0], y0, y1,
+                               rate_factors)
                     if outputs["hot_pixels"] is not None:
                         outputs["hot_pixels"][y0:y1] = 0 if len(parts) == 1 else parts[2].sum(axis=0)
                     if on_rows is not None:
@@ -375,77 +295,58 @@ def reconstruct_image(
         model.train(was_training)
     scale = dispersion = None
     if calibrated:
-        scale, dispersion = _write_calibrated(outputs, image)
+        scale, dispersion = write_calibrated(outputs, image)
     if not keep_raw:
         outputs["raw"] = None
     return Reconstruction(**outputs, patch_size=grid.patch_size, stride=grid.stride, dispersion=dispersion,
                           noise_scale=scale)
 
 
-def _write_calibrated(outputs: dict, image) -> tuple[np.ndarray, np.ndarray]:
-    """Second pass: the noise model from the whole image, then residual and pixel error by bands."""
-    from napari_imc_vae.engine.apply.error_unit import count_residual, dead_area_error, estimate_noise
+def ordered_data(trained: TrainedModel, image: ImcImage) -> np.ndarray:
+    """The image's data (C, Y, X) in the model's channel order (matched by metal, then name).
 
-    raw = outputs["raw"]
-    c, y_size, x_size = raw.shape
-    # evenly spaced whole rows: a fancy index reads only those rows of a memmap
-    n_rows = min(y_size, max(1, 200_000 // max(x_size, 1)))
-    rows = np.unique(np.linspace(0, y_size - 1, n_rows).round().astype(np.intp))
-    scale, dispersion = estimate_noise(np.asarray(image[:, rows], dtype=np.float32), raw[:, rows])
-    dead = inflation = None
-    if outputs["error"] is not None:
-        from napari_imc_vae.engine.apply.multiscale_error import POOL_HALO, multiscale_error
-
-        dead = dead_area_error(image, scale=scale)  # (Y, X)
-        inflation = _pooling_inflation(image, raw, scale, dispersion)
-    step = max(1, _RESIDUAL_BLOCK // max(c * x_size, 1))
-    for y0 in range(0, y_size, step):
-        y1 = min(y_size, y0 + step)
-        # the pooled error needs POOL_HALO rows beyond the band on each side
-        h0, h1 = (y0, y1) if dead is None else (max(0, y0 - POOL_HALO), min(y_size, y1 + POOL_HALO))
-        r = count_residual(np.asarray(image[:, h0:h1], dtype=np.float32), raw[:, h0:h1], dispersion, scale=scale)
-        if outputs["residual"] is not None:
-            outputs["residual"][:, y0:y1] = r[:, y0 - h0 : y1 - h0]
-        if dead is not None:
-            e = multiscale_error(r, dead[h0:h1], inflation=inflation)
-            outputs["error"][y0:y1] = e[y0 - h0 : y1 - h0]
-    return scale, dispersion
+    Channels the model does not know are left out (``trained.match_channels(image).ignored``).
+    """
+    return trained.match_channels(image).take(image.data)
 
 
-def _pooling_inflation(image, raw, scale, dispersion) -> np.ndarray:
-    """:func:`~napari_imc_vae.engine.apply.multiscale_error.pooling_inflation` on the whole image, or on
-    8 evenly spaced bands of contiguous rows (NaN rows between them) when it is large."""
-    from napari_imc_vae.engine.apply.error_unit import count_residual
-    from napari_imc_vae.engine.apply.multiscale_error import POOL_HALO, pooling_inflation
+def apply_model(
+    trained: TrainedModel,
+    image: ImcImage,
+    *,
+    stride: int | None = None,
+    batch_size: int = TILE_BATCH,
+    device: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+    out=None,
+    on_rows: Callable[[int, np.ndarray], None] | None = None,
+    precision: str = "auto",
+):
+    """Reconstruct a whole image with a trained model (channels matched by metal, then name).
 
-    c, y_size, x_size = raw.shape
-    band = max(4 * POOL_HALO, _INFLATION_PIXELS // (8 * max(x_size, 1)))
-    if y_size <= 8 * band:
-        bands = [(0, y_size)]
-    else:
-        bands = [(int(y0), int(y0) + band) for y0 in np.linspace(0, y_size - band, 8).round()]
-    gap = np.full((c, POOL_HALO, x_size), np.nan, np.float32)
-    parts_r, parts_mu = [], []
-    for y0, y1 in bands:
-        parts_r += [count_residual(np.asarray(image[:, y0:y1], dtype=np.float32), raw[:, y0:y1], dispersion,
-                                   scale=scale), gap]
-        parts_mu += [np.asarray(raw[:, y0:y1], dtype=np.float32), np.zeros_like(gap)]
-    return pooling_inflation(np.concatenate(parts_r, axis=1), np.concatenate(parts_mu, axis=1))
+    The reconstruction alone; :func:`napari_imc_vae.engine.apply.use_case.apply_to_image` adds the
+    quality report, motifs and regions. ``stride``, ``batch_size``, ``device``,
+    ``on_progress``, ``out``, ``on_rows`` and ``precision`` (default ``auto``, as the CLI and
+    the widget) are those of :func:`reconstruct_image`.
 
+    Returns
+    -------
+    Reconstruction
+        See :func:`reconstruct_image`; its channels are the model's, in the model's order.
+        Image channels the model does not know are left out
+        (``trained.match_channels(image).ignored`` names them).
 
-def _write_rows(outputs: dict, normalizer, rec: np.ndarray, target: np.ndarray, y0: int, y1: int,
-                rate_factors=None) -> None:
-    """Write finished rows ``[y0, y1)``: rec and target are (C, y1 - y0, X) in normalized units."""
-    from napari_imc_vae.engine.apply.rate_calibration import apply_rate_factors
+    Raises
+    ------
+    ChannelMismatchError
+        When the image lacks channels of the model's panel; names missing and extra channels.
+    """
+    from napari_imc_vae.engine.device import resolve_device
 
-    if outputs["normalized"] is not None:
-        outputs["normalized"][:, y0:y1] = rec
-    if outputs["raw"] is not None:
-        raw = rec.copy() if normalizer is None else normalizer.inverse(rec)
-        outputs["raw"][:, y0:y1] = apply_rate_factors(raw, rate_factors)  # counts: never negative
-    if outputs["channel_error"] is None:
-        return
-    sq = rec - target
-    np.square(sq, out=sq)
-    sq[~np.isfinite(target)] = np.nan  # an Inf input gives Inf - rec; both count as missing
-    outputs["channel_error"][:, y0:y1] = sq
+    data = ordered_data(trained, image)
+    dev = resolve_device(device) if device is not None else None
+    return reconstruct_image(
+        trained.model, data, trained.normalizer, stride=stride, batch_size=batch_size,
+        device=dev, on_progress=on_progress, out=out, on_rows=on_rows, precision=precision,
+        rate_factors=trained.rate_factors,
+    )

@@ -20,7 +20,8 @@ Two guards keep the pooled evidence honest:
 * the model's ordinary misfit is spatially correlated, so pooled sums vary more than
   independent noise would: :func:`pooling_inflation` measures, per window and channel on
   the bright pixels (predicted ≥ 3 counts), how much more, and the pooled values are divided
-  by it (never by less than 1).
+  by it (never by less than 1); :func:`image_pooling_inflation` measures it on a whole image
+  (on bands of rows sampled over a large one).
 
 Line windows (1×5 and 5×1) keep a one-pixel-wide streak sharper than its neighbours, whose
 square windows also hold the streak; the square windows (3×3 … 7×7) find blobs.
@@ -30,9 +31,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from napari_imc_vae.engine.apply.error_unit import pixel_error
+from napari_imc_vae.engine.apply.error_unit import count_residual, pixel_error
 
-__all__ = ["POOL_WINDOWS", "POOL_CLIP", "POOL_HALO", "multiscale_error", "pooling_inflation"]
+__all__ = ["POOL_WINDOWS", "POOL_CLIP", "POOL_HALO", "multiscale_error", "pooling_inflation",
+           "image_pooling_inflation"]
 
 #: Windows (rows, columns) the residual is pooled over, besides the pixel itself.
 POOL_WINDOWS = ((1, 5), (5, 1), (3, 3), (5, 5), (7, 7))
@@ -43,6 +45,8 @@ POOL_HALO = max(max(h, w) for h, w in POOL_WINDOWS) // 2
 _BRIGHT_RATE = 3.0  # counts: where the residual is close to normal, as in estimate_noise
 _MIN_BRIGHT = 50
 _MAD_TO_SD = 1.4826
+# pixels per channel the pooled error's inflation (spatially correlated misfit) is measured on at most
+_INFLATION_PIXELS = 400_000
 
 
 def _clipped(residual: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -115,6 +119,32 @@ def pooling_inflation(residual, rate) -> np.ndarray:
             z = _pooled(values, finite, rows, cols)
             out[w, c] = max(1.0, _robust_sd(z[0][bright]) / base)
     return out
+
+
+def image_pooling_inflation(image, raw, scale, dispersion) -> np.ndarray:
+    """:func:`pooling_inflation` of a whole image, from its counts and reconstruction: on the whole
+    image, or on 8 evenly spaced bands of contiguous rows (NaN rows between them) when it is large.
+
+    Parameters
+    ----------
+    image, raw : array of shape (C, Y, X)
+        The image as read and its reconstruction in counts (np.memmaps are read band by band).
+    scale, dispersion : ndarray of shape (C,)
+        The noise model (:func:`~napari_imc_vae.engine.apply.noise_model.estimate_noise`).
+    """
+    c, y_size, x_size = raw.shape
+    band = max(4 * POOL_HALO, _INFLATION_PIXELS // (8 * max(x_size, 1)))
+    if y_size <= 8 * band:
+        bands = [(0, y_size)]
+    else:
+        bands = [(int(y0), int(y0) + band) for y0 in np.linspace(0, y_size - band, 8).round()]
+    gap = np.full((c, POOL_HALO, x_size), np.nan, np.float32)
+    parts_r, parts_mu = [], []
+    for y0, y1 in bands:
+        parts_r += [count_residual(np.asarray(image[:, y0:y1], dtype=np.float32), raw[:, y0:y1], dispersion,
+                                   scale=scale), gap]
+        parts_mu += [np.asarray(raw[:, y0:y1], dtype=np.float32), np.zeros_like(gap)]
+    return pooling_inflation(np.concatenate(parts_r, axis=1), np.concatenate(parts_mu, axis=1))
 
 
 def _log_tail(e: np.ndarray) -> np.ndarray:

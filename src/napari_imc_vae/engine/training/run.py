@@ -1,8 +1,12 @@
-"""The user-level steps shared by the command line and the napari widgets.
+"""One training run, the building block of the training use case
+(:func:`~napari_imc_vae.engine.training.use_case.train_model`).
 
-``TrainingRun`` normalizes images, builds (or resumes) a model and trains it with a callback
-and ``stop()``; ``apply_model`` reconstructs a whole image with a trained model. The quality
-report is :func:`napari_imc_vae.engine.quality.evaluate.evaluate`.
+:class:`TrainingRun` checks the images (:func:`check_image_content`), fits the normalizer in one
+streaming pass (or reuses a resumed model's), builds (or resumes) the model and its sampler, and
+trains with a callback and ``stop()``; at the end it fits what the model file carries besides the
+weights: the PCA baseline (:func:`fit_training_baseline`), the tissue motifs
+(:func:`fit_training_motifs`) and the rate calibration. Applying a model to an image is
+:mod:`napari_imc_vae.engine.apply` (:func:`~napari_imc_vae.engine.apply.inference.apply_model`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.data.cohort import CohortOptions, ImageStream, build_sampler
-from napari_imc_vae.engine.defaults import BASELINE_FIT_PATCHES, DEFAULT_MOTIFS, TILE_BATCH
+from napari_imc_vae.engine.defaults import BASELINE_FIT_PATCHES, DEFAULT_MOTIFS
 from napari_imc_vae.engine.device import resolve_device
 from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
 from napari_imc_vae.engine.apply.rate_calibration import measure_rate_calibration
@@ -260,55 +264,5 @@ class TrainingRun:
         return trained, result.stopped
 
 
-def ordered_data(trained: TrainedModel, image: ImcImage) -> np.ndarray:
-    """The image's data (C, Y, X) in the model's channel order (matched by metal, then name).
-
-    Channels the model does not know are left out (``trained.match_channels(image).ignored``).
-    """
-    return trained.match_channels(image).take(image.data)
-
-
-def apply_model(
-    trained: TrainedModel,
-    image: ImcImage,
-    *,
-    stride: int | None = None,
-    batch_size: int = TILE_BATCH,
-    device: str | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-    out=None,
-    on_rows: Callable[[int, np.ndarray], None] | None = None,
-    precision: str = "auto",
-):
-    """Reconstruct a whole image with a trained model (channels matched by metal, then name).
-
-    The reconstruction alone; :func:`napari_imc_vae.engine.apply.use_case.apply_to_image` adds the
-    quality report, motifs and regions. ``stride``, ``batch_size``, ``device``,
-    ``on_progress``, ``out``, ``on_rows`` and ``precision`` (default ``auto``, as the CLI and
-    the widget) are those of :func:`~napari_imc_vae.engine.apply.inference.reconstruct_image`.
-
-    Returns
-    -------
-    Reconstruction
-        See :func:`napari_imc_vae.engine.apply.inference.reconstruct_image`; its channels are the
-        model's, in the model's order. Image channels the model does not know are left out
-        (``trained.match_channels(image).ignored`` names them).
-
-    Raises
-    ------
-    ChannelMismatchError
-        When the image lacks channels of the model's panel; names missing and extra channels.
-    """
-    from napari_imc_vae.engine.apply.inference import reconstruct_image
-
-    data = ordered_data(trained, image)
-    dev = resolve_device(device) if device is not None else None
-    return reconstruct_image(
-        trained.model, data, trained.normalizer, stride=stride, batch_size=batch_size,
-        device=dev, on_progress=on_progress, out=out, on_rows=on_rows, precision=precision,
-        rate_factors=trained.rate_factors,
-    )
-
-
-__all__ = ["BASELINE_FIT_PATCHES", "DEFAULT_NORMALIZATION", "ImageContentError", "TrainingRun", "apply_model",
-           "check_image_content", "fit_training_baseline", "fit_training_motifs", "ordered_data", "PatchVAE"]
+__all__ = ["BASELINE_FIT_PATCHES", "DEFAULT_NORMALIZATION", "ImageContentError", "TrainingRun",
+           "check_image_content", "fit_training_baseline", "fit_training_motifs", "PatchVAE"]
