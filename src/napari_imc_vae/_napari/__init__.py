@@ -30,6 +30,10 @@ Helpers of the widgets:
 - :mod:`.train_form`: the model, training and advanced parameter forms of "Train VAE";
 - :mod:`.normalize_task`, :mod:`.train_task`, :mod:`.reconstruct_task`: the work behind each
   widget as plain functions, run in napari worker threads (no Qt);
+- :mod:`.result_layers`: a reconstruction's napari layers and comparison rows (no Qt);
+  :mod:`.viewer_results`: where they go among the viewer's layers;
+- :mod:`.train_model_files`: save, resume from, new model (the "Train VAE" widget's files);
+- :mod:`.fold`: a section folded under a header button;
 - :mod:`.stats_view`, :mod:`.loss_plot`: statistics table and histograms; live loss plot;
 - :mod:`.report_view`: the quality report, verdicts wrapped and tables in a fixed font;
 - :mod:`.latent_view`: the latent map as the RGB of its first three principal components (no Qt);

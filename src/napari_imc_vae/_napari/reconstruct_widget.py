@@ -21,8 +21,9 @@ renamed when another image comes in, so the names stay unique and short.
 Below, the quality report of the model on that image (``result.report_text``). The form
 scrolls, so the dock fits a 1080p screen beside a canvas of most of its width.
 
-Running again replaces that image's result layers (found by ``metadata["imc"]``: kind,
-image and marker, not by name); every layer's ``metadata["imc"]
+The layers are built in :mod:`.result_layers` and placed among the viewer's in
+:mod:`.viewer_results`. Running again replaces that image's result layers (found by
+``metadata["imc"]``: kind, image and marker, not by name); every layer's ``metadata["imc"]
 ["provenance"]`` records model hash (or "unsaved"), normalization, training step, stride.
 """
 
@@ -44,14 +45,14 @@ from qtpy.QtWidgets import (
     QProgressBar,
     QPushButton,
     QScrollArea,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from napari_imc_vae._napari.cells_layer import CellsPanel
 from napari_imc_vae._napari.compare_panel import ComparePanel
-from napari_imc_vae._napari.layer_data import COLORMAPS, NORMALIZED, RAW, image_tags, tagged_name
+from napari_imc_vae._napari.fold import Fold
+from napari_imc_vae._napari.layer_data import image_tags
 from napari_imc_vae._napari.layer_feed import LayerFeed
 from napari_imc_vae._napari.layers import LayerImage, imc_info
 from napari_imc_vae._napari.model_file import open_model_file
@@ -59,18 +60,11 @@ from napari_imc_vae._napari.model_store import RunState, RunStatus, model_label,
 from napari_imc_vae._napari.normalization_form import int_spin, labelled
 from napari_imc_vae._napari.picker import ImagePicker
 from napari_imc_vae._napari.quiet_scene import quiet_scene, redraw_scene
-from napari_imc_vae._napari.reconstruct_task import (
-    DERIVED_KINDS,
-    REGIONS,
-    WHOLE_KINDS,
-    ReconstructResult,
-    comparison_rows,
-    default_markers,
-    reconstruct_updates,
-    reconstruction_layers,
-)
+from napari_imc_vae._napari.reconstruct_task import REGIONS, ReconstructResult, default_markers, reconstruct_updates
 from napari_imc_vae._napari.regions_table import RegionsTable
 from napari_imc_vae._napari.report_view import ReportView
+from napari_imc_vae._napari.result_layers import comparison_rows, reconstruction_layers
+from napari_imc_vae._napari.viewer_results import images_in, raw_display, result_key, retag
 from napari_imc_vae.engine.checkpoint import TrainedModel
 
 
@@ -268,21 +262,21 @@ class ReconstructWidget(QWidget):
         napari rebuilds its scene after each layer change; these steps hold that back
         (:func:`.quiet_scene.quiet_scene`) and rebuild once at the end.
         """
-        names, colormaps, contrast = _display(source, result)
+        names, colormaps, contrast = raw_display(source, result)
         placement = {"scale": tuple(source.layers[0].scale[-2:]), "translate": source.translate}
-        tags = image_tags([*_images_in(self.viewer), source.name])
+        tags = image_tags([*images_in(self.viewer), source.name])
         tuples = reconstruction_layers(
             result, base_names=names, image_name=source.name, colormaps=colormaps, contrast=contrast,
             all_markers=self.all_markers.value, image_tag=tags[source.name], **placement)
-        replaced = {_result_key(kwargs["metadata"]) for _, kwargs, _ in tuples}
+        replaced = {result_key(kwargs["metadata"]) for _, kwargs, _ in tuples}
 
         def clear() -> None:  # an earlier run's layers of this image; earlier images' tags may change
             stale = [layer for layer in self.viewer.layers
-                     if layer not in source.layers and _result_key(layer.metadata) in replaced]
+                     if layer not in source.layers and result_key(layer.metadata) in replaced]
             with quiet_scene(self.viewer):
                 for layer in stale:
                     self.viewer.layers.remove(layer)
-                _retag(self.viewer, tags)
+                retag(self.viewer, tags)
         yield clear
         n_markers = 2 * len(result.channel_index) if self.all_markers.value else 0
         for offset, layer_tuple in enumerate(tuples):
@@ -336,78 +330,3 @@ class ReconstructWidget(QWidget):
             items, default_markers(result),
             lambda picked: comparison_rows(result, picked, base_names=names, image_name=image_name,
                                            contrast=contrast, **placement), show=False)
-
-
-class Fold(QWidget):
-    """A section folded under a header button (closed at first): ``content`` shows when opened."""
-
-    def __init__(self, title: str, content: QWidget, *, tip: str = "", parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.content = content
-        self.header = QToolButton()
-        self.header.setText(title)
-        self.header.setCheckable(True)
-        self.header.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.header.setAutoRaise(True)
-        self.header.setToolTip(tip)
-        self.header.toggled.connect(self._show)
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
-        layout.addWidget(self.header)
-        layout.addWidget(content)
-        self._show(False)
-
-    @property
-    def is_open(self) -> bool:
-        return self.header.isChecked()
-
-    def set_open(self, on: bool) -> None:
-        """Unfold (True) or fold (False) the section, as a click on the header does."""
-        self.header.setChecked(bool(on))
-
-    def _show(self, on: bool) -> None:
-        self.header.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
-        self.content.setVisible(on)
-
-
-def _result_key(metadata) -> tuple | None:
-    """(kind, image, marker) of a result layer of this widget, else None (raw, user's layers)."""
-    info = metadata.get("imc") if isinstance(metadata, dict) else None
-    if not isinstance(info, dict) or info.get("kind") not in DERIVED_KINDS or "source_image" not in info:
-        return None
-    return (info["kind"], info["source_image"], info.get("channel_name"))
-
-
-def _images_in(viewer) -> list[str]:
-    """Names of the IMC images in ``viewer``: read (or normalized) ones and those results came from."""
-    names = []
-    for layer in viewer.layers:
-        info = imc_info(layer) or {}
-        if "source_image" in info:
-            names.append(str(info["source_image"]))
-        elif info.get("kind", RAW) in (RAW, NORMALIZED) and info.get("image"):
-            names.append(str(info["image"]))
-    return names
-
-
-def _retag(viewer, tags: dict[str, str]) -> None:
-    """Rename the whole-image result layers of the images in ``tags`` to their title and tag."""
-    for layer in viewer.layers:
-        info = imc_info(layer) or {}
-        if info.get("kind") in WHOLE_KINDS and info.get("source_image") in tags and info.get("title"):
-            name = tagged_name(info["title"], tags[info["source_image"]])
-            if layer.name != name:
-                layer.name = name
-
-
-def _display(source: LayerImage, result: ReconstructResult) -> tuple[list, list, list]:
-    """Per image channel: the raw layer's name, colormap and contrast limits."""
-    raw = result.image
-    if not source.is_multichannel_layer:
-        return ([layer.name for layer in source.layers], [layer.colormap for layer in source.layers],
-                [tuple(layer.contrast_limits) for layer in source.layers])
-    contrast = [(0.0, 1.0)] * raw.n_channels
-    for i, limits in zip(result.channel_index, result.display_limits["raw"]):
-        contrast[i] = limits
-    return list(raw.channel_names), [COLORMAPS[i % len(COLORMAPS)] for i in range(raw.n_channels)], contrast

@@ -4,22 +4,21 @@ A thin adapter over :func:`.train_task.training_updates`, which runs in a napari
 ``thread_worker`` and yields batches of progress records; this widget turns them into a
 progress bar, a line of text, the activity dock's progress and a live plot of the critic
 terms. Before training, :class:`.budget_box.EstimateBox` shows what the budget buys on this
-machine. Closing the widget or the viewer stops training (the model so far is kept).
+machine. Closing the widget or the viewer stops training (the model so far is kept). Saving
+the model, resuming from a file and starting anew: :mod:`.train_model_files`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 from napari.qt.threading import create_worker
 from napari.utils import progress
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QApplication,
     QCheckBox,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -35,10 +34,10 @@ from napari_imc_vae._napari.budget_box import EstimateBox, estimate_inputs
 from napari_imc_vae._napari.checklist import ImageChecklist
 from napari_imc_vae._napari.dock_layout import DOCK_MAX_WIDTH, dock_size_hint, scrolling
 from napari_imc_vae._napari.loss_plot import LossPlot
-from napari_imc_vae._napari.model_file import MODEL_FILTER, open_model_file
 from napari_imc_vae._napari.model_store import RunState, RunStatus, model_store
 from napari_imc_vae._napari.report_view import ReportView
 from napari_imc_vae._napari.train_form import TrainForm
+from napari_imc_vae._napari.train_model_files import TrainModelFiles
 from napari_imc_vae._napari.train_progress import PROGRESS_INTERVAL_MS, RunShutdown, still_animations
 from napari_imc_vae._napari.train_task import (
     TrainJob,
@@ -56,7 +55,7 @@ from napari_imc_vae.engine.device import available_devices, format_cuda_memory
 from napari_imc_vae.engine.training.run import DEFAULT_NORMALIZATION
 
 
-class TrainWidget(QWidget):
+class TrainWidget(TrainModelFiles, QWidget):
     """Train a D4-invariant patch VAE on the checked IMC images.
 
     Parameters
@@ -357,57 +356,3 @@ class TrainWidget(QWidget):
         self.progress_text.setText(f"Failed: {exc}")
         show_error(f"Train VAE failed: {exc}")
         self.finished.emit(None)
-
-    # files --------------------------------------------------------------------------------------
-    def save_model(self, path: str | None = None):
-        """Save the trained model (atomic write); asks for a file when ``path`` is None.
-
-        Returns
-        -------
-        pathlib.Path or None
-        """
-        if self.trained is None:
-            show_error("Train VAE: no model to save yet; train one first")
-            return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Save model", "imc_vae_model.pt", MODEL_FILTER)
-            if not path:
-                return None
-        try:
-            from napari_imc_vae.io.output_guard import check_output_apart
-
-            # never over an image it was trained on (or its panel): OutputError names it
-            check_output_apart(path, [s.image.source for s in self.images.checked()], what="model file")
-            saved = self.trained.save(path)
-        except OSError as e:
-            show_error(f"Train VAE: could not save the model to {path}: {e}")
-            return None
-        model_store(self.viewer).set(self.trained)  # its label now names the file
-        show_info(f"Model saved to {saved}")
-        return saved
-
-    def resume_from(self, path: str | None = None) -> TrainedModel | None:
-        """Load a model file to continue training (same normalization and architecture)."""
-        loaded = open_model_file(self, "Resume from model", path, "Train VAE")
-        if loaded is None:
-            return None
-        path, trained = loaded
-        self.resume = trained
-        self.form.set_values(model_config=asdict(trained.model.config), critic=trained.critic_config,
-                             train=trained.train_config)
-        self.form.set_architecture_locked(True)
-        self.resume_label.setText(f"Resuming {path} at step {trained.step} "
-                                  f"({len(trained.channel_names)} channels: "
-                                  f"{', '.join(trained.channel_names)})")
-        self._update_buttons(self.status.state)
-        self.estimate.schedule()  # the model's channels and architecture now
-        return trained
-
-    def clear_resume(self) -> None:
-        self.resume = None
-        self.form.set_values(critic=None)  # a new model: no setting of the resumed one's is kept
-        self.form.set_architecture_locked(False)
-        self.resume_label.setText("New model")
-        self._update_buttons(self.status.state)
-        self.estimate.schedule()
-

@@ -1,7 +1,7 @@
 """The work behind the "Reconstruct" widget without Qt: layer tuples and their display limits.
 
-``reconstruct_task`` is numpy + engine only, so these run without a display; the widget
-tests in ``tests/_napari`` check the same layers once added to a viewer.
+``reconstruct_task`` and ``result_layers`` are numpy + engine only, so these run without a
+display; the widget tests beside this file check the same layers once added to a viewer.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_reconstruction_layers_are_the_models_channels_named_after_their_raw_layers(extra_channel_case):
     """Extra channels: the model's channels are no permutation of the image's, so no argsort."""
-    from napari_imc_vae._napari.reconstruct_task import reconstruction_layers, run_reconstruction
-    from napari_imc_vae.engine.training.run import apply_model
+    from napari_imc_vae._napari.reconstruct_task import run_reconstruction
+    from napari_imc_vae._napari.result_layers import reconstruction_layers
+    from napari_imc_vae.engine.apply.inference import apply_model
 
     trained, image = extra_channel_case
     assert image.channel_names == ["DNA2", "H3K27Ac", "Histone H3", "DNA1", "Ki67"]
@@ -60,7 +61,7 @@ def test_reconstruction_layers_are_the_models_channels_named_after_their_raw_lay
 
 def test_contrast_limits_come_from_the_worker_not_the_gui_thread(monkeypatch, extra_channel_case):
     """The layers reuse the limits computed with the reconstruction (the worker thread)."""
-    from napari_imc_vae._napari import reconstruct_task
+    from napari_imc_vae._napari import reconstruct_task, result_layers
     from napari_imc_vae._napari.layer_data import contrast_limits
 
     trained, image = extra_channel_case
@@ -70,18 +71,19 @@ def test_contrast_limits_come_from_the_worker_not_the_gui_thread(monkeypatch, ex
     assert limits["latent"] == contrast_limits(result.latent.reshape(1, -1))
     assert limits["raw"] == [contrast_limits(image.data[i]) for i in result.channel_index]
     calls = []
-    monkeypatch.setattr(reconstruct_task, "contrast_limits", lambda a: calls.append(a) or (0.0, 1.0))
+    for module in (reconstruct_task, result_layers):
+        monkeypatch.setattr(module, "contrast_limits", lambda a: calls.append(a) or (0.0, 1.0))
     n = image.n_channels
-    tuples = reconstruct_task.reconstruction_layers(
+    tuples = result_layers.reconstruction_layers(
         result, base_names=list(image.channel_names), image_name="wide", colormaps=["gray"] * n,
         contrast=[(0.0, 1.0)] * n, scale=(1.0, 1.0), translate=(0.0, 0.0), all_markers=True)
     assert calls == []  # nothing recomputed when the layers are built
     by_name = {kw["name"]: kw for _, kw, _ in tuples}
     assert by_name["error (noise SD)"]["contrast_limits"] == limits["error"]
     assert by_name["DNA2 [missed]"]["contrast_limits"] == (-reconstruct_task.MISSED_LIMIT, reconstruct_task.MISSED_LIMIT)
-    rows = reconstruct_task.comparison_rows(result, reconstruct_task.default_markers(result),
-                                            base_names=list(image.channel_names), image_name="wide",
-                                            contrast=[(0.0, 1.0)] * n, scale=(1.0, 1.0), translate=(0.0, 0.0))
+    rows = result_layers.comparison_rows(result, reconstruct_task.default_markers(result),
+                                         base_names=list(image.channel_names), image_name="wide",
+                                         contrast=[(0.0, 1.0)] * n, scale=(1.0, 1.0), translate=(0.0, 0.0))
     assert calls == [] and 1 <= len(rows) <= 2  # nor when the comparison's rows are
 
 
