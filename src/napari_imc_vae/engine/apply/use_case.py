@@ -29,7 +29,7 @@ from napari_imc_vae.engine.apply.inference import OUTPUT_NAMES, reconstruct_imag
 from napari_imc_vae.engine.checkpoint import TrainedModel
 from napari_imc_vae.engine.defaults import MAX_QUALITY_PATCHES, PERM_PATCHES, TILE_BATCH  # the caps, with their reasons
 from napari_imc_vae.engine.apply.motifs import DEFAULT_MOTIFS, MotifModel, motif_table
-from napari_imc_vae.engine.training.run import check_image_content
+from napari_imc_vae.engine.data.content import check_image_content
 from napari_imc_vae.io import ImcImage
 
 __all__ = ["ApplySettings", "ApplyCancelled", "ModelApplication", "MAX_QUALITY_PATCHES", "apply_to_image",

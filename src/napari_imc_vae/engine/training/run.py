@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.data.content import ImageContentError, check_image_content
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.data.cohort import CohortOptions, ImageStream, build_sampler
 from napari_imc_vae.engine.defaults import BASELINE_FIT_PATCHES, DEFAULT_MOTIFS
@@ -27,36 +28,6 @@ from napari_imc_vae.engine.training.trainer import Trainer, TrainConfig, TrainPr
 from napari_imc_vae.io import ImcImage
 from napari_imc_vae.preprocessing import DEFAULT_NORMALIZATION, NormalizationParams
 from napari_imc_vae.preprocessing.streaming import StreamingFit
-
-
-class ImageContentError(ValueError):
-    """An image holds nothing to learn from or measure: no finite pixel, or one constant value."""
-
-
-def check_image_content(image: ImcImage, data: np.ndarray | None = None) -> None:
-    """Fail now, naming the file, for an image with no finite pixel or a single value.
-
-    Parameters
-    ----------
-    image : ImcImage
-        Named in the message.
-    data : array of shape (C, Y, X), optional
-        The channels to check (e.g. those a model knows); default the whole image.
-
-    Raises
-    ------
-    ImageContentError
-    """
-    values = image.data if data is None else data
-    where = f"{image.name} ({image.source})" if image.source else image.name
-    finite = np.isfinite(values)
-    if not finite.any():
-        raise ImageContentError(f"{where} has no finite pixel value (all NaN/Inf): nothing to learn "
-                                f"from or measure")
-    lo, hi = np.min(values, where=finite, initial=np.inf), np.max(values, where=finite, initial=-np.inf)
-    if lo == hi:
-        raise ImageContentError(f"{where} is constant (every finite pixel of every channel is {lo:g}): "
-                                f"nothing to learn from or measure")
 
 
 def fit_training_baseline(patches, latent_dim: int, image_names: Sequence[str]):
