@@ -133,6 +133,29 @@ def test_cells_without_anndata_writes_the_csv_and_names_the_extra(model_file, co
         write_cell_table(tmp_path, table, h5ad=True)
 
 
+@pytest.mark.parametrize("command", ["cells", "qc"])
+@pytest.mark.parametrize("option, value, expected", [
+    ("--batch", "0", "expected a whole number >= 1, got 0"),
+    ("--stride", "-2", "expected a whole number >= 1, got -2"),
+    ("--motifs", "-1", "expected a whole number >= 0, got -1"),
+    ("--batch", "many", "expected a whole number >= 1, got 'many'"),
+])
+def test_a_count_out_of_range_is_a_usage_error_naming_the_option(tmp_path, capsys, command, option, value,
+                                                                 expected):
+    if command == "qc" and option == "--motifs":
+        option = "--quality-patches"  # qc takes the model's own motifs; its other count
+        expected = expected.replace(">= 0", ">= 1")
+    out = tmp_path / "out"
+    masks = ["--masks", str(tmp_path)] if command == "cells" else []
+    with pytest.raises(SystemExit) as stop:
+        main([command, str(tmp_path / "m.pt"), str(tmp_path), *masks, "-o", str(out), option, value])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: napari-imc-vae " + command)
+    assert f"napari-imc-vae {command}: error: argument {option}: {expected}" in err
+    assert not out.exists()  # refused before any work
+
+
 # --- qc --------------------------------------------------------------------------------------
 
 QC_ROIS = ("20210305_NE_mockData1_003", "20210305_NE_mockData4_001", "20210305_NE_mockData5_001")
@@ -213,19 +236,20 @@ def test_qc_started_again_keeps_finished_images_and_does_the_rest(model_file, qc
 TORCHRUN_HELPER = """
 import os, sys
 from napari_imc_vae.cli import qc
+from napari_imc_vae.engine.cells import use_case
 rank = os.environ["RANK"]
-_apply, _cohort = qc.apply_with_progress, qc._write_cohort
+_apply, _cohort = use_case.apply_to_image, qc.write_cohort
 
-def apply_with_progress(trained, image, settings):
+def apply_to_image(trained, image, *args, **kwargs):
     with open(os.path.join(os.environ["RECORD_DIR"], f"rank{rank}.txt"), "a") as f:
         f.write(image.name + "\\n")
-    return _apply(trained, image, settings)
+    return _apply(trained, image, *args, **kwargs)
 
 def write_cohort(*args, **kwargs):
     open(os.path.join(os.environ["RECORD_DIR"], f"cohort_by_rank{rank}"), "w").close()
     return _cohort(*args, **kwargs)
 
-qc.apply_with_progress, qc._write_cohort = apply_with_progress, write_cohort
+use_case.apply_to_image, qc.write_cohort = apply_to_image, write_cohort
 from napari_imc_vae.cli import main
 sys.exit(main(sys.argv[1:]))
 """

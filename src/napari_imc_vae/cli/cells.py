@@ -6,6 +6,9 @@ the table of :func:`napari_imc_vae.engine.cells.table.cells_from_application`. M
 to images by file name (a steinbock ``masks/`` folder beside ``img/``) or given as one file
 for one image. Every image is checked against its mask (present, same height and width)
 before any work, so a bad pairing writes nothing. Images are read one at a time.
+
+Thin over :func:`napari_imc_vae.engine.cells.use_case.cell_tables`: this module parses, claims
+the output folder, draws the progress and writes each image's files.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_imc_vae.cli._arguments import check_stride
-from napari_imc_vae.cli._errors import PROG, CommandError
+from napari_imc_vae.cli._arguments import check_stride, nonnegative_int, positive_int
+from napari_imc_vae.cli._errors import PROG
 from napari_imc_vae.cli._inputs import load_model, stream_all
 from napari_imc_vae.cli._outputs import claim_output, output_stems
 from napari_imc_vae.cli._progress import ProgressBar
@@ -25,15 +28,16 @@ def add_apply_arguments(parser: argparse.ArgumentParser, *, motifs: bool = True)
     """Options shared by ``cells`` and ``qc`` (those of ``reconstruct``, for many images)."""
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
     parser.add_argument("--acquisition", metavar="A", help="only this acquisition of each file")
-    parser.add_argument("--stride", type=int, metavar="S", help="tile stride (default patch/2)")
-    parser.add_argument("--batch", type=int, default=TILE_BATCH, metavar="B",
+    parser.add_argument("--stride", type=positive_int, metavar="S",
+                        help="tile stride, 1 to the model's patch size (default patch/2)")
+    parser.add_argument("--batch", type=positive_int, default=TILE_BATCH, metavar="B",
                         help=f"tiles per model call (default {TILE_BATCH})")
     parser.add_argument("--device", metavar="D", help="auto, cpu, cuda, cuda:K or mps (default auto)")
     parser.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="of the model's forward pass (default auto, as 'reconstruct')")
     if not motifs:
         return
-    parser.add_argument("--motifs", type=int, default=DEFAULT_MOTIFS, metavar="K",
+    parser.add_argument("--motifs", type=nonnegative_int, default=DEFAULT_MOTIFS, metavar="K",
                         help=f"tissue motifs: the model's own when it holds K (the same motifs on every image), "
                              f"else K fitted per image; 0 for none (default {DEFAULT_MOTIFS})")
 
@@ -58,27 +62,6 @@ def apply_settings(args: argparse.Namespace, motifs: int | None = None, device: 
                          outputs=("raw", "error", "residual", "latent", "hot_pixels"), **extra)
 
 
-def check_images(trained, args: argparse.Namespace, paths: list[str]) -> list[tuple[str, tuple[int, int]]]:
-    """(name, (Y, X)) of every image, read one at a time; channels checked against the model.
-
-    Raises
-    ------
-    CommandError
-        No image, or two images whose outputs would have the same name.
-    ChannelMismatchError
-        An image lacks channels of the model.
-    """
-    output_stems(paths, args.acquisition)  # two images of one output name: both named, before reading
-    shapes = []
-    for image in stream_all(paths, args.acquisition, quiet=False):
-        trained.match_channels(image)  # names the missing and extra channels
-        shapes.append((image.name, tuple(image.shape[1:])))
-        del image
-    if not shapes:
-        raise CommandError(f"no images found in {', '.join(paths)}")
-    return shapes
-
-
 def run(args: argparse.Namespace) -> int:
     # before any work: an output that would touch an input (images or masks), or that another
     # run writes, fails now
@@ -87,47 +70,61 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _cells(args: argparse.Namespace) -> int:
-    from napari_imc_vae.engine.cells.table import cells_from_application
+    from napari_imc_vae.engine.cells.outcome import CellsPlan
+    from napari_imc_vae.engine.cells.use_case import cell_tables
     from napari_imc_vae.engine.memory import return_large_blocks
     from napari_imc_vae.io.cell_outputs import h5ad_available
-    from napari_imc_vae.io.masks import check_mask_shape, mask_shape, match_masks, read_mask
 
     return_large_blocks()  # freed band-sized arrays leave the process: one image's memory at a time
     trained, device = load_model(args.model, args.device)
     check_stride(args.stride, trained.model.config.patch_size)
-    settings = apply_settings(args)
-    # every check before any output: a missing mask or one of another size writes nothing
-    images = check_images(trained, args, args.images)
-    masks = match_masks([name for name, _ in images], args.masks)
-    for name, shape in images:
-        check_mask_shape(mask_shape(masks[name]), shape, mask_name=str(masks[name]), image_name=name)
+    output_stems(args.images, args.acquisition)  # two images of one output name: both named, before reading
     h5ad = not args.no_h5ad and h5ad_available()
-    if not args.no_h5ad and not h5ad:
-        print(f'{PROG}: note: anndata is not installed: writing CSV only (pip install "napari-imc-vae[cells]" '
-              'for .h5ad)', file=sys.stderr)
-    print(f"{len(images)} image(s) with masks from {args.masks}, on {device}", flush=True)
-    for image in stream_all(args.images, args.acquisition, quiet=True):
-        app = apply_with_progress(trained, image, settings)
-        table = cells_from_application(app, read_mask(masks[image.name]), mask_name=str(masks[image.name]))
-        for p in write_image_outputs(args.output, app, args.model, table=table, h5ad=h5ad):
+    bars = ImageBars()
+
+    def on_progress(event) -> None:
+        if not isinstance(event, CellsPlan):
+            bars.update(event)
+            return
+        # every image checked against the model and its mask: the work starts
+        if not args.no_h5ad and not h5ad:
+            print(f'{PROG}: note: anndata is not installed: writing CSV only (pip install "napari-imc-vae[cells]" '
+                  'for .h5ad)', file=sys.stderr)
+        print(f"{len(event.images)} image(s) with masks from {args.masks}, on {device}", flush=True)
+
+    def on_image(done) -> None:
+        bars.close()
+        for p in write_image_outputs(args.output, done.application, args.model, table=done.table, h5ad=h5ad):
             print(f"wrote {p}")
-        touched = int(table.touched_by_artefact.sum())
-        print(f"- {image.name}: {len(table)} cells, {touched} touched by an artefact "
+        print(f"- {done.table.image}: {len(done.table)} cells, {done.touched} touched by an artefact "
               f"(high-error region or hot pixel)", flush=True)
-        del app, table, image  # before the next image is read: one image's memory at a time
+
+    try:  # each warning of the readers once (the images are read twice: checks, then work)
+        cell_tables(trained, stream_all(args.images, args.acquisition, quiet=False), args.masks,
+                    apply_settings(args), source=", ".join(args.images), on_progress=on_progress, on_image=on_image)
+    finally:
+        bars.close()
     return 0
 
 
-def apply_with_progress(trained, image, settings):
-    """:func:`~napari_imc_vae.engine.apply.use_case.apply_to_image` with a progress bar of its tiles."""
-    from napari_imc_vae.engine.apply.use_case import apply_to_image
+class ImageBars:
+    """A progress bar of each image's tiles (the engine's ``ImageProgress`` records), one at a time."""
 
-    bar = ProgressBar(image.name)
-    try:
-        return apply_to_image(trained, image, settings, on_progress=lambda stage, done, total:
-                              bar.update(done, total, "tiles") if stage == "reconstruct" else None)
-    finally:
-        bar.close()
+    def __init__(self) -> None:
+        self.bar, self.image = None, None
+
+    def update(self, event) -> None:
+        if event.stage != "reconstruct":
+            return
+        if event.image != self.image:
+            self.close()
+            self.bar, self.image = ProgressBar(event.image), event.image
+        self.bar.update(event.done, event.total, "tiles")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.image = None, None
 
 
 def write_image_outputs(output: str, app, model: str, *, table=None, h5ad: bool = False, extra=None) -> list:

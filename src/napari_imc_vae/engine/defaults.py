@@ -25,6 +25,12 @@ MAX_VAL_PATCHES = 2048
 #: image's grid): 8,192 patches of 40 channels give its figures within ~0.002 of 20,000.
 MAX_QUALITY_PATCHES = 8_192
 
+#: Patches of each ROI's quality report in cohort QC (CLI ``qc --quality-patches``). The report's
+#: patches and their predictions are held while the image is reconstructed: fewer than
+#: :data:`MAX_QUALITY_PATCHES` keep more headroom under a cohort's memory (bench/bench_qc.py);
+#: the cohort's figures are the explained share and the calibrated error, which use every pixel.
+QC_QUALITY_PATCHES = 2_048
+
 #: Training patches (evenly spaced) the stored PCA / mean baseline and motifs are fitted on at
 #: the end of training: enough for 32–128 components of 40-channel 8×8 patches, ~1–3 s on 2 cores.
 BASELINE_FIT_PATCHES = 8_192
@@ -57,5 +63,5 @@ def validation_interval(steps: int) -> int:
 
 
 __all__ = ["BASELINE_FIT_PATCHES", "BUDGET_PRESETS", "DEFAULT_BUDGET", "DEFAULT_MOTIFS", "MAX_QUALITY_PATCHES",
-           "MAX_VALIDATION_INTERVAL", "MAX_VAL_PATCHES", "MIN_VALIDATION_INTERVAL", "PERM_PATCHES", "TILE_BATCH",
-           "VALIDATIONS_PER_RUN", "validation_interval"]
+           "MAX_VALIDATION_INTERVAL", "MAX_VAL_PATCHES", "MIN_VALIDATION_INTERVAL", "PERM_PATCHES", "QC_QUALITY_PATCHES",
+           "TILE_BATCH", "VALIDATIONS_PER_RUN", "validation_interval"]

@@ -10,14 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-import torch
 from scipy import ndimage
 
 from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image
 from napari_imc_vae.engine.cells.table import FIXED_COLUMNS, cells_from_application, measure_cells
 from napari_imc_vae.engine.apply.motifs import upsample_grid
-from napari_imc_vae.engine.training.trainer import TrainConfig
-from napari_imc_vae.engine.training.run import TrainingRun
 from napari_imc_vae.io import read_imc
 from napari_imc_vae.io.cell_outputs import write_cell_table
 from napari_imc_vae.io.masks import MaskError, match_masks, read_mask
@@ -40,12 +37,9 @@ def images(imc_testdata):
 
 
 @pytest.fixture(scope="module")
-def application(images):
-    """A tiny model (20 steps) applied to the first ROI, with 4 motifs fitted on it."""
-    torch.set_num_threads(1)
-    trained, _ = TrainingRun(images, model_config={"latent_dim": 4, "width": 16, "depth": 1},
-                             train_config=TrainConfig(steps=20, batch_size=64, device="cpu", seed=0)).run()
-    return trained, apply_to_image(trained, images[0], ApplySettings(motifs=4, quality=False))
+def application(images, cells_model):
+    """A tiny model (20 steps, conftest.py) applied to the first ROI, with 4 motifs fitted on it."""
+    return cells_model, apply_to_image(cells_model, images[0], ApplySettings(motifs=4, quality=False))
 
 
 def test_mean_intensities_equal_regionprops_to_float_precision(images):

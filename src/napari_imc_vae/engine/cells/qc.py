@@ -20,13 +20,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["QC_COLUMNS", "REGION_KINDS", "roi_marker_rows", "hot_pixels_per_channel", "CohortSummary"]
+__all__ = ["HEATMAP_TOP", "QC_COLUMNS", "REGION_KINDS", "roi_marker_rows", "hot_pixels_per_channel", "CohortSummary",
+           "heatmap_top"]
 
 #: Shapes a region of high error is given (:func:`~napari_imc_vae.engine.apply.regions.find_regions`).
 REGION_KINDS = ("single pixel", "line", "blob")
 #: Columns of the cohort table, in this order.
 QC_COLUMNS = ("roi", "marker", "explained", "has_signal", "mean_error", "hot_pixels",
               *(f"regions_{k.replace(' ', '_')}" for k in REGION_KINDS), "pixels")
+#: The heatmap's colour scale tops at this mean calibrated error (noise SDs) or the largest value:
+#: counting noise alone gives about 0.8 (the mean of |Z|), so a cohort the model explains stays
+#: dark-to-middle and 2 or more, a marker it clearly does not explain, is bright.
+HEATMAP_TOP = 2.0
 
 
 def hot_pixels_per_channel(data: np.ndarray, threshold: float | None) -> list[int]:
@@ -132,6 +137,12 @@ class CohortSummary:
             lines.append(f"Markers with signal the model explains poorly (< 25%): {', '.join(unexplained[:8])}"
                          + (f" and {len(unexplained) - 8} more" if len(unexplained) > 8 else "") + ".")
         return lines
+
+
+def heatmap_top(matrix: np.ndarray) -> float:
+    """Where the heatmap's colour scale of ``matrix`` (mean calibrated errors) tops: :data:`HEATMAP_TOP`,
+    or the largest value when one is larger."""
+    return max(HEATMAP_TOP, float(np.nanmax(matrix, initial=0.0)))
 
 
 def _nanmean(m: np.ndarray, axis: int) -> np.ndarray:
