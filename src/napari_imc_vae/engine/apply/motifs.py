@@ -16,7 +16,8 @@ import numpy as np
 # DEFAULT_MOTIFS (the CLI and the Reconstruct widget ask for it unless told otherwise) lives in engine.defaults
 from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS
 
-__all__ = ["DEFAULT_MOTIFS", "MOTIF_FIT_POINTS", "MotifModel", "upsample_grid", "motif_table"]
+__all__ = ["DEFAULT_MOTIFS", "MOTIF_FIT_POINTS", "MotifModel", "motif_abundance", "upsample_grid",
+           "motif_table"]
 
 #: k-means is fitted on at most this many latent vectors (evenly spaced), then assigns all.
 MOTIF_FIT_POINTS = 50_000
@@ -128,6 +129,29 @@ def upsample_grid(grid: np.ndarray, stride: int, shape: tuple[int, int]) -> np.n
     ix = np.minimum((np.arange(shape[1]) + stride // 2) // stride, nx - 1)
     return grid[..., iy[:, None], ix[None, :]]
 
+
+def motif_abundance(image: str, labels: np.ndarray, stride: int, shape: tuple[int, int], k: int) -> list[dict]:
+    """Image pixels of each motif 1 … k, and their fraction of the labelled pixels.
+
+    Parameters
+    ----------
+    image : str
+        The image's name, written in every row.
+    labels : ndarray of shape (ny, nx), int
+        Motif labels 1 … k on the latent grid, upsampled to the image by :func:`upsample_grid`.
+    stride : int
+    shape : (int, int)
+        The image's (Y, X).
+    k : int
+
+    Returns
+    -------
+    list of dict
+        ``{"image", "motif", "pixels", "fraction"}`` for every motif, an empty one too (0 pixels).
+    """
+    counts = np.bincount(upsample_grid(labels, stride, shape).ravel(), minlength=k + 1)[1:]
+    total = max(int(counts.sum()), 1)
+    return [{"image": image, "motif": j + 1, "pixels": int(n), "fraction": n / total} for j, n in enumerate(counts)]
 
 def motif_table(labels: np.ndarray, stride: int, raw: np.ndarray, channel_names: list[str],
                 k: int) -> list[dict]:
