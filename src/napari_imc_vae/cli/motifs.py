@@ -71,7 +71,7 @@ def _motifs(args: argparse.Namespace) -> int:
         staged, written = [], []
 
         def on_image(done) -> None:
-            if not staged:  # every image applied and labelled: the writing starts
+            if not staged:  # every image applied, the motifs known: the writing starts
                 staged.append(stack.enter_context(StagedFolder(Path(args.output))))
             written.append(write_map_tiff(staged[0].path / f"{done.image}_motifs.tiff", done.labels,
                                           done.grid_pixel_size_um))
