@@ -204,12 +204,15 @@ def test_an_unchanged_copy_still_loads(real_model, tmp_path):
     assert TrainedModel.load(tmp_path / "same.pt").step == 4
 
 
-def test_flipped_bytes_in_the_data_are_refused(real_model, tmp_path, capsys):
+@pytest.mark.parametrize(("outside", "seed"), [(False, 18), (True, 19)], ids=["in_data", "outside_data"])
+def test_flipped_bytes_are_refused(real_model, tmp_path, capsys, outside, seed):
+    """In the data records (pickle and tensors: ~85% of this small file, ~100% of a real one), or
+    outside them: zip headers, timestamps, alignment padding, central directory, the comment with
+    the file's SHA-256 (no loaded value covers those; before the file hash such files loaded)."""
     path, _, image = real_model
     raw = path.read_bytes()
-    rng = np.random.default_rng(18)
-    # the data records (pickle and tensors) are ~85% of this small file, ~100% of a real one
-    for i, position in enumerate(_data_positions(path, rng, 40)):
+    rng = np.random.default_rng(seed)
+    for i, position in enumerate(_data_positions(path, rng, 40, outside=outside)):
         content = bytearray(raw)
         content[position] ^= 1 << int(rng.integers(8))
         bad = tmp_path / f"flip{i}.pt"
@@ -220,7 +223,8 @@ def test_flipped_bytes_in_the_data_are_refused(real_model, tmp_path, capsys):
         assert "damaged" in err or "corrupt" in err or "refused" in err, err
 
 
-def _data_positions(path, rng, n: int) -> list[int]:
+def _data_positions(path, rng, n: int, *, outside: bool = False) -> list[int]:
+    """``n`` byte positions inside the zip records' data, or (``outside``) anywhere else in the file."""
     import struct
     import zipfile
 
@@ -232,6 +236,8 @@ def _data_positions(path, rng, n: int) -> list[int]:
             start = info.header_offset + 30 + name_len + extra_len
             spans.append((start, start + info.compress_size))
     positions = np.concatenate([np.arange(a, b) for a, b in spans if b > a])
+    if outside:
+        positions = np.setdiff1d(np.arange(path.stat().st_size), positions)
     return sorted(int(p) for p in rng.choice(positions, n, replace=False))
 
 

@@ -3,16 +3,15 @@
 A file holds the format version, the package version, the configs as plain dicts, the weights,
 the optimizer state, the step, the ordered channel names and keys, the normalizer's per-channel
 parameters and the training history (DESIGN §6). It is written atomically (temp file, then
-``os.replace``) so an interrupted save never leaves a broken model where a good one was.
+``os.replace``) so an interrupted save never leaves a broken model where a good one was, with
+the SHA-256 of its bytes in the zip comment (:mod:`~napari_imc_vae.engine.model_schema.file_bytes`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import stat
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,8 @@ import torch
 
 from napari_imc_vae import __version__
 from napari_imc_vae.engine import model_schema as schema
+from napari_imc_vae.engine.model_schema.file_bytes import (add_file_hash, check_file_hash, check_zip_records,
+                                                           file_sha256)
 from napari_imc_vae.engine.quality.baselines import PCABaseline
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
@@ -134,7 +135,8 @@ class TrainedModel:
         return self.baseline_info.get("fitted_on") or f"PCA-{self.baseline.k} fitted on the training patches"
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the model file atomically (the user's umask applies), with its content hash.
+        """Write the model file atomically (the user's umask applies), with its content hash and the
+        SHA-256 of its bytes (in the zip comment).
 
         Raises
         ------
@@ -144,8 +146,14 @@ class TrainedModel:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         state = schema.stamp(self.to_dict())
-        atomic_write(path, lambda f: torch.save(state, f))
-        self.source_file, self.file_sha256 = str(path), file_sha256(path)
+        written_sha256 = []
+
+        def write(f) -> None:
+            torch.save(state, f)
+            written_sha256.append(add_file_hash(f))  # the hash into the zip comment
+
+        atomic_write(path, write)
+        self.source_file, self.file_sha256 = str(path), written_sha256[-1]
         return path
 
     @classmethod
@@ -153,8 +161,9 @@ class TrainedModel:
         """Read a model file written by :meth:`save`: the one place model files are opened.
 
         Every field is checked (:mod:`~napari_imc_vae.engine.model_schema`) before the model is
-        built; the content hash stored in the file must match its content. Files of format 1
-        (written before the hash) load with a note in :attr:`notes`.
+        built; the content hash stored in the file must match its content, and the SHA-256 in the
+        zip comment its bytes. Files of format 1 (written before the content hash) load with a note
+        in :attr:`notes`; files saved before the SHA-256 in the comment load as before.
 
         Raises
         ------
@@ -165,16 +174,15 @@ class TrainedModel:
         """
         path = Path(path)
         _check_path(path)
-        from napari_imc_vae.engine.bmz import load as bmz_import  # a BioImage Model Zoo package (zip + rdf.yaml)
+        from napari_imc_vae.engine.bmz import load as bmz_import
 
-        if bmz_import.is_package(path):
-            d = bmz_import.read_package(path, FORMAT, ModelFileError)
-            trained = cls.from_dict(d, source=str(path), sha256=file_sha256(path))
-            trained.model.to(map_location)
-            return trained
         try:
-            _check_zip_records(path)
-            d = torch.load(path, map_location="cpu", weights_only=True)
+            sha256, hashed = check_file_hash(path, ModelFileError)
+            package = not hashed and bmz_import.is_package(path)  # a BioImage Model Zoo package (zip + rdf.yaml)
+            if not package:
+                if not hashed:  # the file hash covers the records' bytes, and more
+                    check_zip_records(path, ModelFileError)
+                d = torch.load(path, map_location="cpu", weights_only=True)
         except ModelFileError:
             raise
         except pickle.UnpicklingError as e:
@@ -184,7 +192,9 @@ class TrainedModel:
             ) from e
         except Exception as e:  # noqa: BLE001 - random bytes make the unpickler fail in any way
             raise ModelFileError(f"model file {path} is truncated or corrupt: {type(e).__name__}: {e}") from e
-        trained = cls.from_dict(d, source=str(path), sha256=file_sha256(path))
+        if package:
+            d = bmz_import.read_package(path, FORMAT, ModelFileError)
+        trained = cls.from_dict(d, source=str(path), sha256=sha256)
         trained.model.to(map_location)
         return trained
 
@@ -265,17 +275,6 @@ def _check_path(path: Path) -> None:
                              f"writes ({MAX_FILE_BYTES:,}): not a model file, or damaged")
 
 
-def _check_zip_records(path: Path) -> None:
-    """Every record of the file's zip archive against its CRC-32 (torch.load does not look)."""
-    if not zipfile.is_zipfile(path):
-        return  # torch.load says what it is
-    with zipfile.ZipFile(path) as z:
-        bad = z.testzip()
-    if bad is not None:
-        raise ModelFileError(f"model file {path} is damaged: record {bad} does not match its checksum "
-                             f"(a changed byte)")
-
-
 def _verify_hash(d: dict, version: int, source: str) -> list[str]:
     """Compare the stored content hash with the content; returns notes for the user."""
     actual = schema.content_sha256(d)  # also refuses values of types a model file never holds
@@ -308,12 +307,3 @@ def _to_cpu(state):
     if isinstance(state, (list, tuple)):
         return type(state)(_to_cpu(v) for v in state)
     return state
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, for provenance in layer metadata and reports."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

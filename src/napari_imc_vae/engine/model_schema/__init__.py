@@ -11,15 +11,32 @@ crafted file is refused with one line naming the field, never a traceback, a 3-m
 - :mod:`.configs`: format version, top-level fields, the configs and the histories;
 - :mod:`.tensors`: the weights and the optimizer state against the model's parameters;
 - :mod:`.fitted`: what was fitted at the end of training (baseline, motifs, rate calibration);
-- :mod:`.content_hash`: the hash of the loaded content, stored in the file.
+- :mod:`.content_hash`: the hash of the loaded content, stored in the file;
+- :mod:`.file_bytes`: the bytes of the file itself: the zip records' CRC-32 and the SHA-256 of
+  the whole file in its zip comment.
+
+Importing this package loads nothing (names are resolved on first use); the modules load torch.
 """
 
-from napari_imc_vae.engine.model_schema.configs import check_config, check_histories, check_top_level, check_version
-from napari_imc_vae.engine.model_schema.content_hash import content_sha256, stamp
-from napari_imc_vae.engine.model_schema.fields import HASH_KEY, LIMITS, MAX_PARAMETERS, SchemaError
-from napari_imc_vae.engine.model_schema.fitted import check_baseline, check_motifs, check_rate_calibration
-from napari_imc_vae.engine.model_schema.tensors import check_optimizer_state, check_state_dict, expected_parameters
+from importlib import import_module
 
-__all__ = ["HASH_KEY", "LIMITS", "MAX_PARAMETERS", "SchemaError", "check_baseline", "check_config",
-           "check_histories", "check_motifs", "check_optimizer_state", "check_rate_calibration", "check_state_dict",
-           "check_top_level", "check_version", "content_sha256", "expected_parameters", "stamp"]
+_EXPORTS = {
+    "HASH_KEY": "fields", "LIMITS": "fields", "MAX_PARAMETERS": "fields", "SchemaError": "fields",
+    "check_config": "configs", "check_histories": "configs", "check_top_level": "configs", "check_version": "configs",
+    "check_optimizer_state": "tensors", "check_state_dict": "tensors", "expected_parameters": "tensors",
+    "check_baseline": "fitted", "check_motifs": "fitted", "check_rate_calibration": "fitted",
+    "content_sha256": "content_hash", "stamp": "content_hash",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # a name, not a submodule: submodules (model_schema.fields, ...) are found by the import system
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
