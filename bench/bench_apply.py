@@ -39,7 +39,7 @@ CHANNELS = 40
 _FORWARD = r"""
 import sys, time, json, torch
 import napari_imc_vae  # its thread policy (passive OpenMP waiting) applies, as in the CLI
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.device import resolve_precision
 from napari_imc_vae.engine.apply.tiling import TileGrid
 trained = TrainedModel.load(sys.argv[1])

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.apply.error_unit import count_residual
 from napari_imc_vae.engine.apply.inference import reconstruct_image
 from napari_imc_vae.engine.apply.inference import ordered_data

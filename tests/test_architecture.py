@@ -118,3 +118,35 @@ def test_the_engine_package_and_its_defaults_load_no_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+#: What stays at the top of the engine, beside its rooms (docs/architecture.md): devices, defaults and
+#: the allocator setting. A new module goes into a room.
+ENGINE_TOP = {"__init__", "device", "defaults", "memory"}
+ENGINE_ROOMS = {"training", "model", "data", "apply", "quality", "cells", "bmz", "model_file"}
+LINE_LIMIT = 400
+
+
+def test_the_engine_is_rooms_and_a_few_top_modules():
+    engine = PACKAGE / "engine"
+    rooms = {p.name for p in engine.iterdir() if (p / "__init__.py").is_file()}
+    top = {p.stem for p in engine.glob("*.py")}
+    assert rooms == ENGINE_ROOMS
+    assert top - ENGINE_TOP == set(), "a flat engine module: put it in a room (docs/architecture.md)"
+
+
+def test_the_rooms_and_the_numpy_only_modules_load_no_torch():
+    modules = [f"{ROOT}.engine.{room}" for room in sorted(ENGINE_ROOMS)] + [
+        f"{ROOT}.engine.model_file.schema", f"{ROOT}.engine.apply.tiling", f"{ROOT}.engine.data.cohort",
+        f"{ROOT}.engine.data.content", f"{ROOT}.engine.defaults"]
+    code = f"import importlib, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\nprint('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_no_module_is_over_the_line_limit():
+    sizes = {str(p.relative_to(PACKAGE)): len(p.read_text(encoding="utf-8").splitlines())
+             for p in PACKAGE.rglob("*.py")}
+    assert len(sizes) > 100
+    assert {path: n for path, n in sizes.items() if n > LINE_LIMIT} == {}

@@ -17,7 +17,7 @@ from napari_imc_vae._napari.reconstruct_widget import ReconstructWidget
 from napari_imc_vae._napari.train_task import format_report
 from napari_imc_vae._napari.train_widget import TrainWidget
 from napari_imc_vae.datasets import synthetic_tissue
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.training.trainer import TrainConfig
 from napari_imc_vae.io import ImcImage
 from widget_checks import BAD_SELECTIONS, assert_unchanged, messages_since

@@ -57,7 +57,7 @@ def test_train_writes_a_model_and_reports(ome_files, tmp_path, capsys):
         assert key in out, key
     assert "nan" not in out.lower()
     assert "train [" in err and "7/7" in err  # the progress bar
-    from napari_imc_vae.engine.checkpoint import TrainedModel
+    from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 
     trained = TrainedModel.load(path)
     cfg = trained.model.config
@@ -76,7 +76,7 @@ def test_train_options_reach_the_configs(ome_files, tmp_path, capsys):
             "--perm-scale", "0.1", "--hot-pixel", "off", "--arcsinh", "1", "--clip", "99.9", "--no-zscore",
             "--time-limit", "60"]
     assert main(args) == 0
-    from napari_imc_vae.engine.checkpoint import TrainedModel
+    from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 
     t = TrainedModel.load(path)
     c = t.critic_config
@@ -135,7 +135,7 @@ def test_resume_continues_the_step_count(model_file, ome_files, tmp_path, capsys
     captured = capsys.readouterr()
     assert "resuming from step 12" in captured.out and "done after 15 steps" in captured.out
     assert "normalization options ignored" in captured.err
-    from napari_imc_vae.engine.checkpoint import TrainedModel
+    from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 
     t = TrainedModel.load(out)
     assert t.step == 15 and len(t.history) == 15
@@ -170,7 +170,7 @@ def test_reconstruct_writes_every_output(model_file, ome_files, tmp_path, capsys
     _, h, w = original.shape
     assert latent.shape == (4, -(-h // 2), -(-w // 2))  # one latent per stride-2 grid point
     # the raw-unit reconstruction is what apply_model gives
-    from napari_imc_vae.engine.checkpoint import TrainedModel
+    from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
     from napari_imc_vae.engine.apply.inference import apply_model
 
     np.testing.assert_allclose(recon, apply_model(TrainedModel.load(model_file), original, stride=2).raw)

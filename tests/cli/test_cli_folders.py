@@ -44,7 +44,7 @@ def test_train_on_one_roi_folder_apply_to_another_with_another_prefix(imc_testda
     out, err = capsys.readouterr()
     assert "1 image(s), 5 channels" in out  # one image of five channels, not five 1-channel images
     assert "removed the prefix 'ROI1_'" in err
-    from napari_imc_vae.engine.checkpoint import TrainedModel
+    from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 
     trained = TrainedModel.load(model)
     assert trained.channel_keys == ["Ag107", "Pr141", "Sm147", "Eu153", "Yb172"]

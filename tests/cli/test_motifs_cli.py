@@ -12,7 +12,7 @@ import torch
 from napari_imc_vae.cli import main
 from napari_imc_vae.engine.apply.motifs_outcome import MotifsOfImage
 from napari_imc_vae.engine.apply.motifs_use_case import MotifsSettings, cohort_motifs
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.io import read_imc
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

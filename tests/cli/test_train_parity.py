@@ -14,7 +14,7 @@ from dataclasses import asdict
 import pytest
 
 from napari_imc_vae.cli import main
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.defaults import validation_interval
 from napari_imc_vae.io import read_imc
 

@@ -15,7 +15,7 @@ HELPER = textwrap.dedent(
     """
     import json, os, sys
     import torch
-    from napari_imc_vae.engine import checkpoint
+    from napari_imc_vae.engine.model_file import checkpoint
     from napari_imc_vae.engine.training import trainer
 
     OUT = os.environ["RANK_STATE_DIR"]
@@ -106,7 +106,7 @@ def test_two_gloo_ranks_end_identical_at_one_step_and_only_rank0_writes(imc_test
     assert sorted(p.name for p in states.iterdir() if p.name.startswith("saved_by")) == ["saved_by_rank0"]
     assert sorted(p.name for p in model.parent.iterdir()) == ["model.pt"]
     assert out.stdout.count("model written to") == 1 and out.stdout.count("training on cpu") == 1
-    from napari_imc_vae.engine.checkpoint import TrainedModel
+    from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 
     saved = TrainedModel.load(model)
     assert saved.step == 10 and saved.train_config.val_every == 50
@@ -124,7 +124,7 @@ def test_a_budget_under_torchrun_plans_the_same_steps_on_every_rank(imc_testdata
     planned = int(re.search(r"budget 0.03 min: ([\d,]+) steps", out.stdout).group(1).replace(",", ""))
     infos = [json.loads((states / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert infos[0]["step"] == infos[1]["step"] and 0 < infos[0]["step"] <= planned
-    from napari_imc_vae.engine.checkpoint import TrainedModel
+    from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 
     saved = TrainedModel.load(model)
     assert saved.train_config.steps == planned and saved.train_config.time_limit_s == pytest.approx(1.8)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from napari.utils.notifications import show_error
 from qtpy.QtWidgets import QFileDialog, QWidget
 
-from napari_imc_vae.engine.checkpoint import ModelFileError, TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import ModelFileError, TrainedModel
 
 # a BioImage Model Zoo package exported by this plugin opens wherever a model file does
 MODEL_FILTER = "napari-imc-vae model (*.pt);;BioImage Model Zoo package from napari-imc-vae (*.zip);;All files (*)"

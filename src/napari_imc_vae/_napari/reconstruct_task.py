@@ -20,7 +20,7 @@ from napari_imc_vae._napari.latent_view import latent_pca_rgb
 from napari_imc_vae._napari.layer_data import contrast_limits
 from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image, provenance
 from napari_imc_vae.engine.cells.table import cells_from_application
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.device import release_cuda_memory
 from napari_imc_vae.engine.apply.error_unit import ERROR_UNIT_NAME, REGION_THRESHOLD
 from napari_imc_vae.engine.apply.motifs import DEFAULT_MOTIFS, upsample_grid

@@ -65,7 +65,7 @@ from napari_imc_vae._napari.regions_table import RegionsTable
 from napari_imc_vae._napari.report_view import ReportView
 from napari_imc_vae._napari.result_layers import comparison_rows, reconstruction_layers
 from napari_imc_vae._napari.viewer_results import images_in, raw_display, result_key, retag
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 
 
 class ReconstructWidget(QWidget):

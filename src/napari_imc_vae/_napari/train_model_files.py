@@ -14,7 +14,7 @@ from qtpy.QtWidgets import QFileDialog
 
 from napari_imc_vae._napari.model_file import MODEL_FILTER, open_model_file
 from napari_imc_vae._napari.model_store import model_store
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 
 __all__ = ["TrainModelFiles"]
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from napari_imc_vae.engine.quality import measures as _measures  # noqa: F401 - see above
 from napari_imc_vae.engine.quality import evaluate as _quality  # noqa: F401
 from napari_imc_vae.engine.training.budget import StepRate, probe_step_rate
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.defaults import validation_interval
 from napari_imc_vae.engine.device import (

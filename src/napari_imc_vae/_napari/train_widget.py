@@ -50,7 +50,7 @@ from napari_imc_vae._napari.train_task import (
     format_report,
     training_updates,
 )
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.device import available_devices, format_cuda_memory
 from napari_imc_vae.engine.training.run import DEFAULT_NORMALIZATION
 

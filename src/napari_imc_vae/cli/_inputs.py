@@ -105,7 +105,7 @@ def stream_all(paths: list[str], acquisition: str | None, quiet: bool):
 def load_model(path: str, device: str | None = None):
     from pathlib import Path
 
-    from napari_imc_vae.engine.checkpoint import TrainedModel
+    from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
     from napari_imc_vae.engine.device import resolve_device
 
     file = Path(path)

@@ -27,10 +27,11 @@ evaluate, QualityReport
     The quality report of DESIGN §4 against PCA-k and the mean predictor.
 """
 
-from importlib import import_module
+from napari_imc_vae._lazy import lazy_names
 
 _EXPORTS = {
-    "ChannelMismatchError": "checkpoint", "ModelFileError": "checkpoint", "TrainedModel": "checkpoint",
+    "ChannelMismatchError": "model_file.checkpoint", "ModelFileError": "model_file.checkpoint",
+    "TrainedModel": "model_file.checkpoint",
     "CriticConfig": "model.critic",
     "available_devices": "device", "resolve_device": "device",
     "Reconstruction": "apply.inference", "reconstruct_image": "apply.inference",
@@ -45,13 +46,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    # a name, not a submodule: submodules (engine.training.trainer, ...) are found by the import system
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)

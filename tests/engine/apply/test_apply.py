@@ -12,7 +12,7 @@ import torch
 
 from napari_imc_vae.cli import main
 from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image, assess_image, steinbock_names
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.training.trainer import TrainConfig
 from napari_imc_vae.engine.data.content import ImageContentError
 from napari_imc_vae.engine.training.run import TrainingRun

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_imc_vae.engine.checkpoint import ModelFileError, TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import ModelFileError, TrainedModel
 from napari_imc_vae.engine.apply.inference import apply_model, ordered_data, reconstruct_image
-from napari_imc_vae.engine.model_schema import stamp
+from napari_imc_vae.engine.model_file.schema import stamp
 from napari_imc_vae.engine.apply.rate_calibration import FACTOR_RANGE, measure_rate_calibration
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -18,7 +18,7 @@ import yaml
 
 from napari_imc_vae.engine.bmz.export import architecture_source, build_zoo_module, export_package
 from napari_imc_vae.engine.bmz.load import FILES
-from napari_imc_vae.engine.checkpoint import ModelFileError, TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import ModelFileError, TrainedModel
 from napari_imc_vae.engine.apply.inference import reconstruct_image
 from napari_imc_vae.engine.training.trainer import TrainConfig
 from napari_imc_vae.engine.training.run import TrainingRun

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_imc_vae.engine.checkpoint import ChannelMismatchError, TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import ChannelMismatchError, TrainedModel
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.data.patches import PatchSizeError
 from napari_imc_vae.engine.training.trainer import TrainConfig

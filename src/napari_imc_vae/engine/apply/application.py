@@ -13,7 +13,7 @@ import numpy as np
 
 from napari_imc_vae.engine.apply.inference import Reconstruction
 from napari_imc_vae.engine.apply.motifs import MotifModel
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.defaults import MAX_QUALITY_PATCHES
 from napari_imc_vae.io import ImcImage
 

@@ -36,7 +36,7 @@ from napari_imc_vae.engine.apply.tiling import BandStitcher, TileGrid
 from napari_imc_vae.engine.defaults import TILE_BATCH
 
 if TYPE_CHECKING:
-    from napari_imc_vae.engine.checkpoint import TrainedModel
+    from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
     from napari_imc_vae.io import ImcImage
 
 __all__ = ["Reconstruction", "reconstruct_image", "apply_model", "ordered_data", "OUTPUT_NAMES"]

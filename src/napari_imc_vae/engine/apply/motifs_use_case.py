@@ -28,7 +28,7 @@ from napari_imc_vae.engine.apply.motifs_outcome import (
     PooledMotifsFitted,
 )
 from napari_imc_vae.engine.apply.use_case import ApplyCancelled, ApplySettings, apply_to_image
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS, TILE_BATCH
 from napari_imc_vae.io import ImcImage
 

@@ -26,7 +26,7 @@ from napari_imc_vae.engine.apply.application import (
     steinbock_names,
 )
 from napari_imc_vae.engine.apply.inference import OUTPUT_NAMES, reconstruct_image
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.defaults import MAX_QUALITY_PATCHES, PERM_PATCHES, TILE_BATCH  # the caps, with their reasons
 from napari_imc_vae.engine.apply.motifs import DEFAULT_MOTIFS, MotifModel, motif_table
 from napari_imc_vae.engine.data.content import check_image_content

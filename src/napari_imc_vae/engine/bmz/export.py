@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from napari_imc_vae import __version__
-from napari_imc_vae.engine import model_schema
+from napari_imc_vae.engine.model_file import schema as model_schema
 from napari_imc_vae.engine.bmz import arch as bmz_arch
 from napari_imc_vae.engine.model import vae as model_module
 from napari_imc_vae.engine.bmz.load import (
@@ -43,7 +43,7 @@ from napari_imc_vae.engine.bmz.load import (
     SPEC_VERSION,
     package_state,
 )
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.io import ImcImage
 from napari_imc_vae.io.atomic import atomic_write
 

@@ -1,11 +1,11 @@
 """Read a BioImage Model Zoo package exported by this plugin back as a :class:`TrainedModel`.
 
-:meth:`TrainedModel.load <napari_imc_vae.engine.checkpoint.TrainedModel.load>` hands a zip with an
+:meth:`TrainedModel.load <napari_imc_vae.engine.model_file.checkpoint.TrainedModel.load>` hands a zip with an
 ``rdf.yaml`` here, so every command and widget that opens a model file opens a package too. The
 model is rebuilt from the package's own parts: the ``pytorch_state_dict`` weights (the network and
 its normalization buffers), the rdf's ``config.napari_imc_vae`` (architecture, normalizer,
 channels, training settings) and the extras attachment (baseline, motifs, histories); the model
-file's checks (:mod:`~napari_imc_vae.engine.model_schema`) then run on the result as on a file.
+file's checks (:mod:`~napari_imc_vae.engine.model_file.schema`) then run on the result as on a file.
 
 Refused, with a message naming what is wrong: a zip that is not a package, a package of another
 spec version or not exported by this plugin, a file the rdf names that is missing or whose sha256
@@ -213,7 +213,7 @@ def _check_rate_buffer(path: Path, state: dict, calibration, weights_name: str) 
 def read_package(path: str | Path, model_format: str, error: type[ValueError] = PackageError) -> dict:
     """The model file's dict exported into a zoo package, checked and stamped with its content hash.
 
-    :meth:`TrainedModel.load <napari_imc_vae.engine.checkpoint.TrainedModel.load>` builds the model
+    :meth:`TrainedModel.load <napari_imc_vae.engine.model_file.checkpoint.TrainedModel.load>` builds the model
     from it with every check a model file gets.
 
     Parameters
@@ -228,7 +228,7 @@ def read_package(path: str | Path, model_format: str, error: type[ValueError] = 
     error
         One line naming the package and what is wrong (see the module's docstring).
     """
-    from napari_imc_vae.engine import model_schema
+    from napari_imc_vae.engine.model_file import schema as model_schema
 
     try:
         return _read(Path(path), model_format, model_schema)

@@ -41,7 +41,7 @@ from napari_imc_vae.engine.cells.outcome import (
     ImageQC,
     QcPlan,
 )
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.io import ImcImage
 
 __all__ = ["cell_tables", "cohort_qc", "qc_motifs"]

@@ -9,7 +9,7 @@
 Importing this package loads nothing (names are resolved on first use); the modules load torch.
 """
 
-from importlib import import_module
+from napari_imc_vae._lazy import lazy_names
 
 _EXPORTS = {
     "TrainSettings": "settings", "merge_settings": "settings", "MergedSettings": "settings",
@@ -18,8 +18,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)

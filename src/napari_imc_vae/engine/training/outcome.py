@@ -81,7 +81,7 @@ class TrainOutcome:
         This process writes files and prints (rank 0 under ``torchrun``, or a single process).
     """
 
-    trained: object | None  # engine.checkpoint.TrainedModel
+    trained: object | None  # engine.model_file.checkpoint.TrainedModel
     stopped: bool
     report: object | None = None  # engine.quality.report.QualityReport
     report_error: str | None = None

@@ -16,7 +16,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.data.content import ImageContentError, check_image_content
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.data.cohort import CohortOptions, ImageStream, build_sampler

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 
-from napari_imc_vae.engine.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.data.cohort import CohortOptions
 from napari_imc_vae.engine.defaults import validation_interval
 from napari_imc_vae.engine.device import compute_policy, release_cuda_memory, resolve_device, resolve_precision, to_cpu

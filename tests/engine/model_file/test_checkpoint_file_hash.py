@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from napari_imc_vae.engine.checkpoint import ModelFileError, TrainedModel
-from napari_imc_vae.engine.model_schema.file_bytes import COMMENT_PREFIX
+from napari_imc_vae.engine.model_file.checkpoint import ModelFileError, TrainedModel
+from napari_imc_vae.engine.model_file.file_bytes import COMMENT_PREFIX
 from napari_imc_vae.engine.training.run import TrainingRun
 from napari_imc_vae.engine.training.trainer import TrainConfig
 from napari_imc_vae.io import ImcImage

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import torch
 
-from napari_imc_vae.engine.model_schema.fields import HASH_KEY, MAX_NESTING, SchemaError
+from napari_imc_vae.engine.model_file.schema.fields import HASH_KEY, MAX_NESTING, SchemaError
 
 __all__ = ["content_sha256", "stamp"]
 

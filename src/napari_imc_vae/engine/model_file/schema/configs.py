@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import fields
 
-from napari_imc_vae.engine.model_schema.fields import (
+from napari_imc_vae.engine.model_file.schema.fields import (
     LIMITS, MAX_HISTORY, MAX_HISTORY_KEYS, MAX_SEED, MAX_STEP, OPTIONAL, REQUIRED, SchemaError, check_dict,
     check_number, check_text, check_whole_number, show,
 )

@@ -1,6 +1,6 @@
 """The bytes of a model file: the zip records' CRC-32 and a SHA-256 of the whole file.
 
-The content hash (:mod:`~napari_imc_vae.engine.model_schema.content_hash`) covers what loading
+The content hash (:mod:`~napari_imc_vae.engine.model_file.schema.content_hash`) covers what loading
 reads; the zip records' CRC-32 cover the bytes that hold it. Neither covers the rest of the zip:
 headers, timestamps, the padding torch.save puts before each tensor for alignment, the central
 directory: 14% of a 180 KB test model's bytes, a few kB of any model. A changed byte there

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_imc_vae.engine import checkpoint
-from napari_imc_vae.engine import model_schema as schema
-from napari_imc_vae.engine.checkpoint import ChannelMismatchError, ModelFileError, TrainedModel
+from napari_imc_vae.engine.model_file import checkpoint
+from napari_imc_vae.engine.model_file import schema
+from napari_imc_vae.engine.model_file.checkpoint import ChannelMismatchError, ModelFileError, TrainedModel
 from napari_imc_vae.engine.training.trainer import TrainConfig
 from napari_imc_vae.engine.apply.inference import apply_model
 from napari_imc_vae.engine.training.run import TrainingRun

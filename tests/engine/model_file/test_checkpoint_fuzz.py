@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from napari_imc_vae.cli import main
-from napari_imc_vae.engine.checkpoint import TrainedModel
-from napari_imc_vae.engine.model_schema import HASH_KEY, stamp
+from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.schema import HASH_KEY, stamp
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

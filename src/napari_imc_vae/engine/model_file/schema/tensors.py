@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from napari_imc_vae.engine.model_schema.fields import MAX_STEP, MAX_TEXT, SchemaError, check_dict, check_number, show
+from napari_imc_vae.engine.model_file.schema.fields import MAX_STEP, MAX_TEXT, SchemaError, check_dict, check_number, show
 
 __all__ = ["check_dense", "check_optimizer_state", "check_state_dict", "expected_parameters"]
 

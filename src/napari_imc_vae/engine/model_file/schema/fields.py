@@ -1,6 +1,6 @@
 """The fields of a model file, the limits of its values, and the checks of one value.
 
-Every check of :mod:`~napari_imc_vae.engine.model_schema` raises :class:`SchemaError` naming the
+Every check of :mod:`~napari_imc_vae.engine.model_file.schema` raises :class:`SchemaError` naming the
 field (``model_config.depth``), and words the problem with :func:`show`.
 """
 

@@ -4,7 +4,7 @@ A file holds the format version, the package version, the configs as plain dicts
 the optimizer state, the step, the ordered channel names and keys, the normalizer's per-channel
 parameters and the training history (DESIGN §6). It is written atomically (temp file, then
 ``os.replace``) so an interrupted save never leaves a broken model where a good one was, with
-the SHA-256 of its bytes in the zip comment (:mod:`~napari_imc_vae.engine.model_schema.file_bytes`).
+the SHA-256 of its bytes in the zip comment (:mod:`~napari_imc_vae.engine.model_file.file_bytes`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from napari_imc_vae import __version__
-from napari_imc_vae.engine import model_schema as schema
-from napari_imc_vae.engine.model_schema.file_bytes import (add_file_hash, check_file_hash, check_zip_records,
+from napari_imc_vae.engine.model_file import schema
+from napari_imc_vae.engine.model_file.file_bytes import (add_file_hash, check_file_hash, check_zip_records,
                                                            file_sha256)
 from napari_imc_vae.engine.quality.baselines import PCABaseline
 from napari_imc_vae.engine.model.critic import CriticConfig
@@ -160,7 +160,7 @@ class TrainedModel:
     def load(cls, path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> TrainedModel:
         """Read a model file written by :meth:`save`: the one place model files are opened.
 
-        Every field is checked (:mod:`~napari_imc_vae.engine.model_schema`) before the model is
+        Every field is checked (:mod:`~napari_imc_vae.engine.model_file.schema`) before the model is
         built; the content hash stored in the file must match its content, and the SHA-256 in the
         zip comment its bytes. Files of format 1 (written before the content hash) load with a note
         in :attr:`notes`; files saved before the SHA-256 in the comment load as before.

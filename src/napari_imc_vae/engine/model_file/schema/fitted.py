@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from napari_imc_vae.engine.model_schema.fields import (
+from napari_imc_vae.engine.model_file.schema.fields import (
     MAX_HISTORY, MAX_MOTIFS, MAX_SEED, MAX_TEXT, SchemaError, check_dict, check_number, check_text,
     check_whole_number, show,
 )
-from napari_imc_vae.engine.model_schema.tensors import check_dense
+from napari_imc_vae.engine.model_file.schema.tensors import check_dense
 
 __all__ = ["check_baseline", "check_motifs", "check_rate_calibration"]
 

@@ -1,6 +1,6 @@
 """What a model file may hold: one schema for every field, checked before anything is built.
 
-A model file is a plain dict (see :mod:`~napari_imc_vae.engine.checkpoint`). Everything in it is
+A model file is a plain dict (see :mod:`~napari_imc_vae.engine.model_file.checkpoint`). Everything in it is
 checked here — type, range and shape — *before* a model is allocated, so that a damaged or
 crafted file is refused with one line naming the field, never a traceback, a 3-minute build
 (``depth=100000``), a 25 GB allocation (``width=40000``) or a crash in a fused optimizer kernel
@@ -11,14 +11,13 @@ crafted file is refused with one line naming the field, never a traceback, a 3-m
 - :mod:`.configs`: format version, top-level fields, the configs and the histories;
 - :mod:`.tensors`: the weights and the optimizer state against the model's parameters;
 - :mod:`.fitted`: what was fitted at the end of training (baseline, motifs, rate calibration);
-- :mod:`.content_hash`: the hash of the loaded content, stored in the file;
-- :mod:`.file_bytes`: the bytes of the file itself: the zip records' CRC-32 and the SHA-256 of
-  the whole file in its zip comment.
+- :mod:`.content_hash`: the hash of the loaded content, stored in the file
+  (the bytes of the file itself are checked in :mod:`..file_bytes`).
 
 Importing this package loads nothing (names are resolved on first use); the modules load torch.
 """
 
-from importlib import import_module
+from napari_imc_vae._lazy import lazy_names
 
 _EXPORTS = {
     "HASH_KEY": "fields", "LIMITS": "fields", "MAX_PARAMETERS": "fields", "SchemaError": "fields",
@@ -30,13 +29,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    # a name, not a submodule: submodules (model_schema.fields, ...) are found by the import system
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_names(__name__, _EXPORTS)
