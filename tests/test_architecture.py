@@ -150,3 +150,16 @@ def test_no_module_is_over_the_line_limit():
              for p in PACKAGE.rglob("*.py")}
     assert len(sizes) > 100
     assert {path: n for path, n in sizes.items() if n > LINE_LIMIT} == {}
+
+
+def test_dependencies_point_one_way_between_layers():
+    """_napari and cli → engine → preprocessing → io; the CLI and the widgets never import each other."""
+    allowed = {"io": {"io"}, "preprocessing": {"preprocessing", "io"},
+               "engine": {"engine", "preprocessing", "io"},
+               "cli": {"cli", "engine", "preprocessing", "io"},
+               "_napari": {"_napari", "engine", "preprocessing", "io"}}
+    graph = import_graph()
+    wrong = sorted((m, d) for m, deps in graph.items() for d in deps
+                   if m.count(".") >= 2 and d.count(".") >= 1 and m.split(".")[1] in allowed
+                   and d.split(".")[1] in allowed and d.split(".")[1] not in allowed[m.split(".")[1]])
+    assert wrong == []
