@@ -44,7 +44,7 @@ class TrainForm(Container):
     Parameters
     ----------
     normalization : NormalizationParams
-        Initial normalization (the workflow's default).
+        Initial normalization (``preprocessing.params.DEFAULT_NORMALIZATION``).
     devices : list of str
         Devices this machine has (``available_devices()``); "auto" is added first.
 

@@ -67,7 +67,7 @@ class ExportResult:
 
 
 def architecture_source() -> str:
-    """The package's architecture file: engine/model/vae.py, then bmz_arch.py, importing only torch.
+    """The package's architecture file: engine/model/vae.py, then engine/bmz/arch.py, importing only torch.
 
     Raises
     ------
