@@ -88,6 +88,21 @@ def test_cell_tables_check_every_mask_before_any_work(trained, images, masks):
     assert done == []
 
 
+def test_cell_tables_refuse_a_one_shot_iterator_before_announcing_any_work(trained, images, masks):
+    events = []
+    with pytest.raises(TypeError, match="images must be a sequence of ImcImage or an ImageStream "
+                                        r"\(read twice: checks, then work\), got the one-shot iterator generator"):
+        cell_tables(trained, (im for im in images), masks, SETTINGS, on_progress=events.append)
+    assert events == []  # no plan announced for work that would not be done
+
+
+def test_cohort_qc_takes_a_list_of_images_and_refuses_a_generator(trained, images, tmp_path):
+    outcome = cohort_qc(trained, list(images[:2]), SETTINGS, output=tmp_path, order=ROIS)
+    assert [r["roi"] for r in outcome.rows][::5] == list(ROIS[:2])  # five markers per ROI
+    with pytest.raises(TypeError, match="images must be an ImageStream or a sequence of ImcImage, got generator"):
+        cohort_qc(trained, (im for im in images), SETTINGS, output=tmp_path, order=ROIS)
+
+
 def _stream(images) -> ImageStream:
     return ImageStream([lambda im=im: im for im in images])
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["DONE_SUFFIX", "done_file", "done_stamp", "finished_rows", "gather_rows", "my_share", "process_group"]
@@ -25,20 +25,24 @@ DONE_SUFFIX = "_qc.json"
 def process_group(device) -> Iterator:
     """Join the ``torchrun`` job's process group (if any) and leave it at the end, even on error.
 
+    A group the process had already joined is used and left joined.
+
     Yields
     ------
     DistributedContext
         This process's rank and the world size (rank 0 of 1 without ``torchrun``).
     """
+    import torch.distributed
+
     from napari_imc_vae.engine.device import init_distributed
 
+    # a caller that joined the group itself (init_distributed reuses it) still needs it afterwards
+    joined_before = torch.distributed.is_available() and torch.distributed.is_initialized()
     dist = init_distributed(device)
     try:
         yield dist
     finally:
-        if dist.active:
-            import torch.distributed
-
+        if dist.active and not joined_before:
             torch.distributed.destroy_process_group()
 
 
@@ -51,11 +55,23 @@ def barrier(dist) -> None:
 
 
 def my_share(images, dist):
-    """This process's sources of an :class:`~napari_imc_vae.engine.data.cohort.ImageStream`:
-    every world-size-th input file (or single-image folder), starting at its rank."""
+    """This process's images: every world-size-th one, starting at its rank.
+
+    Of an :class:`~napari_imc_vae.engine.data.cohort.ImageStream`, every world-size-th input
+    file (or single-image folder); of a sequence of images, every world-size-th image.
+
+    Raises
+    ------
+    TypeError
+        ``images`` is neither (e.g. a generator: it cannot be shared out by position).
+    """
     from napari_imc_vae.engine.data.cohort import ImageStream
 
-    return ImageStream(images.loaders[dist.rank::dist.world_size])
+    if isinstance(images, ImageStream):
+        return ImageStream(images.loaders[dist.rank::dist.world_size])
+    if isinstance(images, Sequence) and not isinstance(images, (str, bytes)):
+        return images[dist.rank::dist.world_size]
+    raise TypeError(f"images must be an ImageStream or a sequence of ImcImage, got {type(images).__name__}")
 
 
 def gather_rows(rows: list[dict], dist) -> list[dict]:

@@ -57,8 +57,8 @@ def cell_tables(trained: TrainedModel, images: Iterable[ImcImage], masks: str | 
     Parameters
     ----------
     trained : TrainedModel
-    images : iterable of ImcImage
-        Iterated twice (checks, then work): an
+    images : sequence of ImcImage or ImageStream
+        Iterated twice (checks, then work), so not a one-shot iterator such as a generator: an
         :class:`~napari_imc_vae.engine.data.cohort.ImageStream` reads each file when needed.
     masks : path or mapping
         A mask file (one image) or a folder of masks named like the images
@@ -76,6 +76,8 @@ def cell_tables(trained: TrainedModel, images: Iterable[ImcImage], masks: str | 
 
     Raises
     ------
+    TypeError
+        ``images`` is a one-shot iterator (a generator): the checks would use it up.
     ValueError
         No image in ``images``.
     ChannelMismatchError
@@ -86,6 +88,9 @@ def cell_tables(trained: TrainedModel, images: Iterable[ImcImage], masks: str | 
     from napari_imc_vae.engine.cells.table import cells_from_application
     from napari_imc_vae.io.masks import check_mask_shape, mask_shape, match_masks, read_mask
 
+    if iter(images) is images:  # read by the checks, it would leave no image for the work
+        raise TypeError("images must be a sequence of ImcImage or an ImageStream (read twice: checks, then "
+                        f"work), got the one-shot iterator {type(images).__name__}")
     settings = settings or ApplySettings()
     # every check before any work: an image without the model's channels, a missing mask or one
     # of another size ends the run with nothing written
@@ -127,15 +132,17 @@ def cohort_qc(trained: TrainedModel, images, settings: ApplySettings, *, output:
               cancel: Callable[[], bool] | None = None) -> CohortQC:
     """Quality control of a cohort: one row per ROI × marker, and which are worst.
 
-    Under ``torchrun`` this joins the job's process group (and leaves it at the end): each
-    process takes every world-size-th input file, and only the main process gets every row and
-    the summary. Call it in every process, after the main one has made the output folder.
+    Under ``torchrun`` this joins the job's process group (and leaves it at the end, unless the
+    caller had joined it already): each process takes every world-size-th input file, and only
+    the main process gets every row and the summary. Call it in every process, after the main
+    one has made the output folder.
 
     Parameters
     ----------
     trained : TrainedModel
-    images : ImageStream
-        The cohort, one loader per input file (:func:`~napari_imc_vae.engine.cells.cohort_run.my_share`).
+    images : ImageStream or sequence of ImcImage
+        The cohort, one loader per input file (:func:`~napari_imc_vae.engine.cells.cohort_run.my_share`
+        shares the files, or the images of a sequence, out among the processes).
     settings : ApplySettings
         Its ``motifs`` is ignored: the model's own are used (:func:`qc_motifs`).
     output : path
@@ -152,6 +159,8 @@ def cohort_qc(trained: TrainedModel, images, settings: ApplySettings, *, output:
 
     Raises
     ------
+    TypeError
+        ``images`` is neither an ImageStream nor a sequence (e.g. a generator).
     ChannelMismatchError
         An image lacks channels of the model (before its work; images before it are done).
     """
