@@ -78,6 +78,8 @@ def test_pca_leaves_out_nonfinite_patches(rng):
     assert np.isfinite(pca.reconstruct(dirty)).all()  # a missing value reads as the mean
     with pytest.raises(ValueError, match="at least one patch without NaN/Inf values, got 0 of 2"):
         PCABaseline.fit(np.full((2, 1, 2, 2), np.nan), 0)
+    with pytest.raises(ValueError, match="at least one patch without NaN/Inf values, got 0 of 0"):
+        PCABaseline.fit(np.zeros((0, 1, 2, 2)), 0)
 
 
 def test_pca_bad_arguments(rng):

@@ -186,6 +186,15 @@ def test_a_patch_touching_nan_or_inf_is_left_out(imc_patches):
     assert all(math.isnan(v) for v in reconstruction_measures(all_nan, np.zeros_like(all_nan)).values())
 
 
+def test_no_patches_left_give_nan_measures(imc_patches):
+    # validation leaves out the patches touching NaN/Inf first: all of them may be gone
+    _, held_out = imc_patches
+    none = torch.from_numpy(held_out[:0])
+    assert none.shape[1:] == (5, 8, 8) and finite_patches(none).shape == (0,)
+    got = reconstruction_measures(none, none)
+    assert set(got) == set(NAMES) and all(math.isnan(v) for v in got.values())
+
+
 def test_nonfinite_prediction_makes_the_measures_nan(rng):
     x = rng.normal(size=(10, 2, 4, 4)).astype(np.float32)
     xh = x.copy()

@@ -253,6 +253,8 @@ def test_no_patch_without_nonfinite_pixels_is_an_error(smooth_set):
         evaluate(StandIn(3, 8), dirty, train)
     with pytest.raises(ValueError, match="no training patch without NaN/Inf pixels among the 3"):
         evaluate(StandIn(3, 8), val, dirty)
+    with pytest.raises(ValueError, match="no training patch without NaN/Inf pixels among the 0 given"):
+        evaluate(StandIn(3, 8), val, train[:0])
 
 
 def test_nan_measures_become_none():

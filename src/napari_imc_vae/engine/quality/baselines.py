@@ -33,7 +33,7 @@ def _flatten(patches, name: str) -> tuple[torch.Tensor, tuple[int, ...]]:
     x = torch.as_tensor(np.asarray(patches) if not isinstance(patches, torch.Tensor) else patches)
     if x.ndim != 4:
         raise ValueError(f"{name} must have shape (N, C, P, P), got shape {tuple(x.shape)}")
-    return x.detach().to("cpu", torch.float32).reshape(len(x), -1), tuple(int(n) for n in x.shape[1:])
+    return x.detach().to("cpu", torch.float32).flatten(1), tuple(int(n) for n in x.shape[1:])
 
 
 @dataclass

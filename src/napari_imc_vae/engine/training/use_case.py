@@ -86,11 +86,14 @@ def train_model(
     merged = merge_settings(settings, resume)
     device = resolve_device(merged.train.device)
     compute = compute_policy(device, resolve_precision(merged.train.precision, device))
-    run = TrainingRun(images, normalization=merged.normalization, model_config=merged.model or None,
-                      critic_config=merged.critic, train_config=merged.train, resume=resume, data=data)
-    model, is_main = run.model, run.trainer.dist.is_main
-    forget_stop = stop.on_set(run.stop)
+    run = model = forget_stop = None
     try:
+        # inside the try: the Trainer joins the process group and can fail after that
+        # (a resumed optimizer state that does not load), which must leave it again
+        run = TrainingRun(images, normalization=merged.normalization, model_config=merged.model or None,
+                          critic_config=merged.critic, train_config=merged.train, resume=resume, data=data)
+        model, is_main = run.model, run.trainer.dist.is_main
+        forget_stop = stop.on_set(run.stop)
         plan = _plan(run, settings, merged, compute, resume, stopped=stop.is_set())
         run.use_train_config(plan.train_config)
         if on_progress is not None:
@@ -103,9 +106,12 @@ def train_model(
     finally:
         # ended, stopped, failed or the caller went away: hand the GPU memory back (micro-sam's
         # napari trainer kept it, their issue 952); the model lives on in the CPU's memory
-        forget_stop()
+        if forget_stop is not None:
+            forget_stop()
         del run
-        release_cuda_memory(model)
+        # a run that failed while being built leaves no model here but a resumed one
+        model = model if model is not None else getattr(resume, "model", None)
+        release_cuda_memory(*(() if model is None else (model,)))
         _leave_process_group()
     return TrainOutcome(trained, stopped, report, report_error, time.perf_counter() - start, plan, is_main)
 

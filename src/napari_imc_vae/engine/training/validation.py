@@ -2,9 +2,10 @@
 
 The measures are those of the quality report, by the report's rule (one implementation:
 :mod:`napari_imc_vae.engine.quality.measures`): patches touching a NaN/Inf value are left out of
-R², sharpness, diversity, active units and permutation accuracy, and permutation accuracy runs on
-the same evenly spaced :data:`~napari_imc_vae.engine.defaults.PERM_PATCHES`. The critic's terms
-(``val_loss`` and its parts) are the training objective on every validation patch, NaN pixels
+R², sharpness, diversity, active units and permutation accuracy (counted in ``n_skipped_nonfinite``;
+when every patch touches one, those measures are NaN and active units 0), and permutation accuracy
+runs on the same evenly spaced :data:`~napari_imc_vae.engine.defaults.PERM_PATCHES`. The critic's
+terms (``val_loss`` and its parts) are the training objective on every validation patch, NaN pixels
 masked as in training.
 """
 
@@ -51,7 +52,8 @@ def validate_model(model: PatchVAE, sampler: PatchSampler, critic_config: Critic
     -------
     dict of str to float, or None
         ``val_<term>`` for each critic term, ``r2``, ``sharpness_ratio``, ``diversity_ratio``,
-        ``active_units``, ``perm_accuracy``, ``perm_left_out`` (symmetric patches); None when
+        ``active_units``, ``perm_accuracy``, ``perm_left_out`` (symmetric patches),
+        ``n_skipped_nonfinite`` (patches touching NaN/Inf, left out of the measures); None when
         there are no validation patches.
     """
     patches = sampler.validation_patches(max_patches)
@@ -84,6 +86,7 @@ def validate_model(model: PatchVAE, sampler: PatchSampler, critic_config: Critic
             active_units=float(active_units(mu_t)),
             perm_accuracy=float(accuracy),
             perm_left_out=float(left_out),
+            n_skipped_nonfinite=float(len(keep) - len(patches)),
         )
         return result
     finally:
