@@ -4,7 +4,8 @@ The reconstruction measures (R², mse, sharpness ratio, diversity ratio, cosine 
 accumulated in one pass over chunks of patches: float32 arithmetic on each chunk, float64
 accumulators across chunks, so no float64 copy of a large set is made. Patches touching a
 NaN/Inf value are left out before they come here (:func:`finite_patches`; the report and
-validation count them in ``n_skipped_nonfinite``); a non-finite prediction makes its measures NaN rather than silently dropping values.
+validation count them in ``n_skipped_nonfinite``); a non-finite prediction makes its measures
+NaN rather than silently dropping values.
 :func:`reconstruction_measures` does all of that for a pair of arrays; the quality report
 (:mod:`~napari_imc_vae.engine.quality.evaluate`) feeds the same sums chunk by chunk, with its
 baselines and a smoothed target beside the model.
@@ -40,7 +41,7 @@ def finite_patches(x: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """Which patches (N, ...) hold only finite values: (N,) bool, checked a chunk at a time."""
     out = []
     for c in x.split(chunk):
-        flat = c.flatten(1)  # not reshape(len(c), -1): that cannot infer -1 for 0 patches
+        flat = c.reshape(len(c), math.prod(c.shape[1:]))  # not -1: 0 patches leave it undefined
         # a NaN/Inf makes the patch's sum non-finite; 70× cheaper than isfinite on every value.
         # Finite values whose sum overflows are told apart exactly, patch by patch.
         ok = torch.isfinite(flat.sum(dim=1))
