@@ -146,3 +146,47 @@ def test_a_model_saved_before_the_file_hash_still_loads(trained, tmp_path):
     # saved again, it carries the hash
     with zipfile.ZipFile(loaded.save(tmp_path / "again.pt")) as z:
         assert z.comment.startswith(COMMENT_PREFIX)
+
+
+def _appended(path, extra: bytes, name: str):
+    bad = path.with_name(name)
+    bad.write_bytes(path.read_bytes() + extra)
+    return bad
+
+
+@pytest.mark.parametrize("n", [1, 200, 65_536])
+def test_bytes_appended_after_a_hashed_file_are_refused_naming_the_file(trained, tmp_path, n):
+    """Zip readers stop at the comment's declared end; 65,536: past zipfile's reach, not torch.load's."""
+    path = trained.save(tmp_path / "m.pt")
+    extra = np.random.default_rng(n).integers(0, 256, n, dtype=np.uint8).tobytes()
+    bad = _appended(path, extra, f"appended{n}.pt")
+    assert torch.load(bad, weights_only=True)["step"] == 4  # the gap: the reader loads it unnoticed
+    were = "1 byte was" if n == 1 else f"{n} bytes were"
+    with pytest.raises(ModelFileError, match=rf"^model file {re.escape(str(bad))} is damaged: {were} added after "
+                                             r"the end of the saved file \(after the zip comment that holds its "
+                                             r"SHA-256\)$"):
+        TrainedModel.load(bad)
+
+
+def test_an_appended_end_record_does_not_hide_the_hashed_one(trained, tmp_path):
+    """An empty zip's end record (no comment) appended: the search goes past it to the file's own."""
+    path = trained.save(tmp_path / "m.pt")
+    bad = _appended(path, b"PK\x05\x06" + bytes(18), "empty_zip_appended.pt")
+    with pytest.raises(ModelFileError, match=rf"{re.escape(str(bad))} is damaged: 22 bytes were added after"):
+        TrainedModel.load(bad)
+    # the file's own record and comment appended again: that copy ends the file, the hash refuses it
+    twice = _appended(path, path.read_bytes()[-(22 + COMMENT_LENGTH):], "end_twice.pt")
+    with pytest.raises(ModelFileError, match=rf"{re.escape(str(twice))} is damaged: its bytes differ from those"):
+        TrainedModel.load(twice)
+
+
+def test_bytes_appended_to_a_file_saved_before_the_hash_load_as_before(trained, tmp_path):
+    """Zip readers allow bytes after the end record; with no hash to say otherwise, such files load."""
+    old = _without_hash(trained.save(tmp_path / "m.pt"), "old.pt")
+    grown = _appended(old, b"\x01" * 200, "old_grown.pt")
+    loaded = TrainedModel.load(grown)
+    assert loaded.step == 4 and loaded.file_sha256 == hashlib.sha256(grown.read_bytes()).hexdigest()
+    # its records are still checked against their CRC-32
+    bad = _appended(_flipped(old, _first_weight_byte(old), "old_flipped.pt"), b"\x01" * 200, "old_flipped_grown.pt")
+    with pytest.raises(ModelFileError, match=r"old_flipped_grown\.pt is damaged: record archive/data/0 does not"):
+        TrainedModel.load(bad)

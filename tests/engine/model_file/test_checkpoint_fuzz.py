@@ -271,3 +271,13 @@ def test_a_flipped_byte_via_subprocess_names_the_file(real_model, tmp_path):
     assert out.returncode == 1
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "damaged" in lines[0], out.stderr
+
+
+@pytest.mark.parametrize("n", [1, 200])
+def test_bytes_appended_to_the_file_are_one_clean_line(real_model, tmp_path, capsys, n):
+    path, _, image = real_model
+    bad = tmp_path / f"appended{n}.pt"
+    bad.write_bytes(path.read_bytes() + b"\n" * n)
+    rc = main(["quality", str(bad), str(image)])
+    were = "1 byte was" if n == 1 else f"{n} bytes were"
+    _one_clean_line(rc, capsys.readouterr().err, bad, f"{were} added after the end of the saved file", f"+{n}")

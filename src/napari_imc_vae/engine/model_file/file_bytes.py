@@ -13,8 +13,13 @@ Layout at the end of a file written by :func:`add_file_hash`::
 
     ... | end-of-central-directory record (22 bytes, comment length 91) | "napari-imc-vae file sha256 " + 64 hex
 
-The hash covers every byte before the comment, the record giving its length included. Files
-saved before the hash (torch.save never writes a comment) load as before.
+The hash covers every byte before the comment, the record giving its length included. The file
+must end where the comment does: zip readers stop at the comment's declared end, so bytes appended
+after it would load unnoticed. Files saved before the hash (torch.save never writes a comment)
+load as before, bytes appended to them included (zip readers allow that; their records are still
+CRC-checked). The record is searched for in the last 128 KiB, past where zip readers give up (a
+comment's longest is 64 KiB): a hashed file with more than that appended reads as one saved before
+the hash, and no reader finds its records (torch.load: truncated or corrupt).
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ _HEX = re.compile(rb"[0-9a-f]{64}")
 _END_SIGNATURE = b"PK\x05\x06"
 _END_SIZE = 22
 _COMMENT_LENGTH_AT = 20
+#: How far from the end the record is searched for: at least as far as zip readers look (zipfile:
+#: 64 KiB + 22 bytes, a comment's longest; torch.load's miniz gives up a 4 KiB block later, and
+#: read a model file with 69,471 bytes appended).
+_SEARCHED = 1 << 17
 _BLOCK = 1 << 20
 
 
@@ -90,32 +99,36 @@ def check_file_hash(path: str | os.PathLike, error: type[Exception] = ValueError
     Raises
     ------
     error
-        The bytes differ from those saved (a record whose CRC-32 fails is named), or the comment
-        that holds the hash is changed or cut.
+        The bytes differ from those saved (a record whose CRC-32 fails is named), the comment
+        that holds the hash is changed or cut, or bytes were appended after it.
     """
     path = Path(path)
     size = path.stat().st_size
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        tail_start = max(0, size - _END_SIZE - _COMMENT_LENGTH)
+        tail_start = max(0, size - _SEARCHED)
         _feed(digest, f, tail_start)
         tail = f.read()
-    record_at = tail.rfind(_END_SIGNATURE)
-    if record_at < 0 or len(tail) - record_at < _END_SIZE:
-        digest.update(tail)
-        return digest.hexdigest(), False  # not a zip, or cut inside its last record: torch.load says so
-    declared = int.from_bytes(tail[record_at + _COMMENT_LENGTH_AT: record_at + _END_SIZE], "little")
-    comment = tail[record_at + _END_SIZE:]
-    if declared != _COMMENT_LENGTH and len(comment) != _COMMENT_LENGTH:
-        # no comment: saved before model files carried the hash; another one: another tool's zip (a zoo package)
+    record_at = _hashed_record(tail)
+    if record_at is None:
+        # no record with our comment: saved before model files carried the hash, another tool's zip
+        # (a zoo package), not a zip at all, or cut inside its last record (torch.load says so)
         digest.update(tail)
         return digest.hexdigest(), False
+    declared = int.from_bytes(tail[record_at + _COMMENT_LENGTH_AT: record_at + _END_SIZE], "little")
+    comment = tail[record_at + _END_SIZE:]
+    if declared == _COMMENT_LENGTH and len(comment) > _COMMENT_LENGTH:
+        # zip readers stop at the comment's declared end and load such a file as before
+        added = len(comment) - _COMMENT_LENGTH
+        raise error(f"model file {path} is damaged: {added} byte{'s' if added > 1 else ''} "
+                    f"{'were' if added > 1 else 'was'} added after the end of the saved file (after the "
+                    f"zip comment that holds its SHA-256)")
     if declared != len(comment) or not comment.startswith(COMMENT_PREFIX) \
             or not _HEX.fullmatch(comment[len(COMMENT_PREFIX):]):
         raise error(f"model file {path} is damaged: its zip comment, which holds the file's SHA-256, is "
                     f"changed or cut (a changed byte at the end of the file)")
     whole = digest.copy()
-    digest.update(tail[:-_COMMENT_LENGTH])
+    digest.update(tail[:record_at + _END_SIZE])
     if digest.hexdigest().encode() != comment[len(COMMENT_PREFIX):]:
         try:
             check_zip_records(path, error)  # names the record when the change is inside one
@@ -147,6 +160,23 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(_BLOCK), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _hashed_record(tail: bytes) -> int | None:
+    """Where in ``tail`` (a file's last 128 KiB) the end record whose comment is ours starts.
+
+    Ours: the comment starts with :data:`COMMENT_PREFIX` (its declared length may be changed), or
+    its declared length is that of ours (its text may be changed or cut). Searched from the end, as
+    zip readers do, but past any later record: bytes appended to the file may hold one (another
+    zip), and it must not hide ours.
+    """
+    at = len(tail)
+    while (at := tail.rfind(_END_SIGNATURE, 0, at)) >= 0:
+        if len(tail) - at >= _END_SIZE:  # a record cut short is no record: torch.load says so
+            declared = int.from_bytes(tail[at + _COMMENT_LENGTH_AT: at + _END_SIZE], "little")
+            if declared == _COMMENT_LENGTH or tail[at + _END_SIZE:].startswith(COMMENT_PREFIX):
+                return at
+    return None
 
 
 def _feed(digest, f: BinaryIO, n: int) -> None:
