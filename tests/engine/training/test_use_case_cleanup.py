@@ -49,3 +49,12 @@ def test_a_run_failing_after_the_group_was_joined_leaves_it(imc_testdata, one_pr
         train_model(image, TrainSettings(train=TRAIN), resume=first)
     assert one_process_group == [True, True]
     assert not dist.is_initialized()
+
+
+def test_a_group_the_caller_joined_stays_joined(imc_testdata, one_process_group):
+    """A caller that joined the job's group itself (init_distributed reuses it) still has it afterwards."""
+    image = read_imc(imc_testdata / FILE)
+    dist.init_process_group("gloo")
+    train_model(image, TrainSettings(model=MODEL, train=TRAIN))
+    assert one_process_group == [True]
+    assert dist.is_initialized()

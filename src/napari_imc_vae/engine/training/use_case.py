@@ -78,7 +78,7 @@ def train_model(
     take); the validation interval from the run's steps (:func:`~napari_imc_vae.engine.defaults.
     validation_interval`) unless ``settings.train`` gives ``val_every``; the report after training;
     optimizer state to the CPU and GPU memory released, however the run ends; under ``torchrun``
-    the process group is left at the end.
+    the process group is left at the end (unless the caller had joined it before the call).
     """
     start = time.perf_counter()
     settings = settings if settings is not None else TrainSettings()
@@ -87,6 +87,7 @@ def train_model(
     device = resolve_device(merged.train.device)
     compute = compute_policy(device, resolve_precision(merged.train.precision, device))
     run = model = forget_stop = None
+    joined_before = _in_process_group()  # a group the caller joined stays joined (as cells' process_group)
     try:
         # inside the try: the Trainer joins the process group and can fail after that
         # (a resumed optimizer state that does not load), which must leave it again
@@ -112,7 +113,8 @@ def train_model(
         # a run that failed while being built leaves no model here but a resumed one
         model = model if model is not None else getattr(resume, "model", None)
         release_cuda_memory(*(() if model is None else (model,)))
-        _leave_process_group()
+        if not joined_before:
+            _leave_process_group()
     return TrainOutcome(trained, stopped, report, report_error, time.perf_counter() - start, plan, is_main)
 
 
@@ -156,10 +158,16 @@ def _report(run: TrainingRun, trained: TrainedModel):
         return None, f"{type(e).__name__}: {e}"
 
 
+def _in_process_group() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 def _leave_process_group() -> None:
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
+    if _in_process_group():
         dist.destroy_process_group()
 
 
