@@ -18,9 +18,12 @@ from napari_imc_vae.cli._outputs import claim_output
 from napari_imc_vae.cli._progress import ProgressBar
 from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS, TILE_BATCH  # plain numbers: --help loads no torch
 
+#: The MODEL argument's help: both kinds of model file every command that applies a model opens.
+MODEL_HELP = "model file (.pt) written by 'train', or a BioImage Model Zoo package (.zip) written by 'export'"
+
 
 def _add_model_and_image(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL.pt", help="model file written by 'train'")
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("path", help="IMC image with the model's channels (matched by metal, else name; "
                                      "channels the model does not know are ignored)")
     parser.add_argument("--acquisition", metavar="A",
@@ -138,8 +141,9 @@ def run_quality(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(quality, indent=2, allow_nan=False))
     else:
+        from napari_imc_vae.engine.apply.application import quality_patches_words
         from napari_imc_vae.engine.quality.summary import quality_text
 
         print(quality_text(report, "patches of this image",
-                           f"{image.name}: patches of {quality['patch_size']} px at stride {quality['stride']}."))
+                           f"{image.name}: {quality_patches_words(quality, image.shape)}."))
     return 0

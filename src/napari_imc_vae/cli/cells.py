@@ -43,7 +43,8 @@ def add_apply_arguments(parser: argparse.ArgumentParser, *, motifs: bool = True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL.pt", help="model file written by 'train'")
+    parser.add_argument("model", metavar="MODEL", help="model file (.pt) written by 'train', or a BioImage Model "
+                                                       "Zoo package (.zip) written by 'export'")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="IMC files or folders of them (steinbock img/)")
     parser.add_argument("--masks", required=True, metavar="MASK_OR_FOLDER",
                         help="label image (uint16/uint32 TIFF, 0 = background) for a single image, or a folder "

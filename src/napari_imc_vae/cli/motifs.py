@@ -1,4 +1,4 @@
-"""``napari-imc-vae motifs MODEL.pt PATH... -o OUT``: the same tissue motifs on every image of a cohort.
+"""``napari-imc-vae motifs MODEL PATH... -o OUT``: the same tissue motifs on every image of a cohort.
 
 The motifs are the model's own (fitted on the latent vectors of its training patches and
 stored in the model file), so motif 3 means the same kind of tissue in every ROI. A model
@@ -21,11 +21,12 @@ from napari_imc_vae.cli._arguments import check_stride, positive_int, seed_arg
 from napari_imc_vae.cli._errors import PROG
 from napari_imc_vae.cli._inputs import load_model, stream_all
 from napari_imc_vae.cli._outputs import claim_output, output_stems
+from napari_imc_vae.cli.apply import MODEL_HELP
 from napari_imc_vae.engine.defaults import TILE_BATCH  # a plain number: --help loads no torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL.pt", help="model file written by 'train'")
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("paths", nargs="+", metavar="PATH", help="IMC files or folders of them")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs")
     parser.add_argument("--acquisition", metavar="A", help="only this acquisition of each file")

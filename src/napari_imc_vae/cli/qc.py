@@ -38,7 +38,8 @@ COHORT_FILES = ("qc_table.csv", "qc_heatmap.png", "qc_summary.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL.pt", help="model file written by 'train'")
+    parser.add_argument("model", metavar="MODEL", help="model file (.pt) written by 'train', or a BioImage Model "
+                                                       "Zoo package (.zip) written by 'export'")
     parser.add_argument("paths", nargs="+", metavar="FOLDER", help="IMC files or folders of them (steinbock img/)")
     add_apply_arguments(parser, motifs=False)
     parser.add_argument("--quality-patches", type=positive_int, default=QC_QUALITY_PATCHES, metavar="N",

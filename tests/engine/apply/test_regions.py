@@ -89,13 +89,14 @@ def test_a_threshold_of_the_caller(counts):
 def test_the_report_counts_spikes_apart_from_the_areas():
     spikes = [{"y": 1, "x": 1, "hot_pixel": True}, {"y": 5, "x": 5, "hot_pixel": False},
               {"y": 7, "x": 2, "hot_pixel": False}]
-    (none,) = region_sentence([], (50, 50), spikes)
+    (none,) = region_sentence([], (50, 50), spikes, hot_pixel_threshold=50.0)
     assert none.startswith("No place looks like an artefact") and none.endswith(
-        "Only 3 single pixels read far above counting noise (1 hot pixel the hot-pixel filter removed and "
-        "2 isolated spikes below its threshold).")
+        "Only 3 single pixels differ from the model far beyond counting noise: 1 is a hot pixel the hot-pixel "
+        "filter replaced (more than 50 counts above its neighbours in a marker), 2 are isolated spikes it kept.")
     area = {"y": 25.0, "x": 25.0, "area": 12, "shape": "blob", "channels": "Sm147_Laminin"}
-    (one,) = region_sentence([area], (50, 50), spikes[1:2])
+    (one,) = region_sentence([area], (50, 50), spikes[1:2], hot_pixel_threshold=50.0)
     assert one.startswith("1 place looks like an artefact") and "a patch of 12 px" in one
-    assert one.endswith("Apart from these, 1 single pixel reads far above counting noise (1 isolated spike "
-                        "below its threshold).")
+    assert one.endswith("Apart from these, 1 single pixel differs from the model far beyond counting noise: an "
+                        "isolated spike the hot-pixel filter kept, as it stands no more than 50 counts above its "
+                        "neighbours in any marker.")
     assert region_sentence([], (50, 50), [])[0].endswith("counting noise.")

@@ -14,10 +14,10 @@ import numpy as np
 from napari_imc_vae.engine.apply.inference import Reconstruction
 from napari_imc_vae.engine.apply.motifs import MotifModel
 from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
-from napari_imc_vae.engine.defaults import MAX_QUALITY_PATCHES
 from napari_imc_vae.io import ImcImage
 
-__all__ = ["ModelApplication", "steinbock_names", "provenance", "error_summary", "scale_channel_error"]
+__all__ = ["ModelApplication", "quality_patches_words", "steinbock_names", "provenance", "error_summary",
+           "scale_channel_error"]
 
 
 @dataclass
@@ -111,9 +111,12 @@ class ModelApplication:
         from napari_imc_vae.engine.quality.summary import summary_sentences
 
         searched = self.regions if self.region_map is not None else None
+        spikes = self.spikes if self.region_map is not None else None
+        if spikes and self.reconstruction.hot_pixels is None:  # the filter's mask was not kept
+            spikes = [{**s, "hot_pixel": None} for s in spikes]
+        threshold = self.provenance.get("normalization", {}).get("params", {}).get("hot_pixel_threshold")
         return summary_sentences(self.report, self.markers, searched, shape=tuple(self.image.shape[1:]),
-                                 reason=self.quality.get("reason"),
-                                 spikes=self.spikes if self.region_map is not None else None)
+                                 reason=self.quality.get("reason"), spikes=spikes, hot_pixel_threshold=threshold)
 
     def report_text(self) -> str:
         """The report for a terminal or a text box: the plain sentences, then the numbers behind
@@ -123,8 +126,7 @@ class ModelApplication:
 
         q, numbers = self.quality, []
         if self.report is not None:
-            head = (f"{self.image.name}: patches of {q['patch_size']} px at stride {q['stride']} "
-                    f"(every one of the image's, or {MAX_QUALITY_PATCHES:,} evenly spaced).")
+            head = f"{self.image.name}: {quality_patches_words(q, self.image.shape)}."
             if self.motif_source:
                 found = len(self.motif_rows)  # empty motifs are not listed
                 k = self.motif_model.k if self.motif_model is not None else found
@@ -132,6 +134,18 @@ class ModelApplication:
             numbers.append(f"{head}\n{self.report.format_text('patches of this image')}")
         numbers.append(marker_table(self.markers))
         return two_layer_text(self.summary_sentences(), "\n\n".join(n for n in numbers if n))
+
+
+def quality_patches_words(quality: dict, shape) -> str:
+    """Which patches the report measured, from ``quality`` (``patch_size``, ``stride``,
+    ``n_patches``) and the image's ``(C, Y, X)``: all of the image's patches at that stride, or
+    (past :data:`~napari_imc_vae.engine.defaults.MAX_QUALITY_PATCHES`) how many evenly spaced of how many."""
+    p, stride, used = int(quality["patch_size"]), int(quality["stride"]), int(quality["n_patches"])
+    h, w = (int(n) for n in shape[-2:])
+    total = ((h - p) // stride + 1) * ((w - p) // stride + 1)
+    which = (f"all {total:,} of the image's patches" if used >= total
+             else f"{used:,} evenly spaced of the image's {total:,} patches")
+    return f"{which} of {p} px at stride {stride}"
 
 
 def steinbock_names(trained: TrainedModel) -> list[str]:

@@ -23,15 +23,15 @@ NUMBERS_HEADER = "The numbers behind this:"
 _NAMED = 6
 _BROKEN = ("nonfinite_reconstruction", "no_better_than_mean", "worse_than_constant", "posterior_collapse")
 #: What each finding means for the picture, most serious first (one is said).
-_DETAIL = (("blur", "Its reconstruction is smoother than the image: sharp edges and small bright spots are lost."),
+_DETAIL = (("blur", "Its reconstruction is smoother than {the_image}: sharp edges and small bright spots are lost."),
            ("averaged_outputs", "Its reconstructions of different places look more alike than the tissue does."),
-           ("underfit", "It misses part of the image's broad pattern, not only its noise."),
+           ("underfit", "It misses part of {the_images} broad pattern, not only {its} noise."),
            ("channel_mix", "The mix of markers it predicts at a place is often off."),
            ("orientation", "Its description of a place changes when the tissue is turned or mirrored, so "
                            "motifs may split by orientation."))
 
 
-def overall_sentences(report, reason: str | None = None) -> list[str]:
+def overall_sentences(report, reason: str | None = None, *, n_images: int = 1) -> list[str]:
     """One or two sentences: is the model good enough to look at, and what its pictures lose.
 
     Parameters
@@ -39,9 +39,14 @@ def overall_sentences(report, reason: str | None = None) -> list[str]:
     report : QualityReport or None
     reason : str, optional
         Why there is no report (shown when ``report`` is None).
+    n_images : int
+        How many images the report's patches come from: 1 says "this image" (an applied model,
+        or training on one image), more say "these images" (held-out patches of several).
     """
+    one = n_images == 1
+    this = "this image" if one else "these images"
     if report is None:
-        return [f"The model's overall quality was not measured on this image ({reason or 'not asked for'})."]
+        return [f"The model's overall quality was not measured on {this} ({reason or 'not asked for'})."]
     probs = set(report.problems)
     if "nonfinite_reconstruction" in probs:
         first = ("Not good enough to look at: the model's output holds invalid values (its training "
@@ -57,13 +62,15 @@ def overall_sentences(report, reason: str | None = None) -> list[str]:
                  "so there is no verdict on whether it is good enough; train it again to get one.")
     elif "below_pca" in probs:
         first = ("Look with care: a simple linear summary fitted on the same training images keeps more of "
-                 "this image than the model does; train it longer or on more images.")
+                 f"{this} than the model does; train it longer or on more images.")
     else:
-        first = ("Good enough to look at: the model keeps more of this image than a simple linear summary "
+        first = (f"Good enough to look at: the model keeps more of {this} than a simple linear summary "
                  "fitted on the same training images.")
     out = [first]
     if not probs & set(_BROKEN):
-        out += [words for name, words in _DETAIL if name in probs][:1]
+        out += [words.format(the_image="the image" if one else "the images",
+                             the_images="the image's" if one else "the images'", its="its" if one else "their")
+                for name, words in _DETAIL if name in probs][:1]
     return out
 
 
@@ -110,28 +117,50 @@ def _where(y: float, x: float, shape: tuple[int, int]) -> str:
     return "centre" if (r, c) == ("middle", "centre") else (f"{r} {c}" if r != "middle" else f"middle {c}")
 
 
-def _spike_clause(spikes: Sequence[dict] | None, lead: str = "Apart from these, ") -> str:
-    """Single high pixels, counted apart from the areas: hot pixels the filter removed, other spikes."""
+def _spike_clause(spikes: Sequence[dict] | None, lead: str = "Apart from these, ",
+                  hot_pixel_threshold: float | None = None) -> str:
+    """Single high pixels, counted apart from the areas: hot pixels the hot-pixel filter replaced
+    (more than its threshold, in counts, above their neighbours in a marker) and isolated spikes it kept.
+
+    A spike's ``hot_pixel`` is True (the filter replaced a value there), False (it did not) or
+    None (not known: the filter's mask was not kept); ``hot_pixel_threshold`` None: no filter
+    (when no spike is a hot pixel).
+    """
     if not spikes:
         return ""
-    hot = sum(bool(s.get("hot_pixel")) for s in spikes)
-    kinds = [f"{hot} hot pixel{'s' * (hot != 1)} the hot-pixel filter removed" if hot else "",
-             f"{len(spikes) - hot} isolated spike{'s' * (len(spikes) - hot != 1)} below its threshold"
-             if len(spikes) > hot else ""]
-    return (f" {lead}{len(spikes)} single pixel{'s' * (len(spikes) != 1)} "
-            f"read{'s' * (len(spikes) == 1)} far above counting noise ({' and '.join(k for k in kinds if k)}).")
+    n = len(spikes)
+    head = f" {lead}{n} single pixel{'s' * (n != 1)} differ{'s' * (n == 1)} from the model far beyond counting noise"
+    spikes_words = "an isolated spike" if n == 1 else "isolated spikes"
+    if any(s.get("hot_pixel") is None for s in spikes):
+        return f"{head}: {spikes_words}."
+    hot = sum(bool(s["hot_pixel"]) for s in spikes)
+    if hot_pixel_threshold is None and not hot:
+        return f"{head}: {spikes_words}, left as measured (this model has no hot-pixel filter)."
+    above = "far above" if hot_pixel_threshold is None else f"more than {hot_pixel_threshold:g} counts above"
+    if hot == n:
+        return f"{head}: {'a hot pixel' if n == 1 else 'hot pixels'} the hot-pixel filter replaced ({above} " \
+               f"{'its' if n == 1 else 'their'} neighbours in a marker)."
+    if hot == 0:
+        return f"{head}: {spikes_words} the hot-pixel filter kept, as {'it stands no' if n == 1 else 'none stands'} " \
+               f"{above} its neighbours in any marker."
+    kept = n - hot
+    return (f"{head}: {hot} {'is a hot pixel' if hot == 1 else 'are hot pixels'} the hot-pixel filter replaced "
+            f"({above} {'its' if hot == 1 else 'their'} neighbours in a marker), {kept} "
+            f"{'is an isolated spike' if kept == 1 else 'are isolated spikes'} it kept.")
 
 
 def region_sentence(regions: Sequence[dict] | None, shape: tuple[int, int],
-                    spikes: Sequence[dict] | None = None) -> list[str]:
+                    spikes: Sequence[dict] | None = None, *,
+                    hot_pixel_threshold: float | None = None) -> list[str]:
     """How many places (areas) look like artefacts, and where the worst ones are; single high
-    pixels (``spikes``) counted apart; nothing when not searched."""
+    pixels (``spikes``) counted apart, hot pixels (the filter of ``hot_pixel_threshold`` counts,
+    None: none) from the spikes it kept; nothing when not searched."""
     if regions is None:
         return []
     n = len(regions)
     if n == 0:
         return ["No place looks like an artefact: nowhere does an area of the image differ from the model by "
-                "much more than counting noise." + _spike_clause(spikes, "Only ")]
+                "much more than counting noise." + _spike_clause(spikes, "Only ", hot_pixel_threshold)]
     places = []
     for r in list(regions)[:2]:
         channel = str(r.get("channels") or "").split(";")[0]
@@ -143,12 +172,12 @@ def region_sentence(regions: Sequence[dict] | None, shape: tuple[int, int],
     head = ("1 place looks like an artefact (it differs from the model far beyond counting noise): "
             if n == 1 else
             f"{n} places look like artefacts (they differ from the model far beyond counting noise); the worst: ")
-    return [head + "; ".join(places) + " — see the regions table." + _spike_clause(spikes)]
+    return [head + "; ".join(places) + " — see the regions table." + _spike_clause(spikes, hot_pixel_threshold=hot_pixel_threshold)]
 
 
 def summary_sentences(report, markers: Sequence[MarkerSummary] = (), regions: Sequence[dict] | None = None, *,
                       shape: tuple[int, int] = (1, 1), reason: str | None = None,
-                      spikes: Sequence[dict] | None = None) -> list[str]:
+                      spikes: Sequence[dict] | None = None, hot_pixel_threshold: float | None = None) -> list[str]:
     """The first layer of the report: three to five plain sentences.
 
     Parameters
@@ -163,9 +192,13 @@ def summary_sentences(report, markers: Sequence[MarkerSummary] = (), regions: Se
     reason : str, optional
         Why there is no report.
     spikes : sequence of dict, optional
-        Isolated single high pixels (``hot_pixel``: the filter removed it), counted apart.
+        Isolated single high pixels (``hot_pixel``: the filter replaced a value there; None: not
+        known), counted apart.
+    hot_pixel_threshold : float, optional
+        The model's hot-pixel filter threshold in counts; None: the model has no filter.
     """
-    out = overall_sentences(report, reason) + marker_sentences(markers) + region_sentence(regions, shape, spikes)
+    out = (overall_sentences(report, reason) + marker_sentences(markers)
+           + region_sentence(regions, shape, spikes, hot_pixel_threshold=hot_pixel_threshold))
     return out[:5]
 
 
@@ -183,7 +216,7 @@ def split_two_layers(text: str) -> tuple[list[str], str]:
     return [line.strip() for line in head.splitlines() if line.strip()], tail.strip("\n")
 
 
-def quality_text(report, patches: str = "held-out patches", heading: str = "") -> str:
+def quality_text(report, patches: str = "held-out patches", heading: str = "", *, n_images: int = 1) -> str:
     """A quality report alone (no whole image: at the end of training, or the CLI's ``quality``) in
     two layers: :func:`overall_sentences` and what was measured, then the report's table.
 
@@ -195,9 +228,11 @@ def quality_text(report, patches: str = "held-out patches", heading: str = "") -
         What the measured patches are ("held-out patches", "patches of this image").
     heading : str
         A first line for the numbers (e.g. the image and the patch grid).
+    n_images : int
+        How many images the patches come from (see :func:`overall_sentences`).
     """
     if report is None:
         return ""
-    sentences = overall_sentences(report) + [f"Measured on {report.n_val:,} {patches}."]
+    sentences = overall_sentences(report, n_images=n_images) + [f"Measured on {report.n_val:,} {patches}."]
     numbers = report.format_text(patches)
     return two_layer_text(sentences, f"{heading}\n{numbers}" if heading else numbers)

@@ -89,15 +89,26 @@ class TrainOutcome:
     plan: TrainPlan | None = None
     is_main: bool = True
 
+    def ending(self) -> str:
+        """How the run ended, in words: done, stopped, or its time budget used up before its planned steps."""
+        total, plan = self.trained.step, self.plan
+        limit = plan.train_config.time_limit_s if plan is not None else None
+        ran = total - (plan.resumed_from or 0) if plan is not None else total
+        if not self.stopped and limit is not None and ran < plan.steps:
+            # the trainer ends a run early only on a stop request or on its time limit
+            resumed = f", {total:,} in total" if plan.resumed_from else ""
+            return (f"the time budget ({_duration(limit)}) ran out after {ran:,} of the {plan.steps:,} planned "
+                    f"steps{resumed} ({self.seconds:.1f} s)")
+        return f"{'stopped' if self.stopped else 'done'} after {total} steps in total ({self.seconds:.1f} s)"
+
     def summary(self) -> str:
-        """How the run ended: steps, time, the last step's loss terms, the best validation."""
+        """How the run ended (:meth:`ending`), the last step's loss terms, the best validation."""
         trained = self.trained
         last = trained.history[-1] if trained.history else {}
         val = trained.validation_history
         best = min(val, key=lambda v: v.get("val_loss", math.inf)) if val else None
         d = trained.model.config.latent_dim
-        lines = [f"{'stopped' if self.stopped else 'done'} after {trained.step} steps in total "
-                 f"({self.seconds:.1f} s)",
+        lines = [self.ending(),
                  "last step:   " + "  ".join(f"{k}={_fmt(last.get(k))}" for k in _LOSS_KEYS)]
         if best is None:
             lines.append("validation: none (the images are too small for a validation region)")
@@ -113,7 +124,9 @@ class TrainOutcome:
         if report is not None:  # plain sentences, then the numbers (engine.quality.summary)
             from napari_imc_vae.engine.quality.summary import quality_text
 
-            return quality_text(report, "held-out patches the model did not train on")
+            # the held-out patches come from every training image: "these images" for several
+            n_images = max(1, len(self.trained.baseline_info.get("images", ())))
+            return quality_text(report, "held-out patches the model did not train on", n_images=n_images)
         lines = [f"No quality report: {self.report_error or 'no held-out patches (image too small)'}"]
         history = self.trained.validation_history if self.trained is not None else []
         val = history[-1] if history else None
@@ -123,6 +136,11 @@ class TrainOutcome:
             return two_layer_text(lines, "Last validation: " + ", ".join(
                 f"{k} {val[k]:.3f}" for k in _VALIDATION_KEYS if k in val))
         return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    """``12 s`` under two minutes, else ``1.5 min``: a budget as the user gave it."""
+    return f"{seconds:.3g} s" if seconds < 120 else f"{seconds / 60:.3g} min"
 
 
 def _fmt(value) -> str:
