@@ -81,7 +81,11 @@ def test_cells_writes_the_reconstruction_and_one_row_per_cell(model_file, cohort
         assert [int(r["cell_id"]) for r in rows] == list(range(1, int(labels.max()) + 1))
         assert sum(int(r["area"]) for r in rows) == int((labels > 0).sum())
         assert {r["image"] for r in rows} == {s}
-        assert f"{s}: {len(rows)} cells" in stdout
+        touched = sum(r["touched_by_artefact"] == "True" for r in rows)
+        spiked = sum(float(r["spike_fraction"]) > 0 for r in rows)
+        assert (f"{s}: {len(rows)} cells, {touched} touched by an artefact (a region of high error listed in "
+                f"_regions.csv, or a hot pixel the filter replaced); {spiked} hold an isolated single-pixel spike "
+                "(listed apart, not counted as an artefact)") in stdout
 
 
 @pytest.mark.parametrize("fault", ["missing", "other size"])
@@ -212,8 +216,54 @@ def test_qc_writes_each_roi_the_table_heatmap_and_names_the_worst(model_file, qc
     assert summary["worst_rois"][0][0] == worst_roi
     assert summary["worst_rois"][0][1] == pytest.approx(np.mean(errors[worst_roi]), rel=1e-5)  # CSV: 6 digits
     assert f"Worst ROIs: {worst_roi}" in stdout
+    # the regions figure is a count of the rows of the _regions.csv files, by shape
+    listed = {"single pixel": 0, "line": 0, "blob": 0}
+    for s in QC_ROIS:
+        with open(out / f"{s}_regions.csv", newline="") as f:
+            for region in csv.DictReader(f):
+                listed[region["shape"]] += 1
+    spikes = sum(json.loads((out / f"{s}_quality.json").read_text())["error"]["n_isolated_spikes"] for s in QC_ROIS)
+    assert sum(listed.values()) > 0 and spikes > 0
+    counts = (f"regions of high error (the rows of the _regions.csv files): {sum(listed.values())} "
+              f"({listed['single pixel']} single pixel, {listed['line']} line, {listed['blob']} blob); "
+              f"isolated single-pixel spikes, listed apart: {spikes}.")
+    assert counts in stdout and counts in summary["sentences"][2]
+    # a marker is ranked on the ROIs where it has signal, and says so when that is not all of them
+    signal = {(r["roi"], r["marker"]): r["has_signal"] == "True" for r in rows}
+    assert [signal[(s, "Ag107")] for s in QC_ROIS] == [True, False, False]  # "only detectable in mockData1"
+    ranked = {m: np.mean([float(r["mean_error"]) for r in rows if r["marker"] == m and signal[(r["roi"], m)]])
+              for m in markers}
+    expected = sorted(ranked, key=lambda m: -ranked[m])[:3]
+    assert [name for name, _ in summary["worst_markers"]] == expected
+    assert [v for _, v in summary["worst_markers"]] == pytest.approx([ranked[m] for m in expected], rel=1e-5)
+    assert "Ag107" in expected and f"Ag107 ({ranked['Ag107']:.2f}, signal in 1 of 3 ROIs)" in stdout
     with Image.open(out / "qc_heatmap.png") as png:
         assert png.format == "PNG" and png.width >= 640 and png.height > 3 * 22
+
+
+def test_qc_leaves_markers_without_signal_out_of_the_worst(model_file, imc_testdata, tmp_path, capsys):
+    import json
+
+    folder = tmp_path / "img"
+    folder.mkdir()
+    rois = ("20210305_NE_mockData2_001", "20210305_NE_mockData4_001", "20210305_NE_mockData5_001")
+    for s in rois:
+        (folder / f"{s}.ome.tiff").symlink_to(imc_testdata / "steinbock_img" / f"{s}.ome.tiff")
+    out = tmp_path / "qc"
+    assert main(["qc", str(model_file), str(folder), "-o", str(out), "--device", "cpu"]) == 0
+    stdout = capsys.readouterr().out
+    rows = _qc_rows(out)
+    silent = [m for m in dict.fromkeys(r["marker"] for r in rows)
+              if all(r["has_signal"] == "False" for r in rows if r["marker"] == m)]
+    assert silent == ["Ag107", "Pr141_Cytokeratin 5"]  # the marker summary's verdict in all three ROIs
+    summary = json.loads((out / "qc_summary.json").read_text())
+    assert not {name for name, _ in summary["worst_markers"]} & set(silent)
+    assert len(summary["worst_markers"]) == 3
+    assert "not ranked, almost no signal: Ag107, Pr141_Cytokeratin 5)" in stdout
+    # left out although Ag107 has the highest mean error of all the markers in these ROIs
+    every = {m: np.mean([float(r["mean_error"]) for r in rows if r["marker"] == m]) for m in
+             dict.fromkeys(r["marker"] for r in rows)}
+    assert max(every, key=every.get) in silent
 
 
 def test_qc_started_again_keeps_finished_images_and_does_the_rest(model_file, qc_folder, tmp_path, capsys):

@@ -97,8 +97,9 @@ def _cells(args: argparse.Namespace) -> int:
         bars.close()
         for p in write_image_outputs(args.output, done.application, args.model, table=done.table, h5ad=h5ad):
             print(f"wrote {p}")
-        print(f"- {done.table.image}: {len(done.table)} cells, {done.touched} touched by an artefact "
-              f"(high-error region or hot pixel)", flush=True)
+        print(f"- {done.table.image}: {len(done.table)} cells, {done.touched} touched by an artefact (a region "
+              f"of high error listed in _regions.csv, or a hot pixel the filter replaced); {done.with_spike} "
+              f"hold an isolated single-pixel spike (listed apart, not counted as an artefact)", flush=True)
 
     try:  # each warning of the readers once (the images are read twice: checks, then work)
         cell_tables(trained, stream_all(args.images, args.acquisition, quiet=False), args.masks,

@@ -99,12 +99,44 @@ def test_latent_and_motifs_take_the_nearest_tile_and_fractions_sum_to_one(applic
     assert table.latent.shape == (len(table), 4) and table.uns["n_motifs"] == 4
 
 
+def watershed_mask(image) -> np.ndarray:
+    """Watershed of the smoothed H3K27Ac channel from its local maxima of 1 count or more: cells
+    that cover the tissue, as a user's segmentation does (more of the image than nuclear_mask)."""
+    from skimage.segmentation import watershed
+
+    nuc = ndimage.gaussian_filter(image.data[image.channel_names.index("H3K27Ac")], 1)
+    seeds, _ = ndimage.label((ndimage.maximum_filter(nuc, 5) == nuc) & (nuc >= 1.0))
+    return watershed(-nuc, seeds, mask=nuc > 0.5).astype(np.uint16)
+
+
+def pixels_of_listed(app, regions=None) -> tuple[np.ndarray, np.ndarray]:
+    """The pixels of the regions and of the isolated spikes ``app`` lists, found independently:
+    scikit-image's 8-connected components of the pixels above the threshold, a component kept
+    when its box and area are those of a listed region, or when it holds a listed spike."""
+    from skimage.measure import label, regionprops
+
+    regions = app.regions if regions is None else regions
+    e = np.asarray(app.region_map, np.float32)
+    components = label(np.isfinite(e) & (e > app.region_threshold), connectivity=2)
+    boxes = {(tuple(r["bbox"]), r["area"]) for r in regions}
+    in_region = np.isin(components, [p.label for p in regionprops(components) if (p.bbox, p.area) in boxes])
+    in_spike = np.isin(components, [components[s["y"], s["x"]] for s in app.spikes])
+    return in_region, in_spike
+
+
+@pytest.fixture(scope="module")
+def roi_with_spikes(cells_model, imc_testdata):
+    """The tiny model applied to mockData5_003 (an image it was not trained on), and a watershed mask."""
+    image = read_imc(imc_testdata / "steinbock_img" / "20210305_NE_mockData5_003.ome.tiff")
+    return apply_to_image(cells_model, image, ApplySettings(quality=False)), watershed_mask(image)
+
+
 def test_error_and_artefact_fractions_follow_the_maps(application):
     _, app = application
     labels = nuclear_mask(app.image)
     table = cells_from_application(app, labels)
     rec = app.reconstruction
-    high = app.region_map > app.region_threshold
+    high, spike = pixels_of_listed(app)
     hot = rec.hot_pixels > 0
     for row, cell in enumerate(table.cell_id):
         inside = labels == cell
@@ -112,7 +144,39 @@ def test_error_and_artefact_fractions_follow_the_maps(application):
         assert table.high_error_fraction[row] == pytest.approx(high[inside].mean())
         assert table.hot_pixel_fraction[row] == pytest.approx(hot[inside].mean())
         assert table.artefact_fraction[row] == pytest.approx((high | hot)[inside].mean())
+        assert table.spike_fraction[row] == pytest.approx(spike[inside].mean())
     assert table.touched_by_artefact.tolist() == [bool((high | hot)[labels == c].any()) for c in table.cell_id]
+
+
+def test_cells_touched_by_an_artefact_are_those_over_the_regions_reconstruct_lists(roi_with_spikes):
+    app, labels = roi_with_spikes
+    table = cells_from_application(app, labels)
+    in_region, in_spike = pixels_of_listed(app)
+    assert in_region.sum() == sum(r["area"] for r in app.regions) and in_spike.sum() == len(app.spikes)
+    assert not (app.reconstruction.hot_pixels > 0).any()  # so only the regions touch a cell here
+    over_region = {int(c) for c in np.unique(labels[in_region]) if c}
+    assert set(table.cell_id[table.touched_by_artefact].tolist()) == over_region
+    # a cell holding only an isolated spike is not touched, but its spike is counted apart
+    spike_only = [int(c) for c in np.unique(labels[in_spike]) if c and c not in over_region]
+    assert spike_only, "this ROI has cells with a spike and no region: the case the table must tell apart"
+    rows = dict(zip(table.cell_id.tolist(), range(len(table))))
+    for c in spike_only:
+        assert table.spike_fraction[rows[c]] > 0 and not table.touched_by_artefact[rows[c]]
+    assert len(over_region) < len(table)  # not every cell is touched
+
+
+def test_no_listed_region_touches_no_cell_and_only_the_listed_count(roi_with_spikes):
+    from dataclasses import replace
+
+    app, labels = roi_with_spikes
+    assert (np.asarray(app.region_map) > app.region_threshold).any()  # high pixels remain on the map
+    none = cells_from_application(replace(app, regions=[]), labels)
+    assert not none.touched_by_artefact.any() and not none.high_error_fraction.any()
+    top = app.regions[:3]  # as when MAX_REGIONS cuts the list: only the listed ones count
+    table = cells_from_application(replace(app, regions=top), labels)
+    in_region, _ = pixels_of_listed(app, top)
+    assert in_region.sum() == sum(r["area"] for r in top)
+    assert set(table.cell_id[table.touched_by_artefact].tolist()) == {int(c) for c in np.unique(labels[in_region]) if c}
 
 
 def test_a_cell_inside_a_hot_pixel_and_a_region_is_flagged_and_one_outside_is_not():
@@ -123,7 +187,11 @@ def test_a_cell_inside_a_hot_pixel_and_a_region_is_flagged_and_one_outside_is_no
     hot[2, 2] = 1
     high = np.zeros((10, 10), bool)
     high[1, 1:4] = True
-    table = measure_cells(labels, raw, markers=["A", "B"], image_name="t", hot_pixels=hot, high_error=high)
+    spikes = np.zeros((10, 10), bool)
+    spikes[7, 7] = True
+    table = measure_cells(labels, raw, markers=["A", "B"], image_name="t", hot_pixels=hot, high_error=high,
+                          spikes=spikes)
+    assert table.spike_fraction.tolist() == pytest.approx([0, 1 / 9])
     assert table.hot_pixel_fraction.tolist() == pytest.approx([1 / 9, 0])
     assert table.high_error_fraction.tolist() == pytest.approx([3 / 9, 0])
     assert table.artefact_fraction.tolist() == pytest.approx([4 / 9, 0])
@@ -192,6 +260,7 @@ def test_csv_and_h5ad_hold_the_table_field_by_field(application, tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == len(table) == labels.max()
     assert list(rows[0])[:len(FIXED_COLUMNS)] == list(FIXED_COLUMNS)
+    assert [float(r["spike_fraction"]) for r in rows] == pytest.approx(table.spike_fraction.tolist(), rel=1e-5)
     assert [int(r["cell_id"]) for r in rows] == table.cell_id.tolist()
     marker = app.channel_names[4]
     assert [float(r[marker]) for r in rows] == pytest.approx(table.intensity[:, 4].tolist(), rel=1e-5)

@@ -71,8 +71,16 @@ class CellsOfImage:
 
     @property
     def touched(self) -> int:
-        """Cells touched by an artefact (a high-error region or a hot pixel)."""
+        """Cells touched by an artefact: a region of high error as listed in ``<image>_regions.csv``,
+        or a pixel the hot-pixel filter replaced."""
         return int(self.table.touched_by_artefact.sum())
+
+    @property
+    def with_spike(self) -> int:
+        """Cells holding an isolated spike (listed apart from the regions; not counted in :attr:`touched`)."""
+        if self.table.spike_fraction is None:
+            return 0
+        return int((self.table.spike_fraction > 0).sum())
 
 
 @dataclass

@@ -7,9 +7,12 @@ of its structure the model explains (the report's
 (mean absolute count residual, in noise SDs: about 0.8 where the counts vary as counting
 noise says), the pixels the hot-pixel filter replaced, and the regions of high error whose
 error that marker carries, by kind (single pixel: the isolated spikes of
-:func:`~napari_imc_vae.engine.apply.regions.find_spikes`; line; blob). The rows of one image are
-small and JSON-safe: the command line keeps them in a per-image file, which is also the
-mark that the image is done (a stopped run resumes from there), and
+:func:`~napari_imc_vae.engine.apply.regions.find_spikes`; line; blob): one count per marker × event,
+so a region carried by three markers counts in three rows. Every row of an image also carries the
+image's own counts of distinct events (:data:`ROI_EVENT_KEYS`, not columns of the table): the
+summary's sentence counts regions as ``<image>_regions.csv`` lists them and the isolated spikes
+apart. The rows of one image are small and JSON-safe: the command line keeps them in a
+per-image file, which is also the mark that the image is done (a stopped run resumes from there), and
 :class:`CohortSummary` gathers them for the table and the heatmap a person reads first.
 """
 
@@ -20,14 +23,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HEATMAP_TOP", "QC_COLUMNS", "REGION_KINDS", "roi_marker_rows", "hot_pixels_per_channel", "CohortSummary",
-           "heatmap_top"]
+__all__ = ["HEATMAP_TOP", "QC_COLUMNS", "REGION_KINDS", "ROI_EVENT_KEYS", "roi_marker_rows", "hot_pixels_per_channel",
+           "CohortSummary", "heatmap_top"]
 
 #: Shapes a region of high error is given (:func:`~napari_imc_vae.engine.apply.regions.find_regions`).
 REGION_KINDS = ("single pixel", "line", "blob")
 #: Columns of the cohort table, in this order.
 QC_COLUMNS = ("roi", "marker", "explained", "has_signal", "mean_error", "hot_pixels",
               *(f"regions_{k.replace(' ', '_')}" for k in REGION_KINDS), "pixels")
+#: Keys each row also holds, the same on every row of a ROI (one figure per ROI, so not written to
+#: the per-marker table): its regions by kind, as its ``_regions.csv`` lists them, and its isolated spikes.
+ROI_EVENT_KEYS = (*(f"roi_regions_{k.replace(' ', '_')}" for k in REGION_KINDS), "roi_spikes")
 #: The heatmap's colour scale tops at this mean calibrated error (noise SDs) or the largest value:
 #: counting noise alone gives about 0.8 (the mean of |Z|), so a cohort the model explains stays
 #: dark-to-middle and 2 or more, a marker it clearly does not explain, is bright.
@@ -61,6 +67,9 @@ def roi_marker_rows(app) -> list[dict]:
     # channel by channel: indexing all model channels at once would copy the whole image
     hot = [hot_pixels_per_channel(image.data[i : i + 1], threshold)[0] for i in app.channel_index]
     markers = {m.name: m for m in getattr(app, "markers", None) or []}
+    spikes = getattr(app, "spikes", None) or []
+    events = dict(zip(ROI_EVENT_KEYS, [*(sum(r["shape"] == k for r in app.regions) for k in REGION_KINDS),
+                                       len(spikes)]))
     rows = []
     for c, name in enumerate(app.channel_names):
         error = None
@@ -71,14 +80,14 @@ def roi_marker_rows(app) -> list[dict]:
         summary = markers.get(name)
         carried = [r for r in app.regions if name in str(r.get("channels", "")).split(";")]
         # isolated spikes (single high pixels, listed apart from the regions) count as single pixels
-        carried += [{"shape": "single pixel"} for s in getattr(app, "spikes", None) or []
+        carried += [{"shape": "single pixel"} for s in spikes
                     if name in str(s.get("channels", "")).split(";")]
         rows.append({"roi": image.name, "marker": name,
                      "explained": None if summary is None else summary.explained,
                      "has_signal": None if summary is None else bool(summary.has_signal),
                      "mean_error": error, "hot_pixels": hot[c],
                      **{f"regions_{k.replace(' ', '_')}": sum(r["shape"] == k for r in carried) for k in REGION_KINDS},
-                     "pixels": int(image.shape[1] * image.shape[2])})
+                     "pixels": int(image.shape[1] * image.shape[2]), **events})
     return rows
 
 
@@ -106,33 +115,63 @@ class CohortSummary:
                 out[rois[r["roi"]], markers[r["marker"]]] = float(value)
         return out
 
+    def rois_with_signal(self) -> dict[str, tuple[int, int]]:
+        """Per marker: in how many ROIs it has signal (``has_signal`` not false), of how many measured."""
+        signal = self.matrix("has_signal")
+        return {name: (int((signal[:, j] != 0.0).sum()), len(self.rois)) for j, name in enumerate(self.markers)}
+
+    @property
+    def markers_without_signal(self) -> list[str]:
+        """Markers the marker summary finds almost no signal in (``has_signal`` false) in every ROI."""
+        return [name for name, (k, _) in self.rois_with_signal().items() if k == 0]
+
     def worst(self, n: int = 3) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-        """The ``n`` ROIs and the ``n`` markers of highest mean calibrated error (name, value)."""
+        """The ``n`` ROIs and the ``n`` markers of highest mean calibrated error (name, value).
+
+        A marker is ranked on the ROIs where it has signal (``has_signal`` not false): a channel of
+        counting noise alone is no staining problem, whatever its error; one without signal
+        anywhere (:attr:`markers_without_signal`) is not ranked.
+        """
         m = self.matrix("mean_error")
+        with_signal = np.where(self.matrix("has_signal") == 0.0, np.nan, m)
 
         def top(names: Sequence[str], values: np.ndarray) -> list[tuple[str, float]]:
             order = [i for i in np.argsort(-np.nan_to_num(values, nan=-np.inf), kind="stable") if np.isfinite(values[i])]
             return [(names[i], float(values[i])) for i in order[:n]]
 
-        return top(self.rois, _nanmean(m, 1)), top(self.markers, _nanmean(m, 0))
+        return top(self.rois, _nanmean(m, 1)), top(self.markers, _nanmean(with_signal, 0))
 
     def headline(self, unit: str = "noise SD", n: int = 3) -> str:
         """One line naming the worst ROIs and markers, for the picture's title and the terminal."""
         rois, markers = self.worst(n)
         fmt = ", ".join
+        silent, signal = self.markers_without_signal, self.rois_with_signal()
+
+        def ranked(name: str, v: float) -> str:  # a marker ranked on only some ROIs says on how many
+            k, of = signal[name]
+            return f"{name} ({v:.2f}{f', signal in {k} of {of} ROIs' if k < of else ''})"
+
         return (f"Worst ROIs: {fmt(f'{name} ({v:.2f})' for name, v in rois) or 'none measured'}; "
-                f"worst markers: {fmt(f'{name} ({v:.2f})' for name, v in markers) or 'none measured'} "
-                f"(mean calibrated error, {unit})")
+                f"worst markers: {fmt(ranked(name, v) for name, v in markers) or 'none measured'} "
+                f"(mean calibrated error, {unit}"
+                + (f"; not ranked, almost no signal: {fmt(silent)})" if silent else ")"))
 
     def sentences(self, unit: str = "noise SD") -> list[str]:
         """A few plain lines for the terminal: the cohort, the worst, the artefacts."""
         hot = sum(int(r["hot_pixels"]) for r in self.rows)
-        regions = {k: sum(int(r[f"regions_{k.replace(' ', '_')}"]) for r in self.rows) for k in REGION_KINDS}
+        # distinct events, from each ROI's own counts: a region carried by three markers is one region
+        per_roi = {r["roi"]: r for r in self.rows}
+        counted = [r for r in per_roi.values() if all(k in r for k in ROI_EVENT_KEYS)]
+        regions = {k: sum(int(r[f"roi_regions_{k.replace(' ', '_')}"]) for r in counted) for k in REGION_KINDS}
+        spikes = sum(int(r["roi_spikes"]) for r in counted)
         unexplained = [f"{r['roi']}/{r['marker']}" for r in self.rows
                        if r.get("has_signal") and r.get("explained") is not None and r["explained"] < 0.25]
         lines = [f"{len(self.rois)} ROI(s) × {len(self.markers)} marker(s).", self.headline(unit) + ".",
-                 f"Hot pixels replaced: {hot:,}; regions of high error carried by a marker: "
-                 + ", ".join(f"{v} {k}" for k, v in regions.items()) + "."]
+                 f"Hot pixels replaced: {hot:,}; regions of high error (the rows of the _regions.csv files): "
+                 f"{sum(regions.values()):,} (" + ", ".join(f"{v:,} {k}" for k, v in regions.items())
+                 + f"); isolated single-pixel spikes, listed apart: {spikes:,}."
+                 + (f" Not counted: {len(per_roi) - len(counted)} ROI(s) done by an earlier version (run them "
+                    "again to count them)." if len(counted) < len(per_roi) else "")]
         if unexplained:
             lines.append(f"Markers with signal the model explains poorly (< 25%): {', '.join(unexplained[:8])}"
                          + (f" and {len(unexplained) - 8} more" if len(unexplained) > 8 else "") + ".")

@@ -23,8 +23,14 @@ Definitions
 - *motif fraction*: the share of the cell's pixels whose nearest tile has motif j (same rule).
 - *error*: the mean over the cell of the per-pixel calibrated error
   (``reconstruction.error``), non-finite pixels left out.
-- *high-error / hot-pixel / artefact fraction*: the share of the cell's pixels inside a region
-  of high error (``region_map > region_threshold``), replaced by the hot-pixel filter, or either.
+- *high-error fraction*: the share of the cell's pixels in a region of high error as
+  ``reconstruct`` lists them in ``<image>_regions.csv`` (areas of at least
+  :data:`~napari_imc_vae.engine.apply.regions.MIN_REGION_AREA` connected pixels above the
+  threshold; :mod:`.artefact_pixels`); *hot-pixel fraction*: replaced by the hot-pixel filter;
+  *artefact fraction*: either; *touched by an artefact*: artefact fraction above 0.
+- *spike fraction*: the share of the cell's pixels that are an isolated spike (a high pixel
+  without a high neighbour, listed apart from the regions): not counted as an artefact above,
+  since a single salt pixel of counts is common in real IMC and says little about the cell.
 - *explained* (per marker): ``1 − |m − r| / m`` clipped to [0, 1], with ``m`` the cell's mean
   measured intensity and ``r`` the mean of the reconstruction over the same pixels: 1 = the
   model reproduces the cell's signal, 0 = it misses (or invents) as much as the cell holds.
@@ -40,13 +46,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_imc_vae.engine.apply.motifs import upsample_grid
+from napari_imc_vae.engine.cells.artefact_pixels import listed_pixels
 from napari_imc_vae.io.masks import as_labels, check_mask_shape
 
 __all__ = ["CellTable", "measure_cells", "cells_from_application", "FIXED_COLUMNS"]
 
 #: The columns every cell table starts with, in this order (then the per-marker ones).
 FIXED_COLUMNS = ("image", "cell_id", "area", "centroid_y_px", "centroid_x_px", "centroid_y_um", "centroid_x_um",
-                 "error", "high_error_fraction", "hot_pixel_fraction", "artefact_fraction", "touched_by_artefact")
+                 "error", "high_error_fraction", "hot_pixel_fraction", "artefact_fraction", "touched_by_artefact",
+                 "spike_fraction")
 
 
 @dataclass
@@ -73,7 +81,8 @@ class CellTable:
     latent : ndarray of shape (N, D), float64, or None
     motif_fraction : ndarray of shape (N, k), float64, or None
     error : ndarray of shape (N,), float64, or None
-    high_error_fraction, hot_pixel_fraction, artefact_fraction : ndarray of shape (N,), or None
+    high_error_fraction, hot_pixel_fraction, artefact_fraction, spike_fraction : ndarray of shape (N,), or None
+        See the module's definitions.
     uns : dict
         Provenance: model file hash, normalization, motif count, error unit, stride.
     """
@@ -93,6 +102,7 @@ class CellTable:
     high_error_fraction: np.ndarray | None = None
     hot_pixel_fraction: np.ndarray | None = None
     artefact_fraction: np.ndarray | None = None
+    spike_fraction: np.ndarray | None = None
     uns: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -105,7 +115,7 @@ class CellTable:
 
     @property
     def touched_by_artefact(self) -> np.ndarray:
-        """Whether any pixel of the cell is in a high-error region or a hot pixel (bool, (N,))."""
+        """Whether any pixel of the cell is in a listed region of high error or a hot pixel (bool, (N,))."""
         if self.artefact_fraction is None:
             return np.zeros(len(self), bool)
         return self.artefact_fraction > 0
@@ -122,7 +132,8 @@ class CellTable:
                 "centroid_y_um": self.centroid_um[:, 0], "centroid_x_um": self.centroid_um[:, 1],
                 "error": col(self.error), "high_error_fraction": col(self.high_error_fraction),
                 "hot_pixel_fraction": col(self.hot_pixel_fraction),
-                "artefact_fraction": col(self.artefact_fraction), "touched_by_artefact": self.touched_by_artefact}
+                "artefact_fraction": col(self.artefact_fraction), "touched_by_artefact": self.touched_by_artefact,
+                "spike_fraction": col(self.spike_fraction)}
 
     def columns(self) -> list[str]:
         """CSV header: :data:`FIXED_COLUMNS`, intensities (named by marker, as steinbock's
@@ -217,7 +228,7 @@ def measure_cells(labels: np.ndarray, raw: np.ndarray, *, markers: list[str], im
                   pixel_size_um: float = 1.0, reconstructed: np.ndarray | None = None,
                   latent: np.ndarray | None = None, stride: int = 1, motifs: np.ndarray | None = None,
                   n_motifs: int = 0, error: np.ndarray | None = None, high_error: np.ndarray | None = None,
-                  hot_pixels: np.ndarray | None = None, mask_name: str = "mask",
+                  hot_pixels: np.ndarray | None = None, spikes: np.ndarray | None = None, mask_name: str = "mask",
                   uns: dict | None = None) -> CellTable:
     """The per-cell table of one image (see the module's definitions).
 
@@ -240,8 +251,9 @@ def measure_cells(labels: np.ndarray, raw: np.ndarray, *, markers: list[str], im
     n_motifs : int
     error : ndarray of shape (Y, X), optional
         Per-pixel calibrated error.
-    high_error, hot_pixels : ndarray of shape (Y, X), optional
-        Truthy where a pixel is in a high-error region / was replaced by the hot-pixel filter.
+    high_error, hot_pixels, spikes : ndarray of shape (Y, X), optional
+        Truthy where a pixel is in a listed region of high error / was replaced by the hot-pixel
+        filter / is a listed isolated spike.
     mask_name : str
         For messages.
     uns : dict, optional
@@ -308,7 +320,7 @@ def measure_cells(labels: np.ndarray, raw: np.ndarray, *, markers: list[str], im
         latent=rows(mean_latent), motif_fraction=rows(motif_frac),
         error=rows(None if error is None else _mean_per_label(index, np.asarray(error, np.float64), n)),
         high_error_fraction=rows(fraction(high)), hot_pixel_fraction=rows(fraction(hot)),
-        artefact_fraction=rows(fraction(either)), uns=dict(uns or {}),
+        artefact_fraction=rows(fraction(either)), spike_fraction=rows(fraction(spikes)), uns=dict(uns or {}),
     )
 
 
@@ -327,12 +339,9 @@ def cells_from_application(app, labels: np.ndarray, *, mask_name: str = "mask") 
     image = app.image
     raw = image.data[np.asarray(app.channel_index)] if list(app.channel_index) != list(range(image.shape[0])) \
         else image.data
-    high = None
-    if app.region_map is not None and np.isfinite(app.region_threshold):
-        with np.errstate(invalid="ignore"):
-            high = app.region_map > app.region_threshold
-    elif app.region_map is not None:
-        high = np.zeros(app.region_map.shape, bool)
+    high = spikes = None
+    if app.region_map is not None:  # the regions reconstruct lists, not every pixel above the threshold
+        high, spikes = listed_pixels(app.region_map, app.region_threshold, app.regions, app.spikes or [])
     k = app.motif_model.k if app.motif_model is not None else 0
     uns = {"image": image.name, "source": str(image.source), "mask": mask_name, "model_sha256": app.provenance.get("model_sha256"),
            "model_file": app.provenance.get("model_file"), "normalization": app.provenance.get("normalization"),
@@ -342,7 +351,7 @@ def cells_from_application(app, labels: np.ndarray, *, mask_name: str = "mask") 
     return measure_cells(labels, raw, markers=list(app.channel_names), image_name=image.name,
                          pixel_size_um=float(image.pixel_size_um), reconstructed=rec.raw, latent=rec.latent,
                          stride=rec.stride, motifs=app.motifs, n_motifs=k, error=rec.error, high_error=high,
-                         hot_pixels=rec.hot_pixels, mask_name=mask_name, uns=uns)
+                         hot_pixels=rec.hot_pixels, spikes=spikes, mask_name=mask_name, uns=uns)
 
 
 def _error_unit_name() -> str:
