@@ -65,5 +65,5 @@ def test_train_on_one_roi_folder_apply_to_another_with_another_prefix(imc_testda
     next(apply_dir.glob("*Sm147*")).unlink()
     assert main(["quality", str(model), str(apply_dir)]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "missing ['Sm147']" in line and "expected 5 channels: Ag107, Pr141, Sm147, Eu153, Yb172" in line
+    assert "missing Sm147; " in line and "expected 5 channels: Ag107, Pr141, Sm147, Eu153, Yb172" in line
     assert "the image has 4: " in line and "Pr141" in line

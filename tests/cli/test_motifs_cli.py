@@ -92,6 +92,6 @@ def test_an_image_without_the_models_channels_ends_the_run_with_nothing_written(
     captured = capsys.readouterr()
     assert f"{ROIS[0]}: latent map" in captured.out and "wrote" not in captured.out
     last = captured.err.strip().splitlines()[-1]
-    assert last.startswith("napari-imc-vae motifs: error: the image's channels do not match the model's panel: "
-                           "missing [")
+    assert last.startswith(f"napari-imc-vae motifs: error: the channels of image {short} do not match model file "
+                           f"{model}: missing ")
     assert not out.exists()  # the folder made for the outputs is removed again

@@ -119,8 +119,8 @@ def test_the_same_metal_twice(imc_testdata, tmp_path, capsys):
     right = _stack_with_panel(tmp_path / "right", data, PANEL)
     assert main(["quality", str(model), right]) == 1
     err = capsys.readouterr().err
-    assert "missing ['Pr141'], extra ['Sm147']" in err
-    assert "the model's panel lists Pr141 2 times, the image 1 (a duplicate row in a panel?)" in err
+    assert "missing Pr141; extra Sm147 " in err
+    assert f"model file {model} lists Pr141 2 times, the image 1 (a duplicate row in a panel?)" in err
 
 
 def _limit_file_size(size: int):

@@ -124,7 +124,7 @@ def test_pooled_imc_images_are_matched_by_channel(rng):
     # a missing channel is named by the identity the channels are matched by (the metal);
     # ChannelMismatchError is a ValueError
     other = ImcImage(a[:3], names[:3], metals=metals[:3])
-    with pytest.raises(ValueError, match=r"missing \['Yb172'\], extra none .*expected 4 channels: Pr141"):
+    with pytest.raises(ValueError, match=r"missing Yb172; extra none .*expected 4 channels: Pr141"):
         pooled(other)
 
 
@@ -146,7 +146,7 @@ def test_extra_channels_are_left_out_and_named(rng):
     assert pooled.match_channels(img_a).take(a) is a  # already in order: no copy
     np.testing.assert_allclose(pooled(wide), reference(b), atol=1e-6)
     # the first image sets the panel: a later one that lacks a channel is named
-    with pytest.raises(ChannelMismatchError, match=r"images\[1\]: .*missing \['Gd155'\], extra none"):
+    with pytest.raises(ChannelMismatchError, match=r"images\[1\]: .*missing Gd155; extra none"):
         Normalizer.fit([wide, img_a])
 
 
@@ -312,5 +312,5 @@ def test_streaming_fit_matches_channels_by_name_and_refuses_bad_input(rng):
     with pytest.raises(ValueError, match=r"images\[1\] has 2 channels, expected 3"):
         fit_streaming([a.data, a.data[:2]])
     c = ImcImage(a.data[:2].copy(), ["CD3", "CD8"], metals=["Nd143", "Sm152"])
-    with pytest.raises(ChannelMismatchError, match=r"images\[1\]: .*missing \['Er168'\]"):
+    with pytest.raises(ChannelMismatchError, match=r"images\[1\]: .*missing Er168; "):
         fit_streaming([a, c])

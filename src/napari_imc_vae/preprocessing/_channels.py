@@ -50,7 +50,8 @@ class ChannelMatch:
         return f"ignoring channels not in {owner}: {', '.join(self.ignored)}" if self.ignored else None
 
 
-def match_channels(names, keys, other_names, other_keys=None, *, panel: str = "the panel") -> ChannelMatch:
+def match_channels(names, keys, other_names, other_keys=None, *, panel: str = "the panel",
+                   image: str = "the image") -> ChannelMatch:
     """Find the panel ``names``/``keys`` among an image's channels ``other_names``/``other_keys``.
 
     Parameters
@@ -61,7 +62,9 @@ def match_channels(names, keys, other_names, other_keys=None, *, panel: str = "t
     other_names, other_keys : sequence of str
         The image's; ``other_keys`` may be None (a bare stack).
     panel : str
-        What the panel is, for the error message (``"the model's panel"``).
+        What the panel is, for the error message (``"the model's panel"``, ``"model file m.pt"``).
+    image : str
+        What the image is, for the error message (``"image a.ome.tiff"``).
 
     Returns
     -------
@@ -120,10 +123,16 @@ def match_channels(names, keys, other_names, other_keys=None, *, panel: str = "t
     twice = "".join(f"; {panel} lists {m} {shown.count(m)} times, the image {image_side.count(m)} "
                     f"(a duplicate row in a panel?)" for m in repeated)
     raise ChannelMismatchError(
-        f"the image's channels do not match {panel}: missing {missing}, extra {extra or 'none'} "
-        f"(expected {len(shown)} channels: {', '.join(shown)}); "
-        f"the image has {len(image_side)}: {', '.join(image_side)}{twice}"
+        f"the channels of {image} do not match {panel}: missing {_listed(missing)}; extra {_listed(extra)} "
+        f"(expected {len(shown)} channels: {_listed(shown)}; the image has {len(image_side)}: "
+        f"{_listed(image_side)}){twice}"
     )
+
+
+def _listed(names: list[str], at_most: int = 8) -> str:
+    """``"a, b, c"``; past ``at_most`` names, ``"a, …, h and 4 more"``; ``"none"`` for none."""
+    more = f" and {len(names) - at_most} more" if len(names) > at_most else ""
+    return ", ".join(names[:at_most]) + more if names else "none"
 
 
 def as_stacks(images, channel_names) -> tuple[list[np.ndarray], list[str], list[str]]:

@@ -66,7 +66,7 @@ def test_resume_refuses_another_architecture_and_another_panel(tmp_path):
         TrainingRun([image(0)], model_config={"latent_dim": 8}, train_config=config(), resume=first)
     # same values are fine
     TrainingRun([image(0)], model_config={"latent_dim": 4}, train_config=config(), resume=first)
-    with pytest.raises(ChannelMismatchError, match=r"missing \['Ki67'\], extra \['CD20'\]"):
+    with pytest.raises(ChannelMismatchError, match=r"missing Ki67; extra CD20 "):
         TrainingRun([image(0, names=["CD3", "CD8", "CD20"])], train_config=config(), resume=first)
 
 
@@ -91,9 +91,9 @@ def test_a_model_fitted_on_panels_with_an_extra_channel_applies_to_either():
     # a channel the model needs is missing: named, with the extra one and the panel
     lacking = image(2, names=["CD3", "CD20", "Ki67"])
     with pytest.raises(ChannelMismatchError,
-                       match=r"missing \['CD8'\], extra \['CD20'\] \(expected 3 channels: CD3, CD8, Ki67\)"):
+                       match=r"missing CD8; extra CD20 \(expected 3 channels: CD3, CD8, Ki67; "):
         apply_model(trained, lacking)
-    with pytest.raises(ChannelMismatchError, match=r"missing \['CD8'\]"):
+    with pytest.raises(ChannelMismatchError, match=r"missing CD8; "):
         TrainingRun([lacking], train_config=config(), resume=trained)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch
 from napari_imc_vae import __version__
 from napari_imc_vae.engine.model_file import schema
 from napari_imc_vae.engine.model_file.file_bytes import (add_file_hash, check_file_hash, check_zip_records,
-                                                           file_sha256)
+                                                           file_sha256, unreadable_reason)
 from napari_imc_vae.engine.quality.baselines import PCABaseline
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
@@ -98,11 +99,15 @@ class TrainedModel:
         Raises
         ------
         ChannelMismatchError
-            The image lacks channels of the model's panel: names the missing channels,
-            the image's extra ones and the panel the model expects.
+            The image lacks channels of the model's panel: names the image's file and the model
+            file, the missing channels, the image's extra ones and the panel the model expects.
         """
+        panel = f"model file {self.source_file}" if self.source_file else "the model's panel"
+        where = f"image {image.source}" if image.source else "the image"
+        if image.acquisition:
+            where += f" (acquisition {image.acquisition})"
         return match_channels(self.channel_names, self.channel_keys, image.channel_names,
-                              image.channel_keys, panel="the model's panel")
+                              image.channel_keys, panel=panel, image=where)
 
     # saving ----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -168,9 +173,10 @@ class TrainedModel:
         Raises
         ------
         ModelFileError
-            One line naming the file and what is wrong: missing, a folder or a FIFO, truncated
-            or corrupt, changed since it was saved, a field of the wrong type, range or shape,
-            non-finite weights, a newer format, pickled code (refused by weights-only loading).
+            One line naming the file and what is wrong: missing, a folder or a FIFO, empty, cut
+            short, not a model file (text, another zip), changed since it was saved, a field of the
+            wrong type, range or shape, non-finite weights, a newer format, pickled code (refused
+            by weights-only loading).
         """
         path = Path(path)
         _check_path(path)
@@ -185,13 +191,8 @@ class TrainedModel:
                 d = torch.load(path, map_location="cpu", weights_only=True)
         except ModelFileError:
             raise
-        except pickle.UnpicklingError as e:
-            raise ModelFileError(
-                f"model file {path} was refused: it holds pickled objects or code, not plain data "
-                f"(only files saved by napari-imc-vae can be loaded) [{str(e).splitlines()[0]}]"
-            ) from e
         except Exception as e:  # noqa: BLE001 - random bytes make the unpickler fail in any way
-            raise ModelFileError(f"model file {path} is truncated or corrupt: {type(e).__name__}: {e}") from e
+            raise ModelFileError(_unreadable(path, e)) from e
         if package:
             d = bmz_import.read_package(path, FORMAT, ModelFileError)
         trained = cls.from_dict(d, source=str(path), sha256=sha256)
@@ -273,6 +274,24 @@ def _check_path(path: Path) -> None:
     if size > MAX_FILE_BYTES:
         raise ModelFileError(f"model file {path} has {size:,} bytes, more than any model file this version "
                              f"writes ({MAX_FILE_BYTES:,}): not a model file, or damaged")
+
+
+def _unreadable(path: Path, e: Exception) -> str:
+    """One line on a file torch.load could not read: what its bytes show, else the loader's words, short.
+
+    torch's own text runs to several sentences of advice for its users (with terminal colour codes):
+    at most its first clause, or the name a refused pickle calls, follows in parentheses.
+    """
+    reason = unreadable_reason(path)
+    if reason is not None:
+        return f"model file {path} {reason}"
+    if isinstance(e, pickle.UnpicklingError):
+        called = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        return (f"model file {path} was refused: it holds pickled objects or code, not plain data (only files "
+                f"saved by napari-imc-vae can be loaded){f'; it refers to {called[1]}' if called else ''}")
+    # torch's text goes on for lines ("This is an internal miniz error. If you are seeing ..."): its first clause
+    said = re.split(r"\. |\n", str(e).replace("PytorchStreamReader failed", "failed"), maxsplit=1)[0][:120]
+    return f"model file {path} is damaged: it cannot be read ({type(e).__name__}{': ' + said if said else ''})"
 
 
 def _verify_hash(d: dict, version: int, source: str) -> list[str]:

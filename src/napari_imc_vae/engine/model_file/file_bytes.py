@@ -19,7 +19,7 @@ after it would load unnoticed. Files saved before the hash (torch.save never wri
 load as before, bytes appended to them included (zip readers allow that; their records are still
 CRC-checked). The record is searched for in the last 128 KiB, past where zip readers give up (a
 comment's longest is 64 KiB): a hashed file with more than that appended reads as one saved before
-the hash, and no reader finds its records (torch.load: truncated or corrupt).
+the hash, and no reader finds its records (then :func:`unreadable_reason` says what the bytes show).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["COMMENT_PREFIX", "add_file_hash", "check_file_hash", "check_zip_records", "file_sha256"]
+__all__ = ["COMMENT_PREFIX", "add_file_hash", "check_file_hash", "check_zip_records", "file_sha256",
+           "unreadable_reason"]
 
 #: The zip comment that holds the hash: this prefix, then 64 lower-case hex digits.
 COMMENT_PREFIX = b"napari-imc-vae file sha256 "
@@ -40,6 +41,8 @@ _HEX = re.compile(rb"[0-9a-f]{64}")
 #: The end-of-central-directory record: its signature, its size without a comment, and where in it
 #: the comment's length (2 bytes, little-endian) sits.
 _END_SIGNATURE = b"PK\x05\x06"
+#: How a zip archive starts: its first local file header.
+_ZIP_START = b"PK\x03\x04"
 _END_SIZE = 22
 _COMMENT_LENGTH_AT = 20
 #: How far from the end the record is searched for: at least as far as zip readers look (zipfile:
@@ -151,6 +154,50 @@ def check_zip_records(path: str | os.PathLike, error: type[Exception] = ValueErr
     if bad is not None:
         raise error(f"model file {path} is damaged: record {bad} does not match its checksum "
                     f"(a changed byte)")
+
+
+def unreadable_reason(path: str | os.PathLike) -> str | None:
+    """Why a file that ``torch.load`` could not read is no saved model, in words; None if its bytes
+    do not tell (the caller then names the loader's error).
+
+    A saved model is a zip archive: it starts with a zip record and ends with the zip's end record,
+    and holds a ``data.pkl``. A file cut short (a copy or download stopped part-way) starts as one
+    and lacks the end; a text file or another tool's file does not start as one.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes): nothing was saved in it"
+    with open(path, "rb") as f:
+        head = f.read(64)
+        f.seek(max(0, size - _SEARCHED))
+        tail = f.read()
+    if not head.startswith(_ZIP_START):
+        kind = "it holds text, not" if _is_text(head) else "it is not"
+        return f"is not a napari-imc-vae model file: {kind} the zip archive every saved model is"
+    if _END_SIGNATURE not in tail:
+        if COMMENT_PREFIX in tail:  # the comment this package writes last is there: the end was changed
+            return "is damaged: the zip's end record is changed (a changed byte at the end of the file)"
+        return f"is cut short: {size:,} bytes, the end of a saved model is missing"
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    if not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        listed = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        return (f"is not a napari-imc-vae model file: a zip archive with no model record "
+                f"(it holds {listed or 'nothing'})")
+    return None
+
+
+def _is_text(head: bytes) -> bool:
+    """Whether a file's first bytes read as text (UTF-8 without control characters but tab and newlines)."""
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:  # also a multi-byte character cut at the 64th byte: rare, then "not a zip"
+        return False
+    return all(c.isprintable() or c in "\t\r\n" for c in text)
 
 
 def file_sha256(path: str | os.PathLike) -> str:
