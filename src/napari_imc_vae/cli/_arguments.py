@@ -12,6 +12,10 @@ from napari_imc_vae.cli._errors import CommandError
 from napari_imc_vae.engine.defaults import BUDGET_PRESETS  # plain numbers: --help loads no torch
 
 
+#: The MODEL argument of every command that applies a model.
+MODEL_HELP = "model file (.pt) written by 'train', or a BioImage Model Zoo package (.zip) written by 'export'"
+
+
 def float_or_off(text: str) -> float | str:
     """A number, or ``"off"`` (also ``none``) to skip a normalization step."""
     if text.strip().lower() in ("off", "none"):

@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from napari_imc_vae.cli._arguments import check_stride, nonnegative_int, positive_int, seed_arg
+from napari_imc_vae.cli._arguments import MODEL_HELP, check_stride, nonnegative_int, positive_int, seed_arg
 from napari_imc_vae.cli._errors import PROG, CommandError
 from napari_imc_vae.cli._inputs import load_model, read_image
 from napari_imc_vae.cli._outputs import claim_output
@@ -19,7 +19,6 @@ from napari_imc_vae.cli._progress import ProgressBar
 from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS, TILE_BATCH  # plain numbers: --help loads no torch
 
 #: The MODEL argument's help: both kinds of model file every command that applies a model opens.
-MODEL_HELP = "model file (.pt) written by 'train', or a BioImage Model Zoo package (.zip) written by 'export'"
 
 
 def _add_model_and_image(parser: argparse.ArgumentParser) -> None:

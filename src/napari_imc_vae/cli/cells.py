@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_imc_vae.cli._arguments import check_stride, nonnegative_int, positive_int
+from napari_imc_vae.cli._arguments import MODEL_HELP, check_stride, nonnegative_int, positive_int
 from napari_imc_vae.cli._errors import PROG
 from napari_imc_vae.cli._inputs import load_model, stream_all
 from napari_imc_vae.cli._outputs import claim_output, output_stems
@@ -43,8 +43,7 @@ def add_apply_arguments(parser: argparse.ArgumentParser, *, motifs: bool = True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="model file (.pt) written by 'train', or a BioImage Model "
-                                                       "Zoo package (.zip) written by 'export'")
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="IMC files or folders of them (steinbock img/)")
     parser.add_argument("--masks", required=True, metavar="MASK_OR_FOLDER",
                         help="label image (uint16/uint32 TIFF, 0 = background) for a single image, or a folder "

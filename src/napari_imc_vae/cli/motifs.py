@@ -17,11 +17,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_imc_vae.cli._arguments import check_stride, positive_int, seed_arg
+from napari_imc_vae.cli._arguments import MODEL_HELP, check_stride, positive_int, seed_arg
 from napari_imc_vae.cli._errors import PROG
 from napari_imc_vae.cli._inputs import load_model, stream_all
 from napari_imc_vae.cli._outputs import claim_output, output_stems
-from napari_imc_vae.cli.apply import MODEL_HELP
 from napari_imc_vae.engine.defaults import TILE_BATCH  # a plain number: --help loads no torch
 
 

@@ -26,7 +26,7 @@ import contextlib
 import sys
 from pathlib import Path
 
-from napari_imc_vae.cli._arguments import check_stride, positive_int
+from napari_imc_vae.cli._arguments import MODEL_HELP, check_stride, positive_int
 from napari_imc_vae.cli._errors import PROG, CommandError
 from napari_imc_vae.cli._inputs import load_model, stream_all
 from napari_imc_vae.cli._outputs import claim_output, output_stems
@@ -38,8 +38,7 @@ COHORT_FILES = ("qc_table.csv", "qc_heatmap.png", "qc_summary.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", metavar="MODEL", help="model file (.pt) written by 'train', or a BioImage Model "
-                                                       "Zoo package (.zip) written by 'export'")
+    parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)
     parser.add_argument("paths", nargs="+", metavar="FOLDER", help="IMC files or folders of them (steinbock img/)")
     add_apply_arguments(parser, motifs=False)
     parser.add_argument("--quality-patches", type=positive_int, default=QC_QUALITY_PATCHES, metavar="N",
