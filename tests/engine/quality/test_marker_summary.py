@@ -160,4 +160,5 @@ def test_the_cli_prints_the_plain_sentences_first(tiny_model, imc_testdata, tmp_
     first, numbers = out.split(f"\n{NUMBERS_HEADER}\n")
     assert first.startswith(("Good enough to look at", "Look with care", "Not good enough to look at"))
     assert not any(word in first for word in JARGON)
-    assert numbers.startswith(f"{MOCK5[0]}: patches of") and "verdict's test" in numbers and "healthy" not in numbers
+    assert numbers.startswith(f"{MOCK5[0]}: all ") and "patches of 8 px" in numbers.splitlines()[0]
+    assert "verdict's test" in numbers and "healthy" not in numbers
