@@ -13,12 +13,15 @@ from qtpy.QtWidgets import QLabel
 
 from napari_imc_vae._napari import budget_box
 from napari_imc_vae._napari.train_form import EXACT_STEPS
-from napari_imc_vae._napari.train_widget import PROGRESS_INTERVAL_MS, TrainWidget
+from napari_imc_vae._napari.train_widget import TrainWidget
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FILE = "steinbock_img/20210305_NE_mockData5_003.ome.tiff"
 PLUGIN = "napari-imc-vae"
+#: The promise (issue 17): napari's activity progress is updated at most twice a second, not the
+#: widget's own constant (a test bounded by it could not fail if the constant grew lax).
+MAX_UPDATES_PER_S = 2
 
 
 @pytest.fixture
@@ -71,7 +74,7 @@ def test_activity_progress_is_off_by_default_and_updated_at_most_twice_a_second(
     outcome = run.args[0]
     assert outcome is not None and outcome.trained.step == 400
     (t0, _), (t1, _) = train._run_clock
-    updates_allowed = (t1 - t0) * 1000 / PROGRESS_INTERVAL_MS + 1
+    updates_allowed = (t1 - t0) * MAX_UPDATES_PER_S + 1
     print(f"{len(dock_updates)} activity updates in {t1 - t0:.2f} s of training")
     assert 1 <= len(dock_updates) <= updates_allowed
     assert train._pbar is None  # closed with the run
