@@ -28,7 +28,7 @@ import numpy as np
 
 from napari_imc_vae.engine.apply.error_unit import REGION_THRESHOLD
 
-__all__ = ["REGION_THRESHOLD", "MAX_REGIONS", "MIN_REGION_AREA", "find_regions", "find_spikes"]
+__all__ = ["REGION_THRESHOLD", "MAX_REGIONS", "MIN_REGION_AREA", "find_regions", "find_spikes", "high_components"]
 
 #: At most this many regions (and as many isolated spikes) are described (the highest ranked).
 MAX_REGIONS = 500
@@ -89,7 +89,7 @@ def find_regions(error: np.ndarray, residual: np.ndarray | None, channel_names: 
         If ``threshold`` is not a finite number > 0.
     """
     threshold = _check_threshold(threshold)
-    e, labels, excess, slices = _components(error, threshold)
+    e, labels, excess, slices = high_components(error, threshold)
     areas = np.bincount(labels.ravel(), minlength=excess.size + 1)[1:]
     large = np.flatnonzero(areas >= MIN_REGION_AREA)
     order = large[np.argsort(-excess[large], kind="stable")][:max_regions]
@@ -129,7 +129,7 @@ def find_spikes(error: np.ndarray, residual: np.ndarray | None, channel_names: S
         pixel; False: a spike under the filter's threshold).
     """
     threshold = _check_threshold(threshold)
-    e, labels, excess, slices = _components(error, threshold)
+    e, labels, excess, slices = high_components(error, threshold)
     areas = np.bincount(labels.ravel(), minlength=excess.size + 1)[1:]
     small = np.flatnonzero(areas < MIN_REGION_AREA)
     order = small[np.argsort(-excess[small], kind="stable")][:max_spikes]
@@ -150,8 +150,13 @@ def _check_threshold(threshold) -> float:
     return float(threshold)
 
 
-def _components(error: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
-    """The error as float32, the 8-connected labels of its high pixels, each component's excess and box."""
+def high_components(error: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    """The error as float32, the 8-connected labels of its high pixels, each component's excess and box.
+
+    The one rule by which regions and spikes are found; the cells' flags
+    (:func:`~napari_imc_vae.engine.cells.artefact_pixels.listed_pixels`) relabel with it so that
+    they cannot drift from ``_regions.csv``.
+    """
     from scipy import ndimage
 
     e = np.asarray(error, dtype=np.float32)

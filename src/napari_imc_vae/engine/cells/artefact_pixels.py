@@ -41,20 +41,20 @@ def listed_pixels(error: np.ndarray, threshold: float, regions: Sequence[dict],
         (only the :data:`~napari_imc_vae.engine.apply.regions.MAX_REGIONS` highest ranked are
         listed), a listed spike when it holds a spike's pixel.
     """
-    from scipy import ndimage
+    from napari_imc_vae.engine.apply.regions import high_components
 
-    e = np.asarray(error, dtype=np.float32)
-    in_region, in_spike = np.zeros(e.shape, bool), np.zeros(e.shape, bool)
+    shape = np.shape(error)
+    in_region, in_spike = np.zeros(shape, bool), np.zeros(shape, bool)
     if not np.isfinite(threshold) or not (regions or spikes):
         return in_region, in_spike
     with np.errstate(invalid="ignore"):
-        high = np.isfinite(e) & (e > threshold)
-    labels, n = ndimage.label(high, structure=np.ones((3, 3), bool))
+        _, labels, excess, slices = high_components(error, threshold)
+    n = len(excess)
     areas = np.bincount(labels.ravel(), minlength=n + 1)
     boxes = {(int(r["bbox"][0]), int(r["bbox"][1]), int(r["bbox"][2]), int(r["bbox"][3]), int(r["area"]))
              for r in regions}
     listed = np.zeros(n + 1, bool)
-    for j, sl in enumerate(ndimage.find_objects(labels), start=1):
+    for j, sl in enumerate(slices, start=1):
         listed[j] = (sl[0].start, sl[1].start, sl[0].stop, sl[1].stop, int(areas[j])) in boxes
     spiked = np.zeros(n + 1, bool)
     spiked[[int(labels[int(s["y"]), int(s["x"])]) for s in spikes]] = True
