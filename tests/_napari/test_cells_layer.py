@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 from napari.utils.colormaps import DirectLabelColormap
-from scipy import ndimage
+
+from cell_masks import nuclear_labels
 
 from napari_imc_vae._napari.cells_layer import NO_LABELS, cell_colours
 from napari_imc_vae._napari.model_store import model_store
@@ -36,8 +37,8 @@ def docked(make_napari_viewer, imc_testdata, tiny_model):
     viewer = make_napari_viewer()
     viewer.open(str(imc_testdata / FILE), plugin=PLUGIN)
     nuc = np.asarray(viewer.layers["H3K27Ac"].data)
-    labels, _ = ndimage.label(ndimage.gaussian_filter(nuc, 1) > 2.0, structure=np.ones((3, 3)))
-    viewer.add_labels(labels.astype(np.uint16), name="nuclei")
+    labels = nuclear_labels(nuc)
+    viewer.add_labels(labels, name="nuclei")
     _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, "Reconstruct")
     assert isinstance(widget, ReconstructWidget)
     model_store(viewer).set(tiny_model)

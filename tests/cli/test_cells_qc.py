@@ -12,11 +12,9 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from scipy import ndimage
 
+from cell_masks import nuclear_mask
 from napari_imc_vae.cli import main
-from napari_imc_vae.engine.training.trainer import TrainConfig
-from napari_imc_vae.engine.training.run import TrainingRun
 from napari_imc_vae.io import read_imc
 from napari_imc_vae.io.outputs import OUTPUT_SUFFIXES
 
@@ -25,20 +23,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ROIS = ("20210305_NE_mockData1_002", "20210305_NE_mockData3_002")
 
 
-def nuclear_mask(image) -> np.ndarray:
-    """Connected components of the smoothed H3K27Ac channel above 2 counts."""
-    nuc = image.data[image.channel_names.index("H3K27Ac")]
-    labels, _ = ndimage.label(ndimage.gaussian_filter(nuc, 1) > 2.0, structure=np.ones((3, 3)))
-    return labels.astype(np.uint16)
-
-
 @pytest.fixture(scope="module")
-def model_file(imc_testdata, tmp_path_factory):
-    torch.set_num_threads(1)
-    images = [read_imc(imc_testdata / "steinbock_img" / f"{s}.ome.tiff") for s in ROIS]
-    trained, _ = TrainingRun(images, model_config={"latent_dim": 4, "width": 16, "depth": 1},
-                             train_config=TrainConfig(steps=20, batch_size=64, device="cpu", seed=0)).run()
-    return trained.save(tmp_path_factory.mktemp("model") / "m.pt")
+def model_file(cells_model, tmp_path_factory):
+    """The session's tiny model of :data:`ROIS` (tests/conftest.py), saved."""
+    return cells_model.save(tmp_path_factory.mktemp("model") / "m.pt")
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import pytest
 import tifffile
 from scipy import ndimage
 
+from cell_masks import nuclear_mask
+
 from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image
 from napari_imc_vae.engine.cells.table import FIXED_COLUMNS, cells_from_application, measure_cells
 from napari_imc_vae.engine.apply.motifs import upsample_grid
@@ -22,13 +24,6 @@ from napari_imc_vae.io.masks import MaskError, match_masks, read_mask
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ROIS = ("20210305_NE_mockData1_002", "20210305_NE_mockData3_002")
-
-
-def nuclear_mask(image, threshold: float = 2.0) -> np.ndarray:
-    """Connected components (8-connected) of the smoothed H3K27Ac channel above ``threshold``."""
-    nuc = image.data[image.channel_names.index("H3K27Ac")]
-    labels, _ = ndimage.label(ndimage.gaussian_filter(nuc, 1) > threshold, structure=np.ones((3, 3)))
-    return labels.astype(np.uint16)
 
 
 @pytest.fixture(scope="module")
