@@ -27,7 +27,7 @@ from napari_imc_vae.engine.apply.motifs_outcome import (
     MotifsPlan,
     PooledMotifsFitted,
 )
-from napari_imc_vae.engine.apply.use_case import ApplyCancelled, ApplySettings, apply_to_image
+from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image, check_cancel
 from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS, TILE_BATCH
 from napari_imc_vae.io import ImcImage
@@ -137,7 +137,7 @@ def cohort_motifs(trained: TrainedModel, images: Iterable[ImcImage], settings: M
     apply = settings.apply_settings()
     maps: list[_LatentOfImage] = []
     for image in images:
-        _check(cancel, f"cancelled before applying the model to {image.name}")
+        check_cancel(cancel, f"cancelled before applying the model to {image.name}")
         stem = safe_stem(image.name)
         if any(stem.lower() == m.stem.lower() for m in maps):  # a name the caller's plan did not foresee
             raise ValueError(f"two images are named {stem!r} (the second from {image.source}); their "
@@ -156,7 +156,7 @@ def cohort_motifs(trained: TrainedModel, images: Iterable[ImcImage], settings: M
         motifs = MotifModel.fit(vectors, settings.pooled_motifs, seed=settings.seed, max_fit=MOTIF_FIT_POINTS)
         where = f"{motifs.k} motifs fitted once on latent vectors of all {len(maps)} image(s)"
         tell(PooledMotifsFitted(motifs.k, len(maps)))
-    _check(cancel, "cancelled before the images were labelled with the motifs")
+    check_cancel(cancel, "cancelled before the images were labelled with the motifs")
     rows = []
     for m in maps:
         labels = motifs.assign(m.latent)
@@ -166,8 +166,3 @@ def cohort_motifs(trained: TrainedModel, images: Iterable[ImcImage], settings: M
             on_image(done)
         rows += done.abundance
     return CohortMotifs(motifs, where, stored is None, [m.stem for m in maps], rows)
-
-
-def _check(cancel, message: str) -> None:
-    if cancel is not None and cancel():
-        raise ApplyCancelled(message)

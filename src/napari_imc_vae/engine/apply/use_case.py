@@ -32,12 +32,18 @@ from napari_imc_vae.engine.apply.motifs import DEFAULT_MOTIFS, MotifModel, motif
 from napari_imc_vae.engine.data.content import check_image_content
 from napari_imc_vae.io import ImcImage
 
-__all__ = ["ApplySettings", "ApplyCancelled", "ModelApplication", "MAX_QUALITY_PATCHES", "apply_to_image",
-           "assess_image", "motifs_for", "steinbock_names", "provenance"]
+__all__ = ["ApplySettings", "ApplyCancelled", "check_cancel", "ModelApplication", "MAX_QUALITY_PATCHES",
+           "apply_to_image", "assess_image", "motifs_for", "steinbock_names", "provenance"]
 
 
 class ApplyCancelled(Exception):
     """The caller's ``cancel()`` said stop; nothing was returned."""
+
+
+def check_cancel(cancel: Callable[[], bool] | None, message: str) -> None:
+    """Raise :class:`ApplyCancelled` with ``message`` when ``cancel`` is given and returns True."""
+    if cancel is not None and cancel():
+        raise ApplyCancelled(message)
 
 
 @dataclass(frozen=True)
@@ -120,17 +126,14 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
     settings = settings or ApplySettings()
     report_progress = on_progress or (lambda stage, done, total: None)
 
-    def check_cancel() -> None:
-        if cancel is not None and cancel():
-            raise ApplyCancelled(f"applying the model to {image.name} was cancelled")
-
+    cancelled = f"applying the model to {image.name} was cancelled"
     match = trained.match_channels(image)
     data = match.take(image.data)
     check_image_content(image, data)
     grid, reason = _quality_grid(trained, image, settings)
 
     def tiles(done: int, total: int) -> None:
-        check_cancel()
+        check_cancel(cancel, cancelled)
         report_progress("reconstruct", done, total)
 
     device = None
@@ -151,7 +154,7 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
                             on_rows=None if grid is None else grid.add, outputs=settings.outputs,
                             on_tiles=None if capture is None else capture.add, precision=settings.precision,
                             rate_factors=trained.rate_factors)
-    check_cancel()
+    check_cancel(cancel, cancelled)
     report, quality = None, {"report": None, "reason": reason} if reason else {}
     if grid is not None:
         report_progress("quality", 0, 1)
@@ -160,7 +163,7 @@ def apply_to_image(trained: TrainedModel, image: ImcImage, settings: ApplySettin
     quality.update({"model": trained.source_file, "model_sha256": trained.file_sha256, "image": image.source,
                     "acquisition": image.acquisition, "shape": list(image.shape),
                     "latent_stride": int(rec.stride)})
-    check_cancel()
+    check_cancel(cancel, cancelled)
     names = steinbock_names(trained)
     scale = scale_channel_error(rec.channel_error)
     regions, threshold, region_map, spikes = [], float("inf"), None, []

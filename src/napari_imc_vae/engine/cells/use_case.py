@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from napari_imc_vae.engine.apply.use_case import ApplyCancelled, ApplySettings, apply_to_image
+from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image, check_cancel
 from napari_imc_vae.engine.cells.cohort_run import (
     barrier,
     done_file,
@@ -109,7 +109,7 @@ def cell_tables(trained: TrainedModel, images: Iterable[ImcImage], masks: str | 
         on_progress(CellsPlan(shapes, files))
     outcome = CellsOutcome()
     for image in images:
-        _check(cancel, image.name)
+        check_cancel(cancel, f"cancelled before applying the model to {image.name}")
         app = apply_to_image(trained, image, settings, on_progress=_progress_of(image.name, on_progress),
                              cancel=cancel)
         mask = files[image.name]
@@ -191,7 +191,7 @@ def _qc_rows(trained, mine, settings, dist, out: Path, on_progress, on_image, ca
             rows += done
             del image
             continue
-        _check(cancel, image.name)
+        check_cancel(cancel, f"cancelled before applying the model to {image.name}")
         trained.match_channels(image)  # an image without the model's channels: named, before its work
         app = apply_to_image(trained, image, settings, on_progress=_progress_of(image.name, on_progress),
                              cancel=cancel)
@@ -232,8 +232,3 @@ def _progress_of(name: str, on_progress) -> Callable[[str, int, int], None] | No
     if on_progress is None:
         return None
     return lambda stage, done, total: on_progress(ImageProgress(name, stage, done, total))
-
-
-def _check(cancel, name: str) -> None:
-    if cancel is not None and cancel():
-        raise ApplyCancelled(f"cancelled before applying the model to {name}")
