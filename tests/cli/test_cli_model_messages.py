@@ -12,8 +12,6 @@ import tifffile
 from napari_imc_vae.cli import main
 from napari_imc_vae.io import read_imc
 
-TINY = ["--patch", "4", "--latent", "4", "--width", "16", "--depth", "1", "--batch", "16", "--device", "cpu",
-        "--steps", "5"]
 RESUME = ["--steps", "2", "--device", "cpu"]
 ROI = "20210305_NE_mockData1_001.ome.tiff"
 #: torch's own text on a file it cannot read (it goes on for 400 characters): never in our line
@@ -26,9 +24,10 @@ def image(imc_testdata):
 
 
 @pytest.fixture(scope="module")
-def model(image, tmp_path_factory):
+def model(image, tiny_cli_model, tmp_path_factory):
+    """The session's 5-step model (tests/cli/conftest.py), copied beside its exported package."""
     folder = tmp_path_factory.mktemp("model")
-    assert main(["train", str(image), "-o", str(folder / "m.pt"), *TINY]) == 0
+    shutil.copyfile(tiny_cli_model, folder / "m.pt")
     assert main(["export", str(folder / "m.pt"), "-o", str(folder / "m.zip"), "--sample", str(image)]) == 0
     return folder / "m.pt"
 

@@ -17,16 +17,13 @@ from napari_imc_vae.io import read_imc
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = ["--patch", "4", "--latent", "4", "--width", "16", "--depth", "1", "--batch", "16", "--device", "cpu"]
 ROIS = ("20210305_NE_mockData3_001", "20210305_NE_mockData4_001")
 
 
 @pytest.fixture(scope="module")
-def model(imc_testdata, tmp_path_factory):
-    path = tmp_path_factory.mktemp("model") / "m.pt"
-    roi = imc_testdata / "steinbock_img" / "20210305_NE_mockData1_001.ome.tiff"
-    assert main(["train", str(roi), "-o", str(path), "--steps", "5", *TINY]) == 0
-    return path
+def model(tiny_cli_model):
+    """The session's 5-step model of mockData1_001 (tests/cli/conftest.py)."""
+    return tiny_cli_model
 
 
 def _files(imc_testdata) -> list[str]:
