@@ -38,11 +38,15 @@ def trained(imc_testdata):
     from napari_imc_vae.engine.training.run import TrainingRun
     from napari_imc_vae.engine.training.trainer import TrainConfig
 
-    torch.set_num_threads(1)
-    image = read_imc(imc_testdata / "steinbock_img" / "20210305_NE_mockData1_001.ome.tiff")
-    model, _ = TrainingRun([image], model_config={"patch_size": 4, "latent_dim": 4, "width": 16, "depth": 1},
-                           train_config=TrainConfig(steps=5, batch_size=16, device="cpu", val_every=5,
-                                                    max_val_patches=64)).run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model on shared cores: a second thread only adds contention
+    try:
+        image = read_imc(imc_testdata / "steinbock_img" / "20210305_NE_mockData1_001.ome.tiff")
+        model, _ = TrainingRun([image], model_config={"patch_size": 4, "latent_dim": 4, "width": 16, "depth": 1},
+                               train_config=TrainConfig(steps=5, batch_size=16, device="cpu", val_every=5,
+                                                        max_val_patches=64)).run()
+    finally:
+        torch.set_num_threads(threads)
     assert model.motif_model is not None
     return model
 

@@ -23,13 +23,17 @@ COMMENT_LENGTH = len(COMMENT_PREFIX) + 64
 
 @pytest.fixture(scope="module")
 def trained() -> TrainedModel:
-    torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     images = [ImcImage(rng.poisson(5.0, size=(3, 20, 20)).astype(np.float32), ["CD3", "CD20", "YBX1"],
                        source=f"img{i}.ome.tiff") for i in range(2)]
-    model, _ = TrainingRun(images, model_config={"patch_size": 4, "latent_dim": 4, "width": 16, "depth": 1},
-                           train_config=TrainConfig(steps=4, batch_size=16, device="cpu", val_every=4,
-                                                    max_val_patches=32)).run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model on shared cores: a second thread only adds contention
+    try:
+        model, _ = TrainingRun(images, model_config={"patch_size": 4, "latent_dim": 4, "width": 16, "depth": 1},
+                               train_config=TrainConfig(steps=4, batch_size=16, device="cpu", val_every=4,
+                                                        max_val_patches=32)).run()
+    finally:
+        torch.set_num_threads(threads)
     return model
 
 

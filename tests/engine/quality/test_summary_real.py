@@ -27,15 +27,19 @@ def _read(imc_testdata, stem: str) -> ImcImage:
 
 
 def _train(imc_testdata, normalization):
-    trained, _ = TrainingRun([_read(imc_testdata, TRAIN)], normalization=normalization, model_config=TINY,
-                             train_config=TrainConfig(steps=40, batch_size=32, device="cpu", seed=0)).run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model on shared cores: a second thread only adds contention
+    try:
+        trained, _ = TrainingRun([_read(imc_testdata, TRAIN)], normalization=normalization, model_config=TINY,
+                                 train_config=TrainConfig(steps=40, batch_size=32, device="cpu", seed=0)).run()
+    finally:
+        torch.set_num_threads(threads)
     return trained
 
 
 @pytest.fixture(scope="module")
 def filtered(imc_testdata):
     """A tiny model with the default hot-pixel filter (T = 50 counts), and the held-out ROI."""
-    torch.set_num_threads(1)
     return _train(imc_testdata, DEFAULT_NORMALIZATION), _read(imc_testdata, HELD_OUT)
 
 
@@ -80,7 +84,6 @@ def test_a_hot_pixel_the_filter_replaced_is_told_apart_from_the_spikes_it_kept(f
 
 
 def test_without_a_hot_pixel_filter_the_spikes_are_left_as_measured(imc_testdata):
-    torch.set_num_threads(1)
     trained = _train(imc_testdata, replace(DEFAULT_NORMALIZATION, hot_pixel_threshold=None))
     app = apply_to_image(trained, _read(imc_testdata, HELD_OUT), ApplySettings(motifs=0, quality=False))
     n = len(app.spikes)
