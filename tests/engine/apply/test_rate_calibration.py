@@ -13,7 +13,7 @@ import torch
 from napari_imc_vae.engine.model_file.checkpoint import ModelFileError, TrainedModel
 from napari_imc_vae.engine.apply.inference import apply_model, ordered_data, reconstruct_image
 from napari_imc_vae.engine.model_file.schema import stamp
-from napari_imc_vae.engine.apply.rate_calibration import FACTOR_RANGE, measure_rate_calibration
+from napari_imc_vae.engine.apply.rate_calibration import measure_rate_calibration
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,14 +27,18 @@ def trained_and_held_out(imc_testdata):
     from napari_imc_vae.engine.training.run import TrainingRun
     from napari_imc_vae.io import read_imc
 
-    torch.set_num_threads(1)
     paths = sorted((imc_testdata / "steinbock_img").glob("*.ome.tiff"))
     images = [read_imc(p) for p in paths if HELD_OUT not in p.name]
     assert len(images) == 14
-    trained, _ = TrainingRun(
-        images, model_config={"patch_size": 8, "latent_dim": 8, "width": 128, "depth": 1},
-        train_config=TrainConfig(steps=300, batch_size=128, device="cpu", val_every=150, max_val_patches=64),
-    ).run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small model on shared cores: a second thread only adds contention
+    try:
+        trained, _ = TrainingRun(
+            images, model_config={"patch_size": 8, "latent_dim": 8, "width": 128, "depth": 1},
+            train_config=TrainConfig(steps=300, batch_size=128, device="cpu", val_every=150, max_val_patches=64),
+        ).run()
+    finally:
+        torch.set_num_threads(threads)
     held_out = read_imc(imc_testdata / "steinbock_img" / f"{HELD_OUT}.ome.tiff")
     return trained, held_out
 
@@ -43,7 +47,7 @@ def test_trained_model_has_factors_in_range_and_the_file_keeps_them(trained_and_
     trained, _ = trained_and_held_out
     factors = trained.rate_factors
     assert len(factors) == trained.model.config.in_channels == 5
-    assert all(FACTOR_RANGE[0] <= f <= FACTOR_RANGE[1] for f in factors)
+    assert all(0.5 <= f <= 2.0 for f in factors)  # the range the schema test pins, not the code's constant
     assert any(f != 1.0 for f in factors)
     assert "training patches" in trained.rate_calibration.measured_on
     loaded = TrainedModel.load(trained.save(tmp_path / "m.pt"))
@@ -76,7 +80,7 @@ def test_factors_are_clipped_to_their_range(trained_and_held_out):
     normalized = torch.from_numpy(trained.normalizer(ordered_data(trained, held_out))[:, :64, :64].copy())
     patches = normalized.unfold(1, 8, 8).unfold(2, 8, 8).permute(1, 2, 0, 3, 4).reshape(-1, 5, 8, 8)
     shifted = measure_rate_calibration(trained.model, trained.normalizer, patches + 8.0)
-    assert shifted.factors == (FACTOR_RANGE[1],) * 5
+    assert shifted.factors == (2.0,) * 5  # the range's top, as a literal: the constant could drift with the code
     assert measure_rate_calibration(trained.model, trained.normalizer, patches[:0]) is None
 
 
