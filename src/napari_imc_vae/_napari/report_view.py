@@ -15,8 +15,9 @@ import html
 import re
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QLabel, QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
+from napari_imc_vae._napari.fold import Fold
 from napari_imc_vae.engine.quality.summary import NUMBERS_HEADER, split_two_layers
 
 __all__ = ["ReportView", "numbers_blocks", "numbers_html", "NUMBERS_TOOLTIP"]
@@ -113,24 +114,16 @@ class ReportView(QScrollArea):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self._placeholder = placeholder
         self._text = ""
-        self._plain_numbers = ""
         inner = QWidget()
         layout = QVBoxLayout(inner)
         layout.setContentsMargins(4, 4, 4, 4)
         self.sentences = _wrapping_label()
-        self.toggle = QToolButton()
-        self.toggle.setCheckable(True)
-        self.toggle.setText(NUMBERS_HEADER.rstrip(":"))
-        self.toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.toggle.setArrowType(Qt.ArrowType.RightArrow)
-        self.toggle.setAutoRaise(True)
-        self.toggle.setToolTip(NUMBERS_TOOLTIP)
-        self.toggle.toggled.connect(self.set_expanded)
         self.numbers = _wrapping_label()
         self.numbers.setToolTip(NUMBERS_TOOLTIP)
+        self.fold = Fold(NUMBERS_HEADER.rstrip(":"), self.numbers, tip=NUMBERS_TOOLTIP)
+        self.toggle = self.fold.header
         layout.addWidget(self.sentences)
-        layout.addWidget(self.toggle)
-        layout.addWidget(self.numbers)
+        layout.addWidget(self.fold)
         layout.addStretch(1)
         self.setWidget(inner)
         self.set_report("")
@@ -140,15 +133,13 @@ class ReportView(QScrollArea):
         """Show ``text`` (plain text; empty shows the placeholder). The fold keeps its state."""
         self._text = text or ""
         sentences, numbers = split_two_layers(self._text)
-        self._plain_numbers = numbers
         if not self._text:
             self.sentences.setText(f"<p style='color:gray'>{html.escape(self._placeholder)}</p>")
         else:
             self.sentences.setText("".join(f"<p style='margin:0 0 6px 0'>{html.escape(s)}</p>"
                                            for s in sentences))
         self.numbers.setText(numbers_html(numbers))
-        self.toggle.setVisible(bool(numbers.strip()))
-        self.set_expanded(self.toggle.isChecked())
+        self.fold.setVisible(bool(numbers.strip()))  # no numbers: no fold at all
 
     def report_text(self) -> str:
         """The plain text last shown."""
@@ -175,13 +166,8 @@ class ReportView(QScrollArea):
     @property
     def expanded(self) -> bool:
         """Whether the numbers are unfolded."""
-        return self.toggle.isChecked()
+        return self.fold.is_open
 
     def set_expanded(self, expanded: bool) -> None:
         """Unfold (True) or fold (False) the numbers."""
-        expanded = bool(expanded)
-        if self.toggle.isChecked() != expanded:
-            self.toggle.setChecked(expanded)  # emits toggled, which comes back here
-            return
-        self.toggle.setArrowType(Qt.ArrowType.DownArrow if expanded else Qt.ArrowType.RightArrow)
-        self.numbers.setVisible(expanded and bool(self._plain_numbers.strip()))
+        self.fold.set_open(expanded)
