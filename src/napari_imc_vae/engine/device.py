@@ -10,8 +10,10 @@ too, so that the command line and the napari widgets apply the same ones.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -118,6 +120,41 @@ def init_distributed(device: torch.device) -> DistributedContext:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return DistributedContext(dist.get_rank(), dist.get_world_size(), local_rank())
+
+
+@contextlib.contextmanager
+def leaving_process_group() -> Iterator[None]:
+    """Leave the ``torchrun`` process group at the end, even on error, if it was joined inside.
+
+    A group the process had already joined is left joined: its caller still needs it afterwards
+    (:func:`init_distributed` reuses it).
+    """
+    import torch.distributed as dist
+
+    def joined() -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+    joined_before = joined()
+    try:
+        yield
+    finally:
+        if not joined_before and joined():
+            dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(device: torch.device) -> Iterator[DistributedContext]:
+    """Join the ``torchrun`` job's process group (if any) and leave it at the end, even on error.
+
+    A group the process had already joined is used and left joined.
+
+    Yields
+    ------
+    DistributedContext
+        This process's rank and the world size (rank 0 of 1 without ``torchrun``).
+    """
+    with leaving_process_group():
+        yield init_distributed(device)
 
 
 def wrap_distributed(model: nn.Module, device: torch.device) -> nn.Module:

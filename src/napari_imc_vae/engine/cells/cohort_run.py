@@ -10,40 +10,14 @@ reads the rows back (:func:`finished_rows`) instead of applying the model again.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["DONE_SUFFIX", "done_file", "done_stamp", "finished_rows", "gather_rows", "my_share", "process_group"]
+__all__ = ["DONE_SUFFIX", "done_file", "done_stamp", "finished_rows", "gather_rows", "my_share"]
 
 #: A done mark's file name is the image's safe stem and this.
 DONE_SUFFIX = "_qc.json"
-
-
-@contextlib.contextmanager
-def process_group(device) -> Iterator:
-    """Join the ``torchrun`` job's process group (if any) and leave it at the end, even on error.
-
-    A group the process had already joined is used and left joined.
-
-    Yields
-    ------
-    DistributedContext
-        This process's rank and the world size (rank 0 of 1 without ``torchrun``).
-    """
-    import torch.distributed
-
-    from napari_imc_vae.engine.device import init_distributed
-
-    # a caller that joined the group itself (init_distributed reuses it) still needs it afterwards
-    joined_before = torch.distributed.is_available() and torch.distributed.is_initialized()
-    dist = init_distributed(device)
-    try:
-        yield dist
-    finally:
-        if dist.active and not joined_before:
-            torch.distributed.destroy_process_group()
 
 
 def barrier(dist) -> None:

@@ -30,7 +30,6 @@ from napari_imc_vae.engine.cells.cohort_run import (
     finished_rows,
     gather_rows,
     my_share,
-    process_group,
 )
 from napari_imc_vae.engine.cells.outcome import (
     CellsOfImage,
@@ -164,7 +163,7 @@ def cohort_qc(trained: TrainedModel, images, settings: ApplySettings, *, output:
     ChannelMismatchError
         An image lacks channels of the model (before its work; images before it are done).
     """
-    from napari_imc_vae.engine.device import resolve_device
+    from napari_imc_vae.engine.device import process_group, resolve_device
 
     settings = replace(settings, motifs=qc_motifs(trained))
     with process_group(resolve_device(settings.device or "auto")) as dist:

@@ -14,7 +14,14 @@ from dataclasses import asdict, replace
 from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
 from napari_imc_vae.engine.data.cohort import CohortOptions
 from napari_imc_vae.engine.defaults import validation_interval
-from napari_imc_vae.engine.device import compute_policy, release_cuda_memory, resolve_device, resolve_precision, to_cpu
+from napari_imc_vae.engine.device import (
+    compute_policy,
+    leaving_process_group,
+    release_cuda_memory,
+    resolve_device,
+    resolve_precision,
+    to_cpu,
+)
 from napari_imc_vae.engine.training.control import StopRequest
 from napari_imc_vae.engine.training.outcome import TrainOutcome, TrainPlan
 from napari_imc_vae.engine.training.settings import TrainSettings, merge_settings
@@ -87,34 +94,33 @@ def train_model(
     device = resolve_device(merged.train.device)
     compute = compute_policy(device, resolve_precision(merged.train.precision, device))
     run = model = forget_stop = None
-    joined_before = _in_process_group()  # a group the caller joined stays joined (as cells' process_group)
-    try:
-        # inside the try: the Trainer joins the process group and can fail after that
-        # (a resumed optimizer state that does not load), which must leave it again
-        run = TrainingRun(images, normalization=merged.normalization, model_config=merged.model or None,
-                          critic_config=merged.critic, train_config=merged.train, resume=resume, data=data)
-        model, is_main = run.model, run.trainer.dist.is_main
-        forget_stop = stop.on_set(run.stop)
-        plan = _plan(run, settings, merged, compute, resume, stopped=stop.is_set())
-        run.use_train_config(plan.train_config)
-        if on_progress is not None:
-            on_progress(plan)
-        if settings.estimate_only:
-            return TrainOutcome(None, False, seconds=time.perf_counter() - start, plan=plan, is_main=is_main)
-        trained, stopped = run.run(on_progress)
-        report, report_error = _report(run, trained) if is_main else (None, "not the main process")
-        trained.optimizer_state = to_cpu(trained.optimizer_state)
-    finally:
-        # ended, stopped, failed or the caller went away: hand the GPU memory back (micro-sam's
-        # napari trainer kept it, their issue 952); the model lives on in the CPU's memory
-        if forget_stop is not None:
-            forget_stop()
-        del run
-        # a run that failed while being built leaves no model here but a resumed one
-        model = model if model is not None else getattr(resume, "model", None)
-        release_cuda_memory(*(() if model is None else (model,)))
-        if not joined_before:
-            _leave_process_group()
+    # a group the caller joined stays joined; one the Trainer joined is left after the memory is released
+    with leaving_process_group():
+        try:
+            # inside the try: the Trainer joins the process group and can fail after that
+            # (a resumed optimizer state that does not load), which must leave it again
+            run = TrainingRun(images, normalization=merged.normalization, model_config=merged.model or None,
+                              critic_config=merged.critic, train_config=merged.train, resume=resume, data=data)
+            model, is_main = run.model, run.trainer.dist.is_main
+            forget_stop = stop.on_set(run.stop)
+            plan = _plan(run, settings, merged, compute, resume, stopped=stop.is_set())
+            run.use_train_config(plan.train_config)
+            if on_progress is not None:
+                on_progress(plan)
+            if settings.estimate_only:
+                return TrainOutcome(None, False, seconds=time.perf_counter() - start, plan=plan, is_main=is_main)
+            trained, stopped = run.run(on_progress)
+            report, report_error = _report(run, trained) if is_main else (None, "not the main process")
+            trained.optimizer_state = to_cpu(trained.optimizer_state)
+        finally:
+            # ended, stopped, failed or the caller went away: hand the GPU memory back (micro-sam's
+            # napari trainer kept it, their issue 952); the model lives on in the CPU's memory
+            if forget_stop is not None:
+                forget_stop()
+            del run
+            # a run that failed while being built leaves no model here but a resumed one
+            model = model if model is not None else getattr(resume, "model", None)
+            release_cuda_memory(*(() if model is None else (model,)))
     return TrainOutcome(trained, stopped, report, report_error, time.perf_counter() - start, plan, is_main)
 
 
@@ -156,19 +162,6 @@ def _report(run: TrainingRun, trained: TrainedModel):
                         baseline_source=trained.baseline_source), None
     except Exception as e:  # noqa: BLE001 - the model is still good; say why there is no report
         return None, f"{type(e).__name__}: {e}"
-
-
-def _in_process_group() -> bool:
-    import torch.distributed as dist
-
-    return dist.is_available() and dist.is_initialized()
-
-
-def _leave_process_group() -> None:
-    import torch.distributed as dist
-
-    if _in_process_group():
-        dist.destroy_process_group()
 
 
 __all__ = ["train_model"]
