@@ -14,6 +14,7 @@ import tifffile
 import torch
 
 from cell_masks import nuclear_mask
+from dist_helpers import torchrun_cmd
 from napari_imc_vae.cli import main
 from napari_imc_vae.io import read_imc
 from napari_imc_vae.io.outputs import OUTPUT_SUFFIXES
@@ -296,20 +297,13 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_qc_under_torchrun_shares_the_images_and_only_rank0_writes_the_summary(model_file, qc_folder, tmp_path):
     import os
-    import socket
     import subprocess
-    import sys
 
     helper, record, out = tmp_path / "helper.py", tmp_path / "record", tmp_path / "qc"
     helper.write_text(TORCHRUN_HELPER)
     record.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = dict(os.environ, RECORD_DIR=str(record), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={port}", str(helper), "qc", str(model_file), str(qc_folder), "-o", str(out),
-           "--device", "cpu"]
+    cmd = torchrun_cmd(helper, "qc", model_file, qc_folder, "-o", out, "--device", "cpu")
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     done = {r: (record / f"rank{r}.txt").read_text().split() for r in (0, 1)}

@@ -12,6 +12,20 @@ def cut_patches(image: np.ndarray, patch: int = 8, stride: int = 4) -> np.ndarra
     return np.ascontiguousarray(windows.transpose(1, 2, 0, 3, 4).reshape(-1, image.shape[0], patch, patch))
 
 
+@pytest.fixture
+def one_gloo_process(monkeypatch):
+    """The environment torchrun gives a job of one process; any group joined is left after the test."""
+    # port 0: the one process's store takes any free port, as no other process connects to it
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0", "RANK": "0", "WORLD_SIZE": "1",
+                        "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    yield
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # never leak a group into other tests, whatever the outcome
+        dist.destroy_process_group()
+
+
 @pytest.fixture(scope="session")
 def imc_normalized(imc_testdata):
     """Six steinbock ROIs (5 channels), normalized as by default (hot pixels 50, arcsinh/5, z-score).

@@ -2,13 +2,13 @@
 a stop asked of one rank ends both at the next read, and only rank 0 writes."""
 
 import os
-import socket
 import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+
+from dist_helpers import torchrun_cmd
 
 # Runs the real command line under torchrun, recording what each rank ends with.
 HELPER = textwrap.dedent(
@@ -55,12 +55,6 @@ HELPER = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 TINY = ["--patch", "4", "--latent", "4", "--width", "32", "--depth", "1", "--batch", "16", "--device", "cpu"]
 
 
@@ -73,9 +67,7 @@ def _torchrun_train(imc_testdata, tmp_path, model, options: list[str], stop_rank
     images = sorted((imc_testdata / "steinbock_img").glob("*_00[12].ome.tiff"))[:2]
     env = dict(os.environ, RANK_STATE_DIR=str(states), OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1",
                STOP_RANK=str(stop_rank), STOP_AT=str(stop_at))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={free_port()}", str(helper), "train", *map(str, images), "-o", str(model),
-           *options, *TINY]
+    cmd = torchrun_cmd(helper, "train", *images, "-o", model, *options, *TINY)
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert out.returncode == 0, out.stdout + out.stderr
     return out, states

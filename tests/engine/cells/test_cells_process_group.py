@@ -6,11 +6,10 @@ the group first (``init_distributed`` reuses it) must still be in it afterwards.
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 
+from dist_helpers import torchrun_cmd
 from napari_imc_vae.engine.apply.use_case import ApplySettings
 from napari_imc_vae.engine.cells.use_case import cohort_qc
 from napari_imc_vae.io import read_imc
@@ -22,22 +21,10 @@ ROIS = ("20210305_NE_mockData1_002", "20210305_NE_mockData3_002")
 SETTINGS = ApplySettings(device="cpu", max_quality_patches=64)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
-def joined_group(monkeypatch):
+def joined_group(one_gloo_process):
     """This process alone in a gloo group it joined itself (left again after the test)."""
-    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "RANK": "0",
-                        "WORLD_SIZE": "1"}.items():
-        monkeypatch.setenv(name, value)
     torch.distributed.init_process_group("gloo")
-    yield
-    if torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
 
 
 def test_cohort_qc_leaves_a_group_joined_before_it_joined(cells_model, imc_testdata, joined_group, tmp_path):
@@ -72,13 +59,11 @@ dist.destroy_process_group()
 def test_cohort_qc_under_torchrun_leaves_the_callers_group_joined(cells_model, imc_testdata, tmp_path):
     import os
     import subprocess
-    import sys
 
     helper, model = tmp_path / "helper.py", cells_model.save(tmp_path / "m.pt")
     helper.write_text(HELPER)
     paths = [str(imc_testdata / "steinbock_img" / f"{s}.ome.tiff") for s in ROIS]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", str(helper), str(model), str(tmp_path), *paths]
+    cmd = torchrun_cmd(helper, model, tmp_path, *paths)
     run = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
                          timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr

@@ -19,12 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
-def one_process_group(monkeypatch):
+def one_process_group(one_gloo_process, monkeypatch):
     """As under torchrun, with one gloo process: init_distributed joins a real process group."""
-    # port 0: the one process's store takes any free port, as no other process connects to it
-    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0", "RANK": "0", "WORLD_SIZE": "1",
-                        "LOCAL_RANK": "0"}.items():
-        monkeypatch.setenv(name, value)
     # init_distributed joins only a job of more than one process; this one is its own whole job
     monkeypatch.setattr(device, "process_context", lambda: DistributedContext(0, 2, 0))
     joined = []
@@ -35,9 +31,7 @@ def one_process_group(monkeypatch):
         return context
 
     monkeypatch.setattr(trainer, "init_distributed", init_and_record)
-    yield joined
-    if dist.is_initialized():  # never leak a group into other tests, whatever the outcome
-        dist.destroy_process_group()
+    return joined
 
 
 def test_a_run_failing_after_the_group_was_joined_leaves_it(imc_testdata, one_process_group):
