@@ -191,7 +191,6 @@ def _qc_rows(trained, mine, settings, dist, out: Path, on_progress, on_image, ca
             del image
             continue
         check_cancel(cancel, f"cancelled before applying the model to {image.name}")
-        trained.match_channels(image)  # an image without the model's channels: named, before its work
         app = apply_to_image(trained, image, settings, on_progress=_progress_of(image.name, on_progress),
                              cancel=cancel)
         image_rows = roi_marker_rows(app)
