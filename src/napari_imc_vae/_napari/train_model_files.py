@@ -55,21 +55,21 @@ class TrainModelFiles:
         if loaded is None:
             return None
         path, trained = loaded
-        self.resume = trained
-        self.form.set_values(model_config=asdict(trained.model.config), critic=trained.critic_config,
-                             train=trained.train_config)
-        self.form.set_architecture_locked(True)
-        self.resume_label.setText(f"Resuming {path} at step {trained.step} "
-                                  f"({len(trained.channel_names)} channels: "
-                                  f"{', '.join(trained.channel_names)})")
-        self._update_buttons(self.status.state)
-        self.estimate.schedule()  # the model's channels and architecture now
+        self._set_resume(trained, f"Resuming {path} at step {trained.step} "
+                                  f"({len(trained.channel_names)} channels: {', '.join(trained.channel_names)})",
+                         model_config=asdict(trained.model.config), critic=trained.critic_config,
+                         train=trained.train_config)
         return trained
 
     def clear_resume(self) -> None:
-        self.resume = None
-        self.form.set_values(critic=None)  # a new model: no setting of the resumed one's is kept
-        self.form.set_architecture_locked(False)
-        self.resume_label.setText("New model")
+        # a new model: no setting of the resumed one's is kept
+        self._set_resume(None, "New model", critic=None)
+
+    def _set_resume(self, trained: TrainedModel | None, label: str, **values) -> None:
+        """Resume ``trained`` (None: a new model): its settings in the form, its architecture locked."""
+        self.resume = trained
+        self.form.set_values(**values)
+        self.form.set_architecture_locked(trained is not None)
+        self.resume_label.setText(label)
         self._update_buttons(self.status.state)
-        self.estimate.schedule()
+        self.estimate.schedule()  # the model's channels and architecture, or the form's
