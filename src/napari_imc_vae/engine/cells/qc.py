@@ -28,12 +28,14 @@ __all__ = ["HEATMAP_TOP", "QC_COLUMNS", "REGION_KINDS", "ROI_EVENT_KEYS", "roi_m
 
 #: Shapes a region of high error is given (:func:`~napari_imc_vae.engine.apply.regions.find_regions`).
 REGION_KINDS = ("single pixel", "line", "blob")
+#: Each kind's column of the cohort table (its ROI's own count is the same name after ``roi_``).
+_REGION_COLUMN = {k: f"regions_{k.replace(' ', '_')}" for k in REGION_KINDS}
 #: Columns of the cohort table, in this order.
 QC_COLUMNS = ("roi", "marker", "explained", "has_signal", "mean_error", "hot_pixels",
-              *(f"regions_{k.replace(' ', '_')}" for k in REGION_KINDS), "pixels")
+              *_REGION_COLUMN.values(), "pixels")
 #: Keys each row also holds, the same on every row of a ROI (one figure per ROI, so not written to
 #: the per-marker table): its regions by kind, as its ``_regions.csv`` lists them, and its isolated spikes.
-ROI_EVENT_KEYS = (*(f"roi_regions_{k.replace(' ', '_')}" for k in REGION_KINDS), "roi_spikes")
+ROI_EVENT_KEYS = (*(f"roi_{column}" for column in _REGION_COLUMN.values()), "roi_spikes")
 #: The heatmap's colour scale tops at this mean calibrated error (noise SDs) or the largest value:
 #: counting noise alone gives about 0.8 (the mean of |Z|), so a cohort the model explains stays
 #: dark-to-middle and 2 or more, a marker it clearly does not explain, is bright.
@@ -86,7 +88,7 @@ def roi_marker_rows(app) -> list[dict]:
                      "explained": None if summary is None else summary.explained,
                      "has_signal": None if summary is None else bool(summary.has_signal),
                      "mean_error": error, "hot_pixels": hot[c],
-                     **{f"regions_{k.replace(' ', '_')}": sum(r["shape"] == k for r in carried) for k in REGION_KINDS},
+                     **{column: sum(r["shape"] == k for r in carried) for k, column in _REGION_COLUMN.items()},
                      "pixels": int(image.shape[1] * image.shape[2]), **events})
     return rows
 
@@ -123,7 +125,7 @@ class CohortSummary:
     @property
     def markers_without_signal(self) -> list[str]:
         """Markers the marker summary finds almost no signal in (``has_signal`` false) in every ROI."""
-        return [name for name, (k, _) in self.rois_with_signal().items() if k == 0]
+        return _without_signal(self.rois_with_signal())
 
     def worst(self, n: int = 3) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
         """The ``n`` ROIs and the ``n`` markers of highest mean calibrated error (name, value).
@@ -145,7 +147,8 @@ class CohortSummary:
         """One line naming the worst ROIs and markers, for the picture's title and the terminal."""
         rois, markers = self.worst(n)
         fmt = ", ".join
-        silent, signal = self.markers_without_signal, self.rois_with_signal()
+        signal = self.rois_with_signal()
+        silent = _without_signal(signal)  # markers_without_signal, without counting again
 
         def ranked(name: str, v: float) -> str:  # a marker ranked on only some ROIs says on how many
             k, of = signal[name]
@@ -162,7 +165,7 @@ class CohortSummary:
         # distinct events, from each ROI's own counts: a region carried by three markers is one region
         per_roi = {r["roi"]: r for r in self.rows}
         counted = [r for r in per_roi.values() if all(k in r for k in ROI_EVENT_KEYS)]
-        regions = {k: sum(int(r[f"roi_regions_{k.replace(' ', '_')}"]) for r in counted) for k in REGION_KINDS}
+        regions = {k: sum(int(r[f"roi_{_REGION_COLUMN[k]}"]) for r in counted) for k in REGION_KINDS}
         spikes = sum(int(r["roi_spikes"]) for r in counted)
         unexplained = [f"{r['roi']}/{r['marker']}" for r in self.rows
                        if r.get("has_signal") and r.get("explained") is not None and r["explained"] < 0.25]
@@ -189,3 +192,8 @@ def _nanmean(m: np.ndarray, axis: int) -> np.ndarray:
     finite = np.isfinite(m)
     n = finite.sum(axis=axis)
     return np.where(n > 0, np.where(finite, m, 0.0).sum(axis=axis) / np.maximum(n, 1), np.nan)
+
+
+def _without_signal(signal: dict[str, tuple[int, int]]) -> list[str]:
+    """The markers of :meth:`CohortSummary.rois_with_signal` with signal in no ROI."""
+    return [name for name, (k, _) in signal.items() if k == 0]
