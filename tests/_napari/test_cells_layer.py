@@ -25,10 +25,14 @@ PLUGIN = "napari-imc-vae"
 
 @pytest.fixture(scope="module")
 def tiny_model(imc_testdata):
-    torch.set_num_threads(1)
     image = read_imc(imc_testdata / FILE)
-    trained, _ = TrainingRun([image], model_config={"latent_dim": 4, "width": 16, "depth": 1},
-                             train_config=TrainConfig(steps=20, batch_size=64, device="cpu", seed=0)).run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model on shared cores: a second thread only adds contention
+    try:
+        trained, _ = TrainingRun([image], model_config={"latent_dim": 4, "width": 16, "depth": 1},
+                                 train_config=TrainConfig(steps=20, batch_size=64, device="cpu", seed=0)).run()
+    finally:
+        torch.set_num_threads(threads)
     return trained
 
 

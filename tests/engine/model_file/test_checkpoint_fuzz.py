@@ -28,12 +28,16 @@ def real_model(imc_testdata, tmp_path_factory):
     from napari_imc_vae.engine.training.run import TrainingRun
     from napari_imc_vae.io import read_imc
 
-    torch.set_num_threads(1)
     image_path = imc_testdata / "steinbock_img" / f"{ROI}.ome.tiff"
-    trained, _ = TrainingRun(
-        [read_imc(image_path)], model_config={"patch_size": 4, "latent_dim": 4, "width": 16, "depth": 1},
-        train_config=TrainConfig(steps=4, batch_size=16, device="cpu", val_every=4, max_val_patches=32),
-    ).run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model on shared cores: a second thread only adds contention
+    try:
+        trained, _ = TrainingRun(
+            [read_imc(image_path)], model_config={"patch_size": 4, "latent_dim": 4, "width": 16, "depth": 1},
+            train_config=TrainConfig(steps=4, batch_size=16, device="cpu", val_every=4, max_val_patches=32),
+        ).run()
+    finally:
+        torch.set_num_threads(threads)
     path = trained.save(tmp_path_factory.mktemp("model") / "m.pt")
     return path, torch.load(path, weights_only=True), image_path
 
