@@ -18,8 +18,6 @@ from napari_imc_vae.cli._outputs import claim_output
 from napari_imc_vae.cli._progress import ProgressBar
 from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS, TILE_BATCH  # plain numbers: --help loads no torch
 
-#: The MODEL argument's help: both kinds of model file every command that applies a model opens.
-
 
 def _add_model_and_image(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help=MODEL_HELP)

@@ -21,7 +21,7 @@ import torch
 from napari_imc_vae import __version__
 from napari_imc_vae.engine.model_file import schema
 from napari_imc_vae.engine.model_file.file_bytes import (add_file_hash, check_file_hash, check_zip_records,
-                                                           file_sha256, unreadable_reason)
+                                                           unreadable_reason)
 from napari_imc_vae.engine.quality.baselines import PCABaseline
 from napari_imc_vae.engine.model.critic import CriticConfig
 from napari_imc_vae.engine.model.vae import ModelConfig, PatchVAE
@@ -32,7 +32,7 @@ from napari_imc_vae.io import ImcImage
 from napari_imc_vae.io.atomic import atomic_write
 from napari_imc_vae.preprocessing import ChannelMatch, ChannelMismatchError, Normalizer, match_channels
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ChannelMismatchError", "ModelFileError", "TrainedModel", "file_sha256"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ChannelMismatchError", "ModelFileError", "TrainedModel"]
 
 FORMAT = "napari-imc-vae/model"
 #: 2: the content hash (``content_sha256``) and every field are required. Files of format 1 load

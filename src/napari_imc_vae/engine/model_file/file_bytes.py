@@ -31,8 +31,7 @@ import zipfile
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["COMMENT_PREFIX", "add_file_hash", "check_file_hash", "check_zip_records", "file_sha256",
-           "unreadable_reason"]
+__all__ = ["COMMENT_PREFIX", "add_file_hash", "check_file_hash", "check_zip_records", "unreadable_reason"]
 
 #: The zip comment that holds the hash: this prefix, then 64 lower-case hex digits.
 COMMENT_PREFIX = b"napari-imc-vae file sha256 "
@@ -198,15 +197,6 @@ def _is_text(head: bytes) -> bool:
     except UnicodeDecodeError:  # also a multi-byte character cut at the 64th byte: rare, then "not a zip"
         return False
     return all(c.isprintable() or c in "\t\r\n" for c in text)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, for provenance in layer metadata and reports."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hashed_record(tail: bytes) -> int | None:
