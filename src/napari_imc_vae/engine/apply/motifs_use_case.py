@@ -29,12 +29,11 @@ from napari_imc_vae.engine.apply.motifs_outcome import (
 )
 from napari_imc_vae.engine.apply.use_case import ApplySettings, apply_to_image, check_cancel
 from napari_imc_vae.engine.model_file.checkpoint import TrainedModel
+from napari_imc_vae.engine.model_file.schema.fields import MAX_SEED  # also scikit-learn's random_state limit
 from napari_imc_vae.engine.defaults import DEFAULT_MOTIFS, TILE_BATCH
 from napari_imc_vae.io import ImcImage
 
 __all__ = ["MotifsSettings", "cohort_motifs"]
-
-_MAX_SEED = 2**32 - 1  # scikit-learn's random_state
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class MotifsSettings:
 
     def __post_init__(self) -> None:
         for name, low, high in (("stride", 1, None), ("batch_size", 1, None), ("pooled_motifs", 1, None),
-                                ("seed", 0, _MAX_SEED)):
+                                ("seed", 0, MAX_SEED)):
             value = getattr(self, name)
             if value is None and name == "stride":
                 continue
@@ -136,15 +135,17 @@ def cohort_motifs(trained: TrainedModel, images: Iterable[ImcImage], settings: M
     tell(MotifsPlan(stored=0 if stored is None else stored.k, pooled=settings.pooled_motifs, seed=settings.seed))
     apply = settings.apply_settings()
     maps: list[_LatentOfImage] = []
+    stems: set[str] = set()  # lower case: maps differing only in case overwrite each other on some disks
     for image in images:
         check_cancel(cancel, f"cancelled before applying the model to {image.name}")
         stem = safe_stem(image.name)
-        if any(stem.lower() == m.stem.lower() for m in maps):  # a name the caller's plan did not foresee
+        if stem.lower() in stems:  # a name the caller's plan did not foresee
             raise ValueError(f"two images are named {stem!r} (the second from {image.source}); their "
                              f"motif maps would overwrite each other: give them to separate runs")
         match = trained.match_channels(image)  # names the missing and extra channels
         tell(ImageStarted(image.name, match.note() if match.ignored else None))
         rec = apply_to_image(trained, image, apply, cancel=cancel).reconstruction
+        stems.add(stem.lower())
         maps.append(_LatentOfImage(stem, rec.latent, rec.stride, float(image.pixel_size_um), image.shape[1:]))
         tell(LatentMapDone(image.name, (int(rec.latent.shape[1]), int(rec.latent.shape[2]))))
         del image, rec  # latents are small, images are not: one image's memory at a time
