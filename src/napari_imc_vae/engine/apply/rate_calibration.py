@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from napari_imc_vae.engine.apply.tiling import tile_window
+
 __all__ = ["FACTOR_RANGE", "RateCalibration", "apply_rate_factors", "measure_rate_calibration"]
 
 #: Factors are clipped to this range: beyond it the model is wrong in a way a factor must not hide.
@@ -57,12 +59,6 @@ class RateCalibration:
         return np.asarray(self.factors, dtype=np.float32)
 
 
-def _hann_window(patch_size: int) -> np.ndarray:
-    """The (P, P) blending window of the whole-image reconstruction (engine.apply.tiling's, recomputed)."""
-    hann = np.sin(np.pi * (np.arange(patch_size) + 0.5) / patch_size) ** 2
-    return np.outer(hann, hann)
-
-
 def measure_rate_calibration(model: torch.nn.Module, normalizer, patches: torch.Tensor, *,
                              image_names: Sequence[str] = (), step: int | None = None) -> RateCalibration | None:
     """Measure the per-channel factors on normalized training patches.
@@ -87,7 +83,7 @@ def measure_rate_calibration(model: torch.nn.Module, normalizer, patches: torch.
     if patches is None or patches.shape[0] == 0:
         return None
     n, c, p, _ = patches.shape
-    window = _hann_window(p)
+    window = tile_window(p)  # the blending window of the whole-image reconstruction
     observed, predicted = np.zeros(c), np.zeros(c)
     device = next(model.parameters()).device
     was_training = model.training
