@@ -104,6 +104,11 @@ class ModelApplication:
         more counts measured than predicted; NaN where the input is not finite)."""
         return self.reconstruction.residual
 
+    @property
+    def hot_pixel_threshold(self) -> float | None:
+        """The hot-pixel filter's threshold the model's normalization used (None: not recorded)."""
+        return self.provenance.get("normalization", {}).get("params", {}).get("hot_pixel_threshold")
+
     def summary_sentences(self) -> list[str]:
         """Three to five plain sentences: is the model good enough to look at, which markers it
         explains well or badly, how many places look like artefacts and where
@@ -114,9 +119,9 @@ class ModelApplication:
         spikes = self.spikes if self.region_map is not None else None
         if spikes and self.reconstruction.hot_pixels is None:  # the filter's mask was not kept
             spikes = [{**s, "hot_pixel": None} for s in spikes]
-        threshold = self.provenance.get("normalization", {}).get("params", {}).get("hot_pixel_threshold")
         return summary_sentences(self.report, self.markers, searched, shape=tuple(self.image.shape[1:]),
-                                 reason=self.quality.get("reason"), spikes=spikes, hot_pixel_threshold=threshold)
+                                 reason=self.quality.get("reason"), spikes=spikes,
+                                 hot_pixel_threshold=self.hot_pixel_threshold)
 
     def report_text(self) -> str:
         """The report for a terminal or a text box: the plain sentences, then the numbers behind

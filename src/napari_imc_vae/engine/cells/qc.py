@@ -65,9 +65,8 @@ def roi_marker_rows(app) -> list[dict]:
         Applied with ``residual`` among the outputs (the per-marker error) and regions on.
     """
     image, rec = app.image, app.reconstruction
-    threshold = app.provenance.get("normalization", {}).get("params", {}).get("hot_pixel_threshold")
     # channel by channel: indexing all model channels at once would copy the whole image
-    hot = [hot_pixels_per_channel(image.data[i : i + 1], threshold)[0] for i in app.channel_index]
+    hot = [hot_pixels_per_channel(image.data[i : i + 1], app.hot_pixel_threshold)[0] for i in app.channel_index]
     markers = {m.name: m for m in getattr(app, "markers", None) or []}
     spikes = getattr(app, "spikes", None) or []
     events = dict(zip(ROI_EVENT_KEYS, [*(sum(r["shape"] == k for r in app.regions) for k in REGION_KINDS),
