@@ -72,9 +72,11 @@ def validate_model(model: PatchVAE, sampler: PatchSampler, critic_config: Critic
             logvar.append(out.logvar.float())
         recon_t, mu_t, logvar_t = torch.cat(recon), torch.cat(mu), torch.cat(logvar)
         terms = critic(recon_t, patches, mu_t, logvar_t, critic_config, all_finite=sampler.all_finite).as_floats()
-        keep = finite_patches(patches)  # the report's rule: patches touching NaN/Inf are not measured
-        if not bool(keep.all()):
-            patches, recon_t, mu_t = patches[keep], recon_t[keep], mu_t[keep]
+        n_patches = len(patches)
+        if not sampler.all_finite:  # the report's rule: patches touching NaN/Inf are not measured
+            keep = finite_patches(patches)
+            if not bool(keep.all()):
+                patches, recon_t, mu_t = patches[keep], recon_t[keep], mu_t[keep]
         pick = evenly_spaced(len(patches), PERM_PATCHES)
         accuracy, _, left_out = permutation_accuracy(model, patches if pick is None else patches[pick.to(x.device)])
         measures = reconstruction_measures(patches, recon_t)
@@ -86,7 +88,7 @@ def validate_model(model: PatchVAE, sampler: PatchSampler, critic_config: Critic
             active_units=float(active_units(mu_t)),
             perm_accuracy=float(accuracy),
             perm_left_out=float(left_out),
-            n_skipped_nonfinite=float(len(keep) - len(patches)),
+            n_skipped_nonfinite=float(n_patches - len(patches)),
         )
         return result
     finally:
